@@ -1,0 +1,20 @@
+// Adds up the vitest JSON reports of every package into one closing line, "N passed, N failed",
+// so a reader (and CI's log scanner) sees the whole suite's result at a glance.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+for (const group of ['packages', 'apps']) {
+  if (!existsSync(group)) continue;
+  for (const name of readdirSync(group)) {
+    const file = path.join(group, name, 'test-results', 'vitest.json');
+    if (!existsSync(file)) continue;
+    const report = JSON.parse(readFileSync(file, 'utf8'));
+    passed += report.numPassedTests ?? 0;
+    failed += report.numFailedTests ?? 0;
+    skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  }
+}
+console.log(`Tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);

@@ -1,0 +1,16 @@
+// One vitest configuration for every package, so CI can add up the results of all of them:
+// under CI each package also writes a JSON report that .ci/summarize.mjs reads.
+import { defineConfig } from 'vitest/config';
+
+export function packageTestConfig(options: { testTimeout?: number } = {}) {
+  return defineConfig({
+    test: {
+      include: ['test/**/*.test.ts'],
+      testTimeout: options.testTimeout ?? 20_000,
+      hookTimeout: 60_000,
+      reporters: process.env.CI
+        ? ['default', ['json', { outputFile: 'test-results/vitest.json' }]]
+        : ['default'],
+    },
+  });
+}
