@@ -1,3 +1,6 @@
-import { packageTestConfig } from '@vfio-fleet/vitest-config';
+// Imported by relative path, not as '@vfio-fleet/vitest-config': vite's config bundler leaves
+// packages found through node_modules external, and Node 20 cannot import that package's .ts
+// entry itself (ERR_UNKNOWN_FILE_EXTENSION), so `npx vitest run` failed before any test ran.
+import { packageTestConfig } from '../../tooling/vitest/index';
 
-export default packageTestConfig();
+export default packageTestConfig({ testTimeout: 60_000 });
