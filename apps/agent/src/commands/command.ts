@@ -1,0 +1,51 @@
+/**
+ * What every subcommand gets and provides: the CLI dispatches on `name`, prints `usage` for
+ * `--help` and for command-line mistakes, and maps the returned number to the exit status.
+ */
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { AgentError, type ExitCode } from '../errors';
+import type { Logger } from '../logger';
+
+export interface OutputStream {
+  write(text: string): unknown;
+  isTTY?: boolean;
+}
+
+export interface CommandContext {
+  stdout: OutputStream;
+  stderr: OutputStream;
+  env: Readonly<Record<string, string | undefined>>;
+  cwd: string;
+  logger: Logger;
+}
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  run(args: string[], ctx: CommandContext): Promise<ExitCode>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/**
+ * node:util parseArgs with the agent's error handling: an unknown flag or a missing value becomes
+ * a usage error that names the command's usage, and `--help` is available to every command.
+ */
+export function parseCommandArgs<const O extends Options>(
+  command: Pick<Command, 'name' | 'usage'>,
+  args: string[],
+  options: O,
+) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    throw new AgentError('usage', `${command.name}: ${message}`, { usage: command.usage });
+  }
+}

@@ -1,0 +1,58 @@
+/** `scan`: read the host and show what can be passed through, and why not. */
+import { loadConfig } from '../config';
+import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
+import { HostFs } from '../host-fs';
+import { collectHost } from '../inventory/collect';
+import { renderScanReport } from '../render/scan-report';
+import { colorEnabled, createStyle } from '../render/style';
+import { type Command, type CommandContext, parseCommandArgs } from './command';
+
+export const scanCommand: Command = {
+  name: 'scan',
+  summary: 'list PCI devices by IOMMU group with their vfio readiness',
+  usage: `Usage: vfio-fleet-agent scan [--root DIR] [--json] [--pci-ids FILE]
+
+Reads the host's PCI devices, IOMMU groups, kernel and vfio state (read-only) and shows, per
+IOMMU group, the driver each device has, the vfio driver it would get and whether it can be
+passed through, followed by a host summary.
+
+Options:
+  --root DIR       read the host tree under DIR instead of / (a capture, a fixture)
+  --json           print the HostSnapshot as JSON (schema in @vfio-fleet/core)
+  --pci-ids FILE   pci.ids for device names (default: the host's own)
+  -h, --help       show this help
+`,
+  async run(args: string[], ctx: CommandContext): Promise<ExitCode> {
+    const { values, positionals } = parseCommandArgs(this, args, {
+      root: { type: 'string' },
+      json: { type: 'boolean' },
+      'pci-ids': { type: 'string' },
+    });
+    if (values.help === true) {
+      ctx.stdout.write(this.usage);
+      return EXIT_CODES.ok;
+    }
+    if (positionals.length > 0) {
+      throw new AgentError('usage', `scan: unexpected argument ${positionals[0]}`, {
+        usage: this.usage,
+      });
+    }
+    const config = await loadConfig(
+      { root: values.root, pciIds: values['pci-ids'] },
+      ctx.env,
+      ctx.cwd,
+    );
+    const snapshot = await collectHost(new HostFs(config.root), {
+      pciIdsPath: config.pciIdsPath,
+      logger: ctx.logger,
+    });
+    if (values.json === true) {
+      ctx.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`);
+    } else {
+      ctx.stdout.write(
+        renderScanReport(snapshot, createStyle(colorEnabled(ctx.stdout.isTTY, ctx.env))),
+      );
+    }
+    return EXIT_CODES.ok;
+  },
+};

@@ -1,0 +1,133 @@
+/**
+ * The human form of a HostSnapshot: devices grouped by IOMMU group (the unit vfio passes through),
+ * then a host summary that says why devices can or cannot be passed through.
+ */
+import type { Device, HostSnapshot, ReadinessStatus } from '@vfio-fleet/core';
+import type { Style } from './style';
+import { type Cell, columnWidths, formatRow, formatTable } from './table';
+
+const HEADER = ['ADDRESS', 'ID', 'NAME', 'DRIVER', 'VFIO DRIVER', 'STATUS', 'REASON'] as const;
+
+export function renderScanReport(snapshot: HostSnapshot, style: Style): string {
+  const byAddress = new Map(snapshot.devices.map((device) => [device.address, device]));
+  const sections: Array<{ title: string; devices: Device[] }> = snapshot.groups.map((group) => ({
+    title: `IOMMU group ${group.id}`,
+    devices: group.devices.flatMap((address) => byAddress.get(address) ?? []),
+  }));
+  const grouped = new Set(snapshot.groups.flatMap((group) => group.devices));
+  const ungrouped = snapshot.devices.filter((device) => !grouped.has(device.address));
+  if (ungrouped.length > 0) sections.push({ title: 'no IOMMU group', devices: ungrouped });
+
+  const rows = sections.map((section) => section.devices.map((device) => deviceRow(device, style)));
+  const widths = columnWidths([[...HEADER], ...rows.flat()]);
+  const lines: string[] = [formatRow(HEADER.map(style.bold), widths, '  ')];
+  sections.forEach((section, i) => {
+    const count = section.devices.length === 1 ? '1 device' : `${section.devices.length} devices`;
+    lines.push(style.bold(`${section.title} (${count})`));
+    for (const row of rows[i] ?? []) lines.push(formatRow(row, widths, '  '));
+  });
+  if (snapshot.devices.length === 0) lines.push('  (no PCI devices found)');
+  lines.push('', ...renderHostSummary(snapshot, style));
+  return `${lines.join('\n')}\n`;
+}
+
+function deviceRow(device: Device, style: Style): Cell[] {
+  const firstReason = device.readiness.reasons[0];
+  return [
+    device.address,
+    `${device.vendorId}:${device.deviceId}`,
+    device.names.device ?? device.names.className,
+    device.driver ?? '-',
+    device.vfioDriver ?? '-',
+    { text: device.readiness.status, paint: statusPaint(device.readiness.status, style) },
+    firstReason?.message ?? '',
+  ];
+}
+
+function statusPaint(status: ReadinessStatus, style: Style): (text: string) => string {
+  if (status === 'blocked') return style.red;
+  if (status === 'ready') return style.green;
+  return style.yellow;
+}
+
+function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
+  const { host } = snapshot;
+  const count = (status: ReadinessStatus) =>
+    snapshot.devices.filter((device) => device.readiness.status === status).length;
+  const flags = host.cmdline;
+  const setFlags = [
+    flags.intelIommu === null ? null : `intel_iommu=${flags.intelIommu}`,
+    flags.amdIommu === null ? null : `amd_iommu=${flags.amdIommu}`,
+    flags.iommu === null ? null : `iommu=${flags.iommu}`,
+    flags.iommuPassthrough === null ? null : `iommu.passthrough=${flags.iommuPassthrough}`,
+    flags.pcieAcsOverride === null ? null : `pcie_acs_override=${flags.pcieAcsOverride}`,
+    flags.vfioPciIds.length === 0 ? null : `vfio-pci.ids=${flags.vfioPciIds.join(',')}`,
+  ].filter((flag) => flag !== null);
+  const units = host.iommu.units.length === 0 ? 'no units' : host.iommu.units.join(', ');
+  const alias = host.modulesAlias;
+
+  const rows: Cell[][] = [
+    ['Host', `${host.hostname}${host.machineId === null ? '' : ` (${host.machineId})`}`],
+    ['Kernel', host.kernelRelease ?? 'unknown'],
+    ['CPU', `${host.cpuVendor}${host.virtualMachine ? ' (virtual machine)' : ''}`],
+    [
+      'IOMMU',
+      host.iommu.enabled
+        ? `on: ${host.iommu.groupCount} groups, ${units}`
+        : { text: `off: no IOMMU groups, ${units}`, paint: style.red },
+    ],
+    ['Interrupt remapping', host.iommu.interruptRemapping],
+    ['IOMMU cmdline flags', setFlags.length === 0 ? 'none' : setFlags.join(' ')],
+    [
+      'vfio modules',
+      host.vfio.modulesLoaded.length === 0 ? 'none loaded' : host.vfio.modulesLoaded.join(', '),
+    ],
+    ['/dev/vfio', host.vfio.devNodes.length === 0 ? 'absent' : host.vfio.devNodes.join(', ')],
+    [
+      'modules.alias',
+      alias.path === null
+        ? 'not found (vfio driver selection falls back to vfio_pci)'
+        : `${alias.path}: ${alias.vfioAliases} vfio_pci aliases, ${alias.pciAliases} pci aliases`,
+    ],
+    ['pci.ids', host.pciIdsPath ?? 'not found (names from the built-in class table)'],
+    [
+      'Host-critical',
+      host.critical.length === 0
+        ? 'none found'
+        : host.critical.map((c) => `${c.address} ${c.kind} (${c.detail})`).join('; '),
+    ],
+    [
+      'Devices',
+      `${snapshot.devices.length}: ${count('bound')} bound to vfio, ${count('ready')} ready, ${count('blocked')} blocked`,
+    ],
+  ];
+  const verdict = passthroughVerdict(snapshot);
+  if (verdict !== null) rows.push(['Passthrough', { text: verdict, paint: style.yellow }]);
+
+  const lines = [style.bold('Host'), ...formatTable(rows, '  ')];
+  if (snapshot.problems.length > 0) {
+    lines.push(style.bold(`Problems (${snapshot.problems.length})`));
+    for (const problem of snapshot.problems) lines.push(`  - ${problem.message}`);
+  }
+  return lines;
+}
+
+/**
+ * When nothing can be passed through, say why once, from the error most devices share, instead
+ * of leaving the reader to infer it from a column of repeated reasons.
+ */
+function passthroughVerdict(snapshot: HostSnapshot): string | null {
+  if (snapshot.devices.length === 0) return null;
+  if (snapshot.devices.some((device) => device.readiness.status !== 'blocked')) return null;
+  const tally = new Map<string, { message: string; count: number }>();
+  for (const device of snapshot.devices) {
+    const error = device.readiness.reasons.find((reason) => reason.severity === 'error');
+    if (error === undefined) continue;
+    const entry = tally.get(error.code) ?? { message: error.message, count: 0 };
+    entry.count += 1;
+    tally.set(error.code, entry);
+  }
+  const top = [...tally.entries()].sort((a, b) => b[1].count - a[1].count)[0];
+  if (top === undefined) return 'no device can be passed through';
+  return `no device can be passed through (${top[0]}: ${top[1].message})`;
+}
