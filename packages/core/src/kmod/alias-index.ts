@@ -10,9 +10,11 @@
  * Two paths:
  * - Canonical. file2alias writes PCI patterns as
  *   `<bus>:v<F8>d<F8>sv<F8>sd<F8>bc<F2>sc<F2>i<F2>[*]`, each field N uppercase hex digits or a
- *   lone `*`, and the kernel writes modaliases in the same shape with every field filled in. For
- *   such a key, candidates come from Maps keyed by (bus, vendor, device), (bus, vendor) and, for
- *   the handful of wildcard-vendor patterns, (bus, baseclass) or the bus alone.
+ *   lone `*`, and the kernel writes modaliases in the same shape with every field filled in. A
+ *   pattern whose first k fields are literal is filed under that literal text (vendor; vendor and
+ *   device; ... down to the subsystem ids, since e.g. aacraid has 267 aliases for one device id
+ *   that differ only in subsystem). A canonical key looks up each level by its own first k
+ *   fields. The handful of wildcard-vendor patterns go by baseclass, or under the bus alone.
  * - General. Any other key (hand-typed, lowercase, truncated, another bus) and any pattern not of
  *   the canonical shape go through a table of literal pattern prefixes, like kmod's own index:
  *   a pattern can only match keys that start with the text before its first special character.
@@ -35,10 +37,13 @@ const LAYOUT: ReadonlyArray<readonly [marker: string, width: number]> = [
   ['sc', 2],
   ['i', 2],
 ];
-/** Offsets (after the bus prefix) of the vendor, device and baseclass digits in a canonical key. */
-const VENDOR_END = 1 + 8; // `v` + 8 digits
-const DEVICE_END = VENDOR_END + 1 + 8; // `d` + 8 digits
-const BASECLASS_AT = DEVICE_END + 2 + 8 + 2 + 8 + 2; // `sv`, 8, `sd`, 8, `bc`
+/** Offset, after the bus prefix, where each field's digits end: `v` + 8, then `d` + 8, ... */
+const FIELD_END: readonly number[] = LAYOUT.reduce<number[]>((ends, [marker, width]) => {
+  ends.push((ends.at(-1) ?? 0) + marker.length + width);
+  return ends;
+}, []);
+/** Offset, after the bus prefix, of the two baseclass digits (`bc` is the fifth field). */
+const BASECLASS_AT = (FIELD_END[3] ?? 0) + 'bc'.length;
 
 function isUpperHex(c: number): boolean {
   return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46);
@@ -70,11 +75,11 @@ function canonicalKeyBus(key: string): string | null {
   return bus;
 }
 
-/** Which fields of a canonical pattern are literal; null when the pattern is not canonical. */
+/** What the index needs to know about a canonical pattern; null when it is not canonical. */
 interface CanonicalPattern {
   bus: string;
-  vendorLiteral: boolean;
-  deviceLiteral: boolean;
+  /** How many fields, from the vendor on, are literal before the first `*` field. */
+  literalFields: number;
   /** The two baseclass digits, or null for `bc*`. */
   baseclass: string | null;
 }
@@ -83,28 +88,26 @@ function parseCanonicalPattern(pattern: string): CanonicalPattern | null {
   const bus = busPrefixOf(pattern);
   if (bus === null) return null;
   let i = bus.length;
-  const literals: (string | null)[] = [];
+  let literalFields = 0;
+  let sawWildcard = false;
+  let baseclass: string | null = null;
   for (const [marker, width] of LAYOUT) {
     if (!pattern.startsWith(marker, i)) return null;
     i += marker.length;
     if (pattern.charCodeAt(i) === STAR) {
       i++;
-      literals.push(null);
+      sawWildcard = true;
       continue;
     }
     const start = i;
     for (const end = i + width; i < end; i++) if (!isUpperHex(pattern.charCodeAt(i))) return null;
-    literals.push(pattern.slice(start, i));
+    if (!sawWildcard) literalFields++;
+    if (marker === 'bc') baseclass = pattern.slice(start, i);
   }
   // file2alias ends a pattern with `*` after a filled-in interface, to allow future fields.
   if (pattern.charCodeAt(i) === STAR) i++;
   if (i !== pattern.length) return null;
-  return {
-    bus,
-    vendorLiteral: literals[0] != null,
-    deviceLiteral: literals[1] != null,
-    baseclass: literals[4] ?? null,
-  };
+  return { bus, literalFields, baseclass };
 }
 
 /** Length of the literal text a pattern starts with: everything before its first `*?[\`. */
@@ -168,10 +171,11 @@ export function linearMatch(entries: readonly AliasEntry[], key: string): AliasE
 
 /** Canonical patterns of one bus, bucketed by the fields they fix. */
 interface BusBuckets {
-  /** Literal vendor and device, by `v<vendor>d<device>` (the key text after the bus prefix). */
-  readonly byVendorDevice: Map<string, number[]>;
-  /** Literal vendor and `d*`, by `v<vendor>`. */
-  readonly byVendor: Map<string, number[]>;
+  /**
+   * Patterns whose first k fields are literal, by that text (the key body up to FIELD_END[k-1]),
+   * one Map per k that occurs, in increasing k.
+   */
+  readonly levels: { end: number; byPrefix: Map<string, number[]> }[];
   /** `v*` with a literal baseclass, by its two digits. */
   readonly byBaseclass: Map<string, number[]>;
   /** `v*` and `bc*`: a candidate for every key of the bus. */
@@ -201,11 +205,15 @@ export class AliasIndex {
         return;
       }
       const buckets = this.bucketsOf(shape.bus);
-      const body = entry.pattern.slice(shape.bus.length);
-      if (shape.vendorLiteral && shape.deviceLiteral) {
-        push(buckets.byVendorDevice, body.slice(0, DEVICE_END), index);
-      } else if (shape.vendorLiteral) {
-        push(buckets.byVendor, body.slice(0, VENDOR_END), index);
+      const end = FIELD_END[shape.literalFields - 1];
+      if (end !== undefined) {
+        let level = buckets.levels.find((l) => l.end === end);
+        if (level === undefined) {
+          level = { end, byPrefix: new Map() };
+          buckets.levels.push(level);
+          buckets.levels.sort((a, b) => a.end - b.end);
+        }
+        push(level.byPrefix, entry.pattern.slice(shape.bus.length, shape.bus.length + end), index);
       } else if (shape.baseclass !== null) {
         push(buckets.byBaseclass, shape.baseclass, index);
       } else {
@@ -250,7 +258,7 @@ export class AliasIndex {
   private bucketsOf(bus: string): BusBuckets {
     let buckets = this.buses.get(bus);
     if (buckets === undefined) {
-      buckets = { byVendorDevice: new Map(), byVendor: new Map(), byBaseclass: new Map(), any: [] };
+      buckets = { levels: [], byBaseclass: new Map(), any: [] };
       this.buses.set(bus, buckets);
     }
     return buckets;
@@ -264,8 +272,8 @@ export class AliasIndex {
       lists = this.general.collect(key, out);
     } else {
       // Why these buckets hold every canonical pattern that can match this key:
-      // - a pattern with a literal vendor (and device) starts with that literal text, so the key
-      //   must start with it too, and in a canonical key that text is its own vendor (device);
+      // - a pattern whose first k fields are literal starts with that literal text, so the key
+      //   must start with it too, and in a canonical key that text is its own first k fields;
       // - a `v*` pattern with a literal baseclass contains `bc` followed by those two digits; a
       //   canonical key contains `bc` exactly once (hex digits are uppercase, markers lowercase),
       //   so a match must align them and the digits must be the key's baseclass;
@@ -274,8 +282,9 @@ export class AliasIndex {
       const buckets = this.buses.get(bus);
       if (buckets !== undefined) {
         const b = bus.length;
-        lists += appendAll(out, buckets.byVendorDevice.get(key.slice(b, b + DEVICE_END)));
-        lists += appendAll(out, buckets.byVendor.get(key.slice(b, b + VENDOR_END)));
+        for (const { end, byPrefix } of buckets.levels) {
+          lists += appendAll(out, byPrefix.get(key.slice(b, b + end)));
+        }
         lists += appendAll(
           out,
           buckets.byBaseclass.get(key.slice(b + BASECLASS_AT, b + BASECLASS_AT + 2)),
