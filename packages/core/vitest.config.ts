@@ -1,3 +1,5 @@
-import { packageTestConfig } from '@vfio-fleet/vitest-config';
+// Imported by relative path, not as '@vfio-fleet/vitest-config': vite's config bundler leaves
+// packages found through node_modules external, and Node 20 cannot import a package's .ts entry.
+import { packageTestConfig } from '../../tooling/vitest/index';
 
 export default packageTestConfig();
