@@ -166,8 +166,10 @@ async function onlyRealDisk(fs: HostFs): Promise<string | null> {
   for (const name of names) {
     if (VIRTUAL_DISK.test(name)) continue;
     const path = await blockDevicePath(fs, name);
-    // Partitions (sda1) sit inside their disk's directory; count only whole disks.
-    if (path === null || path.split('/').at(-2) !== 'block') continue;
+    // Partitions (sda1, nvme0n1p1) sit inside their disk's directory; count only whole disks.
+    const parent = path?.split('/').at(-2);
+    if (path === null || (parent !== undefined && names.includes(parent))) continue;
+    if (await fs.exists(`${path}/partition`)) continue;
     if (deepestPciAddress(path) !== null) disks.push(path);
   }
   return disks.length === 1 ? (disks[0] ?? null) : null;
