@@ -74,7 +74,7 @@ describe('root disk', () => {
     const cmdlineParams = new Map(parseCmdline('ro root=/dev/sda quiet'));
     const { critical } = await readCritical(fs, { devices: noDevices, cmdlineParams });
     expect(critical).toEqual([
-      { address: '0000:00:17.0', kind: 'root-disk', detail: '/ on /dev/root' },
+      { address: '0000:00:17.0', kind: 'root-disk', detail: '/ on /dev/root (sda)' },
     ]);
   });
 

@@ -48,7 +48,11 @@ Exit status: 0 with a plan, 2 for a bad or unknown address, 3 when the rebind is
     }
     const target = TARGETS.find((t) => t === values.to);
     if (target === undefined) {
-      throw new AgentError('usage', 'plan: --to must be vfio or host', { usage: this.usage });
+      const message =
+        values.to === undefined
+          ? 'plan: --to vfio|host is required'
+          : 'plan: --to must be vfio or host';
+      throw new AgentError('usage', message, { usage: this.usage });
     }
     const address = parseAddress(input);
 

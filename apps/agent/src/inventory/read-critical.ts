@@ -41,7 +41,7 @@ async function readRootDisk(
   const fromMountinfo = await rootFromMountinfo(fs);
   const mount = await rootFromMounts(fs);
   const source = fromMountinfo?.source ?? mount?.source ?? null;
-  const detail = `/ on ${source ?? 'unknown device'}`;
+  let detail = `/ on ${source ?? 'unknown device'}`;
 
   // The mount's device number is the most direct route to sysfs; names need /dev to agree.
   let blockPaths: string[] = [];
@@ -67,6 +67,9 @@ async function readRootDisk(
     });
     return [];
   }
+  const disk = blockPaths[0]?.split('/').at(-1);
+  // `/dev/root` says nothing to an operator; name the disk it turned out to be.
+  if (disk !== undefined && source === '/dev/root') detail = `${detail} (${disk})`;
   const addresses = await controllersOf(fs, blockPaths[0] ?? '', 0);
   if (addresses.size === 0) {
     problems.push({
