@@ -1,0 +1,118 @@
+// scan on generated host trees (packages/host-fixtures): the JSON contract scripts rely on, and
+// the human table, for each scenario the fixtures describe.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Device, HostSnapshot } from '@vfio-fleet/core';
+import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { afterAll, describe, expect, it } from 'vitest';
+import { HostFs } from '../src/host-fs';
+import { collectHost } from '../src/inventory/collect';
+import { renderScanReport } from '../src/render/scan-report';
+import { createStyle } from '../src/render/style';
+import { runAgent } from './helpers/run-agent';
+import { readModulesAlias } from './helpers/testdata';
+
+const VARIANTS_ALIAS = readModulesAlias('6.12.117+deb12-amd64+vfio-variants');
+const roots: string[] = [];
+
+type ScenarioName = Parameters<typeof buildScenario>[1];
+
+async function scanScenario(name: ScenarioName): Promise<{ root: string; snapshot: HostSnapshot }> {
+  const root = await mkdtemp(path.join(tmpdir(), `agent-${name}-`));
+  roots.push(root);
+  await buildScenario(root, name, { modulesAlias: VARIANTS_ALIAS });
+  return { root, snapshot: await collectHost(new HostFs(root)) };
+}
+
+function codes(device: Device | undefined): string[] {
+  return device?.readiness.reasons.map((reason) => reason.code) ?? [];
+}
+
+function byClass(snapshot: HostSnapshot, prefix: string): Device[] {
+  return snapshot.devices.filter((device) => device.classCode.startsWith(prefix));
+}
+
+afterAll(async () => {
+  for (const root of roots) await rm(root, { recursive: true, force: true });
+});
+
+describe('scan of fixture scenarios', () => {
+  it('dual-gpu: both GPUs get vfio_pci; the group table names groups and reasons', async () => {
+    const { root, snapshot } = await scanScenario('dual-gpu');
+    expect(snapshot.host.iommu.enabled).toBe(true);
+    const gpus = byClass(snapshot, '0300');
+    expect(gpus.length).toBe(2);
+    for (const gpu of gpus) {
+      expect(gpu.vfioDriver).toBe('vfio_pci');
+      expect(gpu.iommuGroup).not.toBeNull();
+    }
+    const report = renderScanReport(snapshot, createStyle(false));
+    for (const group of snapshot.groups) expect(report).toContain(`IOMMU group ${group.id} (`);
+    for (const device of snapshot.devices) {
+      const reason = device.readiness.reasons[0];
+      if (reason !== undefined) expect(report).toContain(reason.message);
+    }
+    const cli = runAgent(['scan', '--root', root]);
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(cli.stdout).toBe(report);
+  });
+
+  it('mlx5-vf: the VF gets mlx5_vfio_pci from the real vfio-variants modules.alias', async () => {
+    const { snapshot } = await scanScenario('mlx5-vf');
+    const vfs = snapshot.devices.filter((d) => d.physfn !== null);
+    expect(vfs.length).toBeGreaterThan(0);
+    for (const vf of vfs) {
+      expect(vf).toMatchObject({ vendorId: '15b3', deviceId: '101e', vfioDriver: 'mlx5_vfio_pci' });
+      expect(vf.vfio?.source).toBe('alias');
+    }
+    const pf = snapshot.devices.find((d) => d.sriov !== null);
+    expect(pf?.sriov?.vfs).toEqual(expect.arrayContaining(vfs.map((vf) => vf.address)));
+    expect(snapshot.host.modulesAlias.vfioAliases).toBe(12);
+  });
+
+  it('critical-nvme-nic: the root NVMe and the default-route NIC are blocked as host-critical', async () => {
+    const { snapshot } = await scanScenario('critical-nvme-nic');
+    const kinds = snapshot.host.critical.map((c) => c.kind);
+    expect(kinds).toEqual(expect.arrayContaining(['root-disk', 'default-route']));
+    for (const critical of snapshot.host.critical) {
+      const device = snapshot.devices.find((d) => d.address === critical.address);
+      expect(device?.readiness.status).toBe('blocked');
+      expect(codes(device)).toContain('host-critical');
+    }
+    const nvme = byClass(snapshot, '0108').find((d) =>
+      snapshot.host.critical.some((c) => c.address === d.address),
+    );
+    expect(nvme).toBeDefined();
+    const nic = byClass(snapshot, '0200').find((d) => d.netInterfaces.length > 0);
+    expect(nic).toBeDefined();
+  });
+
+  it('critical-nvme-nic: a device sharing a group with a critical one is blocked as group-shared', async () => {
+    const { snapshot } = await scanScenario('critical-nvme-nic');
+    const all = snapshot.devices.flatMap((device) => codes(device));
+    expect(all).toContain('group-shared');
+  });
+
+  it('iommu-off: no groups, every device blocked by iommu-off', async () => {
+    const { snapshot } = await scanScenario('iommu-off');
+    expect(snapshot.host.iommu.enabled).toBe(false);
+    expect(snapshot.groups).toEqual([]);
+    expect(snapshot.devices.length).toBeGreaterThan(0);
+    for (const device of snapshot.devices) {
+      expect(device.readiness.status).toBe('blocked');
+      expect(codes(device)).toContain('iommu-off');
+    }
+    const report = renderScanReport(snapshot, createStyle(false));
+    expect(report).toContain('no IOMMU group (');
+    expect(report).toContain('no device can be passed through (iommu-off');
+  });
+
+  it('vfio-bound: a device on its vfio driver reads as bound', async () => {
+    const { snapshot } = await scanScenario('vfio-bound');
+    const bound = snapshot.devices.filter((d) => d.readiness.status === 'bound');
+    expect(bound.length).toBeGreaterThan(0);
+    for (const device of bound) expect(device.driver).toMatch(/vfio/);
+    expect(snapshot.host.vfio.modulesLoaded.length).toBeGreaterThan(0);
+  });
+});
