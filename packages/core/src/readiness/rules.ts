@@ -172,7 +172,8 @@ const notEndpoint = rule('not-endpoint', 'error', ({ device, byAddress }, make) 
   );
 });
 
-const CRITICAL_ROLE: Readonly<Record<string, { what: string; move: string }>> = {
+/** Keyed by every CriticalKind, so a new kind fails to compile until it is worded here. */
+const CRITICAL_ROLE: Readonly<Record<CriticalKind, { what: string; move: string }>> = {
   'root-disk': {
     what: "controls the host's root disk",
     move: 'boot the host from a disk on another controller',
@@ -196,16 +197,14 @@ const hostCritical = rule('host-critical', 'error', ({ host, device, group }, ma
   if (hits.length === 0) return null;
 
   const sentences = hits.map((c) => {
-    const role = CRITICAL_ROLE[c.kind]?.what ?? `is host-critical (${c.kind})`;
+    const role = CRITICAL_ROLE[c.kind].what;
     return c.address === device.address
       ? `${device.address} ${role} (${c.detail})`
       : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${c.detail})`;
   });
   const shared = hits.some((c) => c.address !== device.address);
   const message = `${sentences.join('; ')}${shared ? '; the whole group moves to vfio together' : ''}, so taking it would take the host down.`;
-  const moves = [
-    ...new Set(hits.map((c) => CRITICAL_ROLE[c.kind]?.move ?? 'move that role elsewhere')),
-  ];
+  const moves = [...new Set(hits.map((c) => CRITICAL_ROLE[c.kind].move))];
   const remedy = shared
     ? `Put ${device.address} in a slot with its own IOMMU group (e.g. a CPU root port), or ${list(moves)}.`
     : `Leave ${device.address} to the host, or ${list(moves)} first.`;
