@@ -41,12 +41,15 @@ describe('scan of fixture scenarios', () => {
   it('dual-gpu: both GPUs get vfio_pci; the group table names groups and reasons', async () => {
     const { root, snapshot } = await scanScenario('dual-gpu');
     expect(snapshot.host.iommu.enabled).toBe(true);
-    const gpus = byClass(snapshot, '0300');
+    // Two discrete NVIDIA GPUs (plus the BMC's ASPEED VGA, which the console is on).
+    const gpus = byClass(snapshot, '0300').filter((gpu) => gpu.vendorId === '10de');
     expect(gpus.length).toBe(2);
     for (const gpu of gpus) {
-      expect(gpu.vfioDriver).toBe('vfio_pci');
-      expect(gpu.iommuGroup).not.toBeNull();
+      expect(gpu).toMatchObject({ vfioDriver: 'vfio_pci', readiness: { status: 'ready' } });
+      expect(codes(gpu)).toContain('group-shared');
     }
+    const console = snapshot.devices.find((d) => d.bootVga);
+    expect(codes(console)).toContain('host-critical');
     const report = renderScanReport(snapshot, createStyle(false));
     for (const group of snapshot.groups) expect(report).toContain(`IOMMU group ${group.id} (`);
     for (const device of snapshot.devices) {
@@ -105,7 +108,7 @@ describe('scan of fixture scenarios', () => {
     }
     const report = renderScanReport(snapshot, createStyle(false));
     expect(report).toContain('no IOMMU group (');
-    expect(report).toContain('no device can be passed through (iommu-off');
+    expect(report).toContain('no device can be passed through: iommu-off blocks');
   });
 
   it('vfio-bound: a device on its vfio driver reads as bound', async () => {

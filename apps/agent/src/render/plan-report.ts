@@ -2,23 +2,32 @@
  * The human form of a rebind plan: numbered steps with the exact shell command each one is, so
  * an operator can review it, or run it by hand where the agent may not write.
  */
-import type { planRebind } from '@vfio-fleet/core';
+import {
+  CLEAR_OVERRIDE_VALUE,
+  type PlanPrecondition,
+  type PlanRefusal,
+  type PlanStep,
+  type RebindPlan,
+} from '@vfio-fleet/core';
 import type { Style } from './style';
 import { formatTable } from './table';
 
-type PlanResult = ReturnType<typeof planRebind>;
-export type RebindPlan = Extract<PlanResult, { ok: true }>['plan'];
-export type PlanRefusal = Extract<PlanResult, { ok: false }>['refusal'];
-type PlanStep = RebindPlan['steps'][number];
-
 /** The shell equivalent of a step: what the agent would do, as `echo`/`modprobe`. */
 export function stepCommand(step: PlanStep): string | null {
-  if (step.module !== undefined && step.module !== null) return `modprobe ${step.module}`;
-  if (step.path !== undefined && step.path !== null) {
-    const value = step.value ?? '';
-    return value === '' ? `echo > ${step.path}` : `echo ${value} > ${step.path}`;
+  switch (step.action) {
+    case 'modprobe':
+      return `modprobe ${step.module}`;
+    case 'verify-driver':
+      return null;
+    case 'clear-override':
+    case 'restore-override':
+      // Writing a bare newline clears driver_override, which is exactly what plain `echo` writes.
+      return step.value === CLEAR_OVERRIDE_VALUE
+        ? `echo > ${step.path}`
+        : `echo ${step.value} > ${step.path}`;
+    default:
+      return `echo ${step.value} > ${step.path}`;
   }
-  return null;
 }
 
 function renderSteps(steps: readonly PlanStep[]): string[] {
@@ -75,15 +84,11 @@ export function refusalDetails(refusal: PlanRefusal): string[] {
   ]);
 }
 
-function describe(value: unknown): string {
-  if (typeof value === 'string') return value;
-  if (typeof value === 'object' && value !== null) {
-    for (const key of ['description', 'message'] as const) {
-      if (key in value) {
-        const text: unknown = (value as Record<string, unknown>)[key];
-        if (typeof text === 'string') return text;
-      }
-    }
-  }
-  return JSON.stringify(value);
+function describe(precondition: PlanPrecondition): string {
+  const driver = precondition.driver === null ? 'no driver' : `driver ${precondition.driver}`;
+  const override =
+    precondition.driverOverride === null
+      ? 'driver_override unset'
+      : `driver_override ${precondition.driverOverride}`;
+  return `${precondition.address}: ${driver}, ${override}`;
 }

@@ -102,7 +102,10 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
     ],
   ];
   const verdict = passthroughVerdict(snapshot);
-  if (verdict !== null) rows.push(['Passthrough', { text: verdict, paint: style.yellow }]);
+  if (verdict !== null) {
+    rows.push(['Passthrough', { text: verdict.summary, paint: style.yellow }]);
+    if (verdict.remedy !== null) rows.push(['Remedy', verdict.remedy]);
+  }
 
   const lines = [style.bold('Host'), ...formatTable(rows, '  ')];
   if (snapshot.problems.length > 0) {
@@ -113,21 +116,28 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
 }
 
 /**
- * When nothing can be passed through, say why once, from the error most devices share, instead
- * of leaving the reader to infer it from a column of repeated reasons.
+ * When nothing can be passed through, say why once, from the error most devices share, and what
+ * to do about it, instead of leaving the reader to infer it from a column of repeated reasons.
  */
-function passthroughVerdict(snapshot: HostSnapshot): string | null {
-  if (snapshot.devices.length === 0) return null;
+function passthroughVerdict(
+  snapshot: HostSnapshot,
+): { summary: string; remedy: string | null } | null {
+  const total = snapshot.devices.length;
+  if (total === 0) return null;
   if (snapshot.devices.some((device) => device.readiness.status !== 'blocked')) return null;
-  const tally = new Map<string, { message: string; count: number }>();
+  const tally = new Map<string, { remedy: string | null; count: number }>();
   for (const device of snapshot.devices) {
     const error = device.readiness.reasons.find((reason) => reason.severity === 'error');
     if (error === undefined) continue;
-    const entry = tally.get(error.code) ?? { message: error.message, count: 0 };
+    const entry = tally.get(error.code) ?? { remedy: error.remedy, count: 0 };
     entry.count += 1;
     tally.set(error.code, entry);
   }
   const top = [...tally.entries()].sort((a, b) => b[1].count - a[1].count)[0];
-  if (top === undefined) return 'no device can be passed through';
-  return `no device can be passed through (${top[0]}: ${top[1].message})`;
+  if (top === undefined) return { summary: 'no device can be passed through', remedy: null };
+  const [code, { remedy, count }] = top;
+  return {
+    summary: `no device can be passed through: ${code} blocks ${count} of ${total} devices`,
+    remedy,
+  };
 }
