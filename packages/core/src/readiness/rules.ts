@@ -8,7 +8,14 @@
  * /dev/vfio/<group> once no device of the group is left with a driver that does DMA on the host's
  * behalf. So most rules look at the whole group.
  */
-import type { DeviceFacts, DeviceKind, Host, ReadinessReason, Severity } from '../inventory/schema';
+import type {
+  CriticalKind,
+  DeviceFacts,
+  DeviceKind,
+  Host,
+  ReadinessReason,
+  Severity,
+} from '../inventory/schema';
 import { comparePciAddresses } from '../pci/address';
 import { isVfioDriverName } from '../vfio/select-variant';
 
