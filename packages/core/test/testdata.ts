@@ -7,7 +7,8 @@ import { gunzipSync } from 'node:zlib';
 
 const repoRoot = path.resolve(import.meta.dirname, '../../..');
 
-export const testdataDir = process.env.VFIO_FLEET_TESTDATA ?? path.resolve(repoRoot, '../shared/testdata');
+export const testdataDir =
+  process.env.VFIO_FLEET_TESTDATA ?? path.resolve(repoRoot, '../shared/testdata');
 
 if (!existsSync(testdataDir)) {
   throw new Error(`test data not found at ${testdataDir} (set VFIO_FLEET_TESTDATA)`);

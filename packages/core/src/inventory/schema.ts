@@ -21,7 +21,9 @@ export const hex4Schema = z.string().regex(/^[0-9a-f]{4}$/, 'expected 4 lowercas
 export const hex2Schema = z.string().regex(/^[0-9a-f]{2}$/, 'expected 2 lowercase hex digits');
 export const hex6Schema = z.string().regex(/^[0-9a-f]{6}$/, 'expected 6 lowercase hex digits');
 /** Kernel module and PCI driver names: no path separators, no whitespace. */
-export const kernelNameSchema = z.string().regex(/^[A-Za-z0-9_.:+-]{1,64}$/, 'expected a kernel module or driver name');
+export const kernelNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_.:+-]{1,64}$/, 'expected a kernel module or driver name');
 
 export const cpuVendorSchema = z.enum(['intel', 'amd', 'arm', 'other', 'unknown']);
 export type CpuVendor = z.infer<typeof cpuVendorSchema>;
