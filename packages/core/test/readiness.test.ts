@@ -418,6 +418,27 @@ describe('host-critical', () => {
     expect(r.remedy).toContain('video=efifb:off');
   });
 
+  it('blocks a PF whose VF (in its own group) carries the default route: the VF dies with the PF', () => {
+    const vf = '0000:41:00.2';
+    const pf = makeDevice('0000:41:00.0', {
+      classCode: '020000',
+      driver: 'mlx5_core',
+      iommuGroup: 21,
+      sriov: { totalVfs: 8, numVfs: 1, driversAutoprobe: true, vfs: [vf] },
+    });
+    const host = makeHost({
+      critical: [{ address: vf, kind: 'default-route', detail: 'default route via enp65s0f0v0' }],
+    });
+    const readiness = assessDevice(ctxFor(pf, [pf], host));
+    expect(readiness.status).toBe('blocked');
+    const r = reasonFor(readiness, 'host-critical');
+    expect(r.message).toContain(`${vf}, a VF of 0000:41:00.0 that disappears`);
+    expect(r.related).toEqual([vf]);
+    // Once the PF is already on vfio its VFs are gone: nothing more to lose.
+    const bound = { ...pf, driver: 'vfio-pci' };
+    expect(codes(assessDevice(ctxFor(bound, [bound], host)))).not.toContain('host-critical');
+  });
+
   it('does not fire for a critical device in another group', () => {
     const gpu = makeDevice(GPU);
     const host = makeHost({

@@ -197,14 +197,26 @@ const CRITICAL_ROLE: Readonly<Record<CriticalKind, { what: string; move: string 
 
 const hostCritical = rule('host-critical', 'error', ({ host, device, group }, make) => {
   // Without a group the device still moves alone, so its own role still counts.
-  const members = new Set((group.length > 0 ? group : [device]).map((m) => m.address));
+  const moving = group.length > 0 ? group : [device];
+  const members = new Set(moving.map((m) => m.address));
+  // Unbinding a PF's driver disables SR-IOV and destroys its VFs, wherever their own groups are:
+  // a VF that carries the default route is as critical to the PF's group as the PF itself.
+  const pfOfVf = new Map<string, string>();
+  for (const m of moving) {
+    if (m.sriov === null || isOnVfio(m)) continue;
+    for (const vf of m.sriov.vfs) if (!members.has(vf)) pfOfVf.set(vf, m.address);
+  }
   const hits = host.critical
-    .filter((c) => members.has(c.address))
+    .filter((c) => members.has(c.address) || pfOfVf.has(c.address))
     .sort((a, b) => comparePciAddresses(a.address, b.address));
   if (hits.length === 0) return null;
 
   const sentences = hits.map((c) => {
     const role = CRITICAL_ROLE[c.kind].what;
+    const pf = pfOfVf.get(c.address);
+    if (pf !== undefined) {
+      return `${c.address}, a VF of ${pf} that disappears when ${pf} leaves its driver, ${role} (${c.detail})`;
+    }
     return c.address === device.address
       ? `${device.address} ${role} (${c.detail})`
       : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${c.detail})`;
