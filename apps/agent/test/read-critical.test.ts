@@ -49,6 +49,33 @@ describe('root disk', () => {
     ]);
   });
 
+  it('finds the controllers of a native-multipath NVMe namespace (nvme-subsystem layout)', async () => {
+    const sub = 'devices/virtual/nvme-subsystem/nvme-subsys0';
+    const ctrl = 'devices/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0';
+    const fs = await tree(
+      {
+        'proc/self/mountinfo': '29 1 259:2 / / rw - ext4 /dev/nvme0n1p2 rw\n',
+        [`sys/${sub}/nvme0n1/nvme0n1p2/partition`]: '2\n',
+        [`sys/${ctrl}/nvme0c0n1/dev`]: '259:0\n',
+        'sys/devices/pci0000:00/0000:00:1c.0/0000:5e:00.0/nvme/nvme1/state': 'live\n',
+      },
+      {
+        'sys/dev/block/259:2': `../../${sub}/nvme0n1/nvme0n1p2`,
+        [`sys/${sub}/nvme0`]: '../../../pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0',
+        // A second path to the same namespace through another controller (dual-ported drive).
+        [`sys/${sub}/nvme1`]: '../../../pci0000:00/0000:00:1c.0/0000:5e:00.0/nvme/nvme1',
+        [`sys/${sub}/nvme0n1/multipath/nvme0c0n1`]:
+          '../../../../../pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme/nvme0/nvme0c0n1',
+      },
+    );
+    const { critical, problems } = await readCritical(fs, {
+      devices: noDevices,
+      cmdlineParams: new Map(),
+    });
+    expect(problems.filter((p) => p.source !== '/proc/net/route')).toEqual([]);
+    expect(critical.map((c) => c.address).sort()).toEqual(['0000:3d:00.0', '0000:5e:00.0']);
+  });
+
   it('follows dm slaves down to every disk under an LVM mirror', async () => {
     const fs = await tree(
       {

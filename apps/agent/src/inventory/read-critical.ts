@@ -85,6 +85,7 @@ async function controllersOf(fs: HostFs, blockPath: string, depth: number): Prom
   const found = new Set<string>();
   const own = deepestPciAddress(blockPath);
   if (own !== null) found.add(own);
+  else for (const address of await nvmeMultipathControllers(fs, blockPath)) found.add(address);
   if (depth >= MAX_STACK_DEPTH) return found;
   for (const slave of await fs.listDir(`${blockPath}/slaves`)) {
     const slavePath = await fs.resolve(`${blockPath}/slaves/${slave}`);
@@ -92,6 +93,36 @@ async function controllersOf(fs: HostFs, blockPath: string, depth: number): Prom
     for (const address of await controllersOf(fs, slavePath, depth + 1)) found.add(address);
   }
   return found;
+}
+
+/**
+ * With native NVMe multipath (CONFIG_NVME_MULTIPATH=y, the default on Debian and most distro
+ * kernels) a namespace's block device is not under its PCI controller but under
+ * `devices/virtual/nvme-subsystem/nvme-subsysN/nvmeXnY`; the paths to it are the hidden
+ * `multipath/nvmeXcYnZ` links, and the subsystem directory links each controller `nvmeY`.
+ */
+async function nvmeMultipathControllers(fs: HostFs, blockPath: string): Promise<string[]> {
+  const parts = blockPath.split('/');
+  const at = parts.indexOf('nvme-subsystem');
+  const subsystem = parts[at + 1];
+  const head = parts[at + 2];
+  if (at < 0 || subsystem === undefined || head === undefined) return [];
+  const subsystemDir = parts.slice(0, at + 2).join('/');
+  const found = new Set<string>();
+  const candidates = [
+    ...(await fs.listDir(`${subsystemDir}/${head}/multipath`)).map(
+      (p) => `${subsystemDir}/${head}/multipath/${p}`,
+    ),
+    ...(await fs.listDir(subsystemDir))
+      .filter((name) => /^nvme\d+$/.test(name))
+      .map((name) => `${subsystemDir}/${name}`),
+  ];
+  for (const link of candidates) {
+    const resolved = await fs.resolve(link);
+    const address = resolved === null ? null : deepestPciAddress(resolved);
+    if (address !== null) found.add(address);
+  }
+  return [...found];
 }
 
 async function rootFromMountinfo(

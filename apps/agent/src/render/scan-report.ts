@@ -38,7 +38,8 @@ function deviceRow(device: Device, style: Style): Cell[] {
     `${device.vendorId}:${device.deviceId}`,
     device.names.device ?? device.names.className,
     device.driver ?? '-',
-    device.vfioDriver ?? '-',
+    // A bridge is never handed to a VM; a vfio driver in its row would only suggest it could be.
+    device.kind === 'bridge' ? '-' : (device.vfioDriver ?? '-'),
     { text: device.readiness.status, paint: statusPaint(device.readiness.status, style) },
     firstReason?.message ?? '',
   ];
