@@ -437,7 +437,19 @@ async function writeRootDisk(out: TreeWriter, layout: HostLayout): Promise<void>
   const partNo = disk.partition === undefined ? null : partitionNumber(disk.disk, disk.partition);
   // Partitions take the minors right after their disk's (sda2 = 8:2 when sda = 8:0).
   const diskDevt = partNo === null ? disk.majorMinor : `${major}:${Number(minor) - partNo}`;
-  const diskDir = diskDirUnder(controller.path, disk.disk);
+  const nvme = /^(nvme\d+)n(\d+)$/.exec(disk.disk);
+  let diskDir = diskDirUnder(controller.path, disk.disk);
+  if (disk.nvmeMultipath === true && nvme?.[1] !== undefined && nvme[2] !== undefined) {
+    // Native multipath: the namespace head lives in the subsystem; each controller's path to it
+    // is a hidden `nvmeXcYnZ` disk under the controller, linked from the head's `multipath/`.
+    const subsystem = 'sys/devices/virtual/nvme-subsystem/nvme-subsys0';
+    const ctrlDir = `${controller.path}/nvme/${nvme[1]}`;
+    const pathDisk = `${nvme[1]}c0n${nvme[2]}`;
+    diskDir = `${subsystem}/${disk.disk}`;
+    await out.attr(`${ctrlDir}/${pathDisk}/hidden`, 1);
+    await out.link(`${subsystem}/${nvme[1]}`, ctrlDir);
+    await out.link(`${diskDir}/multipath/${pathDisk}`, `${ctrlDir}/${pathDisk}`);
+  }
   await writeBlockDevice(out, disk.disk, diskDir, diskDevt);
   await out.link(`sys/block/${disk.disk}`, diskDir);
   if (disk.partition !== undefined && partNo !== null) {

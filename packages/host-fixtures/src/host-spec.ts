@@ -42,6 +42,11 @@ export interface HostSpec {
     partition?: string;
     /** `major:minor` of the block device mounted on `/` (the partition when there is one). */
     majorMinor: string;
+    /**
+     * NVMe only: lay the namespace out as native NVMe multipath does (CONFIG_NVME_MULTIPATH=y, the
+     * Debian default): under `devices/virtual/nvme-subsystem/nvme-subsys0/`, not under the controller.
+     */
+    nvmeMultipath?: boolean;
   };
   /**
    * Interface carrying the IPv4 default route; `ipv6: true` also gives it an IPv6 default route

@@ -267,7 +267,7 @@ function dualGpu(): ScenarioSpec {
       { name: 'i40e', pciDrivers: ['i40e'] },
       { name: 'ast', pciDrivers: ['ast'] },
     ],
-    rootDisk: { address: '0000:4b:00.0', ...NVME_ROOT },
+    rootDisk: { address: '0000:4b:00.0', ...NVME_ROOT, nvmeMultipath: true },
     defaultRoute: { iface: 'enp101s0f0' },
     fbconsole: true,
   };
@@ -415,7 +415,7 @@ function criticalNvmeNic(): ScenarioSpec {
       { name: 'nvme_core' },
       { name: 'ixgbe', pciDrivers: ['ixgbe'] },
     ],
-    rootDisk: { address: '0000:17:00.0', ...NVME_ROOT },
+    rootDisk: { address: '0000:17:00.0', ...NVME_ROOT, nvmeMultipath: true },
     defaultRoute: { iface: 'enp75s0f0', ipv6: true },
   };
 }

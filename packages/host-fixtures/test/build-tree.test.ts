@@ -243,7 +243,7 @@ describe('dual-gpu', () => {
     expect(await read(root, 'etc/machine-id')).toMatch(/^[0-9a-f]{32}\n$/);
   });
 
-  it('puts the root partition and its disk under the NVMe controller', async () => {
+  it('lays the root NVMe namespace out as native multipath does, linked to its controller', async () => {
     const root = await tempRoot();
     await buildScenario(root, 'dual-gpu');
     const mountinfo = await read(root, 'proc/self/mountinfo');
@@ -251,15 +251,28 @@ describe('dual-gpu', () => {
     expect(rootLine).toMatch(/^\d+ \d+ 259:2 \/ \/ \S+ .* - ext4 \/dev\/nvme0n1p2 /);
     expect(await read(root, 'proc/mounts')).toMatch(/^\/dev\/nvme0n1p2 \/ ext4 /m);
     const controller = await resolve(root, 'sys/bus/pci/devices/0000:4b:00.0');
+    const head = path.join(root, 'sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0n1');
+    expect(await resolve(root, 'sys/dev/block/259:2')).toBe(`${head}/nvme0n1p2`);
+    expect(await resolve(root, 'sys/class/block/nvme0n1p2')).toBe(`${head}/nvme0n1p2`);
+    expect(await resolve(root, 'sys/block/nvme0n1')).toBe(head);
+    expect(await resolve(root, `${path.relative(root, head)}/multipath/nvme0c0n1`)).toBe(
+      `${controller}/nvme/nvme0/nvme0c0n1`,
+    );
+    expect(await resolve(root, 'sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0')).toBe(
+      `${controller}/nvme/nvme0`,
+    );
+    expect(await read(root, 'sys/dev/block/259:0/dev')).toBe('259:0\n');
+    expect(await read(root, 'sys/class/block/nvme0n1p2/partition')).toBe('2\n');
+  });
+
+  it('puts the root disk under its NVMe controller without multipath', async () => {
+    const root = await tempRoot();
+    await buildScenario(root, 'mlx5-vf');
+    const controller = await resolve(root, 'sys/bus/pci/devices/0000:01:00.0');
     expect(await resolve(root, 'sys/dev/block/259:2')).toBe(
       `${controller}/nvme/nvme0/nvme0n1/nvme0n1p2`,
     );
-    expect(await resolve(root, 'sys/class/block/nvme0n1p2')).toBe(
-      `${controller}/nvme/nvme0/nvme0n1/nvme0n1p2`,
-    );
     expect(await resolve(root, 'sys/block/nvme0n1')).toBe(`${controller}/nvme/nvme0/nvme0n1`);
-    expect(await read(root, 'sys/dev/block/259:0/dev')).toBe('259:0\n');
-    expect(await read(root, 'sys/class/block/nvme0n1p2/partition')).toBe('2\n');
   });
 
   it('writes /proc/net/route and ipv6_route in the kernel formats', async () => {
@@ -353,7 +366,9 @@ describe('critical-nvme-nic', () => {
       '0000:4b:00.0',
       '0000:4b:00.1',
     ]);
-    expect(await resolve(root, 'sys/dev/block/259:2')).toContain('/0000:17:00.0/nvme/nvme0/');
+    expect(await resolve(root, 'sys/devices/virtual/nvme-subsystem/nvme-subsys0/nvme0')).toContain(
+      '/0000:17:00.0/nvme/nvme0',
+    );
     expect(await read(root, 'sys/class/vtconsole/vtcon0/bind')).toBe('1\n');
     expect(exists(root, 'sys/class/vtconsole/vtcon1')).toBe(false);
     expect(exists(root, 'sys/class/graphics/fb0')).toBe(false);

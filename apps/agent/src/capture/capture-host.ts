@@ -136,6 +136,19 @@ async function captureBlockDevices(source: HostFs, copier: TreeCopier): Promise<
     for (const slave of await source.listDir(`${dir}/slaves`)) {
       await copier.copy(`${dir}/slaves/${slave}`);
     }
+    // Native NVMe multipath: the namespace sits in the subsystem, whose links name the controllers.
+    const parts = dir.split('/');
+    const at = parts.indexOf('nvme-subsystem');
+    const head = parts[at + 2];
+    if (at >= 0 && head !== undefined) {
+      const subsystem = parts.slice(0, at + 2).join('/');
+      for (const path of await source.listDir(`${subsystem}/${head}/multipath`)) {
+        await copier.copy(`${subsystem}/${head}/multipath/${path}`);
+      }
+      for (const ctrl of await source.listDir(subsystem)) {
+        if (/^nvme\d+$/.test(ctrl)) await copier.copy(`${subsystem}/${ctrl}`);
+      }
+    }
   }
   // The root mount's source (/dev/mapper/x is a link to ../dm-0) names the block device.
   for (const mounts of ['/proc/self/mounts', '/proc/mounts']) {
