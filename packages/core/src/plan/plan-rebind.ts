@@ -119,31 +119,18 @@ function planToVfio(snapshot: HostSnapshot, requested: Device, endpoints: Device
         description: `Make ${d.address} match only ${driver}, so no host driver can claim it again.`,
       });
     }
-    if (d.driver !== null && d.driver !== driver) {
-      steps.push({
-        action: 'unbind',
-        address: d.address,
-        driver: d.driver,
-        path: driverUnbindPath(d.driver),
-        value: d.address,
-        description: `Unbind ${d.address} from ${d.driver}.`,
-      });
-    }
+    if (d.driver !== null && d.driver !== driver) steps.push(unbindStep(d.address, d.driver));
     if (d.driver !== driver) {
-      steps.push({
-        action: 'probe',
-        address: d.address,
-        path: DRIVERS_PROBE_PATH,
-        value: d.address,
-        description: `Have the kernel probe ${d.address}; its override binds it to ${driver}.`,
-      });
+      steps.push(
+        probeStep(
+          d.address,
+          `Have the kernel probe ${d.address}; its override binds it to ${driver}.`,
+        ),
+      );
     }
-    steps.push({
-      action: 'verify-driver',
-      address: d.address,
-      expect: { kind: 'driver', driver },
-      description: `Check that ${d.address} is now bound to ${driver}.`,
-    });
+    steps.push(
+      verifyDriverStep(d.address, driver, `Check that ${d.address} is now bound to ${driver}.`),
+    );
   }
 
   const blastRadius: BlastRadiusEntry[] = [];
@@ -208,24 +195,14 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
         description: `Clear the driver_override of ${d.address} so host drivers can match it again.`,
       });
     }
-    if (d.driver !== null && onVfio(d.driver)) {
-      steps.push({
-        action: 'unbind',
-        address: d.address,
-        driver: d.driver,
-        path: driverUnbindPath(d.driver),
-        value: d.address,
-        description: `Unbind ${d.address} from ${d.driver}.`,
-      });
-    }
+    if (d.driver !== null && onVfio(d.driver)) steps.push(unbindStep(d.address, d.driver));
     if (d.driver === null || onVfio(d.driver)) {
-      steps.push({
-        action: 'probe',
-        address: d.address,
-        path: DRIVERS_PROBE_PATH,
-        value: d.address,
-        description: `Have the kernel probe ${d.address} so its host driver, if any, claims it.`,
-      });
+      steps.push(
+        probeStep(
+          d.address,
+          `Have the kernel probe ${d.address} so its host driver, if any, claims it.`,
+        ),
+      );
     }
     steps.push({
       action: 'verify-driver',
@@ -309,13 +286,29 @@ function rollbackFor(d: Device): PlanStep[] {
     description: `Bind ${d.address} back to ${prior}.`,
   });
   if (overrideBlocksBind) steps.push(restoreOverride(override));
-  steps.push({
-    action: 'verify-driver',
-    address: d.address,
-    expect: { kind: 'driver', driver: prior },
-    description: `Check that ${d.address} is bound to ${prior} again.`,
-  });
+  steps.push(
+    verifyDriverStep(d.address, prior, `Check that ${d.address} is bound to ${prior} again.`),
+  );
   return steps;
+}
+
+function unbindStep(address: string, driver: string): PlanStep {
+  return {
+    action: 'unbind',
+    address,
+    driver,
+    path: driverUnbindPath(driver),
+    value: address,
+    description: `Unbind ${address} from ${driver}.`,
+  };
+}
+
+function probeStep(address: string, description: string): PlanStep {
+  return { action: 'probe', address, path: DRIVERS_PROBE_PATH, value: address, description };
+}
+
+function verifyDriverStep(address: string, driver: string, description: string): PlanStep {
+  return { action: 'verify-driver', address, expect: { kind: 'driver', driver }, description };
 }
 
 /** The device's IOMMU group in address order; the device alone when it has no group. */
