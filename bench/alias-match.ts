@@ -1,9 +1,6 @@
 // How fast a fleet's devices get their vfio driver: AliasIndex.match on the `vfio_` key (what
 // selectVfioDriver does per device) against linearMatch, the fnmatch-every-alias baseline, on
 // real Debian modules.alias files. Targets: >= 1,000,000 lookups/s and >= 20x the baseline.
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
-import { gunzipSync } from 'node:zlib';
 import {
   type AliasEntry,
   AliasIndex,
@@ -11,6 +8,7 @@ import {
   parseModulesAlias,
   selectVfioDriver,
 } from '@vfio-fleet/core';
+import { readModulesAlias, readTestdata } from '@vfio-fleet/testdata';
 import {
   type BenchResult,
   type Comparison,
@@ -27,18 +25,6 @@ const RATIO_TARGET = 20;
 
 /** The largest real file (most pci: aliases), and the one with real variant-driver aliases. */
 const FILES = ['7.2.13+deb14-amd64', '6.12.117+deb12-amd64+vfio-variants'] as const;
-
-function testdataDir(): string {
-  const dir =
-    process.env.VFIO_FLEET_TESTDATA ??
-    path.resolve(import.meta.dirname, '..', '..', 'shared', 'testdata');
-  if (!existsSync(dir)) throw new Error(`test data not found at ${dir} (set VFIO_FLEET_TESTDATA)`);
-  return dir;
-}
-
-function readGz(file: string): string {
-  return gunzipSync(readFileSync(file)).toString('utf8');
-}
 
 const FIELD =
   /^pci:v([0-9A-F]{8})d([0-9A-F]{8})sv([0-9A-F]{8}|\*)sd([0-9A-F]{8}|\*)bc([0-9A-F]{2}|\*)sc([0-9A-F]{2}|\*)i([0-9A-F]{2}|\*)\*?$/;
@@ -87,9 +73,7 @@ interface FileResult {
 }
 
 function benchFile(label: string, snapshot: readonly string[], quick: boolean): FileResult {
-  const { entries } = parseModulesAlias(
-    readGz(path.join(testdataDir(), 'modules-alias', `${label}.alias.gz`)),
-  );
+  const { entries } = parseModulesAlias(readModulesAlias(label));
   const index = AliasIndex.build(entries);
   const fleet = buildFleet(entries, snapshot);
   const keys = fleet.map((m) => `vfio_${m}`);
@@ -150,10 +134,7 @@ function benchFile(label: string, snapshot: readonly string[], quick: boolean): 
 }
 
 export async function benchAliasMatch(opts: { quick: boolean }): Promise<BenchResult> {
-  const snapshot = readFileSync(
-    path.join(testdataDir(), 'sysfs', 'ghw-linux-amd64-accel-nvidia.modalias.tsv'),
-    'utf8',
-  )
+  const snapshot = readTestdata('sysfs', 'ghw-linux-amd64-accel-nvidia.modalias.tsv')
     .split('\n')
     .filter((line) => line.includes('\t'))
     .map((line) => line.slice(line.indexOf('\t') + 1).trim());

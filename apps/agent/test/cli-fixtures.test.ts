@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { HostSnapshot } from '@vfio-fleet/core';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { readModulesAlias } from '@vfio-fleet/testdata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from './helpers/run-agent';
-import { readModulesAlias } from './helpers/testdata';
 
 let tmp: string;
 let dualGpu: string;

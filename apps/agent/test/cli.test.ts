@@ -3,9 +3,9 @@ import { readdirSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { readModulesAlias } from '@vfio-fleet/testdata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runAgent } from './helpers/run-agent';
-import { readModulesAlias } from './helpers/testdata';
 
 const MLX5_VF = 'pci:v000015B3d0000101Esv000015B3sd00000083bc02sc00i00';
 const GPU = 'pci:v000010DEd00001B80sv00001458sd00003702bc03sc00i00';

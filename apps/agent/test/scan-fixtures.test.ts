@@ -5,13 +5,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Device, HostSnapshot } from '@vfio-fleet/core';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { readModulesAlias } from '@vfio-fleet/testdata';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
 import { renderScanReport } from '../src/render/scan-report';
 import { createStyle } from '../src/render/style';
 import { runAgent } from './helpers/run-agent';
-import { readModulesAlias } from './helpers/testdata';
 
 const VARIANTS_ALIAS = readModulesAlias('6.12.117+deb12-amd64+vfio-variants');
 const roots: string[] = [];

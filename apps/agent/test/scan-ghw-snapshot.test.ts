@@ -3,10 +3,10 @@
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { HostSnapshot } from '@vfio-fleet/core';
+import { readModulesAlias, testdataPath, unpackTestdata } from '@vfio-fleet/testdata';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
-import { readModulesAlias, testdataPath, unpackTestdata } from './helpers/testdata';
 
 const VARIANTS = '6.12.117+deb12-amd64+vfio-variants';
 let root: string;

@@ -1,7 +1,7 @@
 // Device modaliases for alias-matching tests, derived from real modules.alias patterns and from
 // the real sysfs snapshot. Written independently of the index code (a plain RegExp here) so that
 // the tests do not reuse the logic they check.
-import { readTestdata } from './testdata';
+import { readTestdata } from '@vfio-fleet/testdata';
 
 const CANONICAL_PATTERN =
   /^(?:vfio_)?pci:v([0-9A-F]{8}|\*)d([0-9A-F]{8}|\*)sv([0-9A-F]{8}|\*)sd([0-9A-F]{8}|\*)bc([0-9A-F]{2}|\*)sc([0-9A-F]{2}|\*)i([0-9A-F]{2}|\*)\*?$/;

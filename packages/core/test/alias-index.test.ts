@@ -1,9 +1,9 @@
+import { readModulesAlias } from '@vfio-fleet/testdata';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AliasIndex, linearMatch } from '../src/kmod/alias-index';
 import { type AliasEntry, parseModulesAlias } from '../src/kmod/modules-alias';
 import { DEFAULT_FILL, modaliasFor, readSnapshotModaliases } from './alias-fixtures';
-import { readModulesAlias } from './testdata';
 
 // The largest real file, and the one with real variant-driver (vfio_pci:) aliases.
 const LABELS = ['7.2.13+deb14-amd64', '6.12.117+deb12-amd64+vfio-variants'] as const;

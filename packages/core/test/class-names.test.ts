@@ -1,8 +1,8 @@
+import { readTestdata } from '@vfio-fleet/testdata';
 import { describe, expect, it } from 'vitest';
 import { ParseError } from '../src/errors';
 import { isBridgeClass, pciClassName } from '../src/pci/class-names';
 import { PciIdsDatabase } from '../src/pci/pci-ids';
-import { readTestdata } from './testdata';
 
 describe('pciClassName', () => {
   it.each([

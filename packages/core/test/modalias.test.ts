@@ -1,3 +1,4 @@
+import { readTestdata } from '@vfio-fleet/testdata';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ParseError } from '../src/errors';
@@ -10,7 +11,6 @@ import {
   type PciModalias,
   parsePciModalias,
 } from '../src/pci/modalias';
-import { readTestdata } from './testdata';
 
 const CX_VF = 'pci:v000015B3d0000101Esv000015B3sd00000001bc02sc00i00';
 

@@ -1,6 +1,6 @@
+import { MODULES_ALIAS_LABELS, readModulesAlias, readTestdata } from '@vfio-fleet/testdata';
 import { describe, expect, it } from 'vitest';
 import { parseModulesAlias } from '../src/kmod/modules-alias';
-import { MODULES_ALIAS_LABELS, readModulesAlias, readTestdata } from './testdata';
 
 /** What `zcat FILE | grep -c '^PREFIX'` says, computed with plain string operations. */
 function countLinesStartingWith(text: string, prefix: string): number {

@@ -1,6 +1,6 @@
+import { readTestdata } from '@vfio-fleet/testdata';
 import { describe, expect, it } from 'vitest';
 import { PciIdsDatabase } from '../src/pci/pci-ids';
-import { readTestdata } from './testdata';
 
 const realText = readTestdata('pci.ids');
 

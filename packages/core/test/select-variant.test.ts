@@ -1,3 +1,4 @@
+import { MODULES_ALIAS_LABELS, readModulesAlias } from '@vfio-fleet/testdata';
 import { describe, expect, it } from 'vitest';
 import { vfioSelectionSchema } from '../src/inventory/schema';
 import { AliasIndex, linearMatch } from '../src/kmod/alias-index';
@@ -9,7 +10,6 @@ import {
   selectVfioDriver,
 } from '../src/vfio/select-variant';
 import { modaliasFor, readSnapshotModaliases } from './alias-fixtures';
-import { MODULES_ALIAS_LABELS, readModulesAlias } from './testdata';
 
 const VARIANTS = '6.12.117+deb12-amd64+vfio-variants';
 

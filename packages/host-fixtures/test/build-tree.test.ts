@@ -4,6 +4,7 @@ import { lstat, mkdtemp, readdir, readFile, readlink, realpath, rm } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { testdataPath } from '@vfio-fleet/testdata';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   buildHostTree,
@@ -15,9 +16,8 @@ import {
   scenario,
 } from '../src/index';
 
-const TESTDATA = '/work/shared/testdata';
-const VARIANTS_ALIAS = `${TESTDATA}/modules-alias/6.12.117+deb12-amd64+vfio-variants.alias.gz`;
-const GHW_SNAPSHOT = `${TESTDATA}/sysfs/ghw-linux-amd64-accel-nvidia.tar.gz`;
+const VARIANTS_ALIAS = testdataPath('modules-alias', '6.12.117+deb12-amd64+vfio-variants.alias.gz');
+const GHW_SNAPSHOT = testdataPath('sysfs', 'ghw-linux-amd64-accel-nvidia.tar.gz');
 
 const tempDirs: string[] = [];
 afterEach(async () => {

@@ -3,7 +3,11 @@
  * `--help` and for command-line mistakes, and maps the returned number to the exit status.
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
+import type { HostSnapshot } from '@vfio-fleet/core';
+import { loadConfig } from '../config';
 import { AgentError, type ExitCode } from '../errors';
+import { HostFs } from '../host-fs';
+import { collectHost } from '../inventory/collect';
 import type { Logger } from '../logger';
 
 export interface OutputStream {
@@ -48,4 +52,16 @@ export function parseCommandArgs<const O extends Options>(
     const message = error instanceof Error ? error.message : String(error);
     throw new AgentError('usage', `${command.name}: ${message}`, { usage: command.usage });
   }
+}
+
+/** Reads the host named by `--root` / `--pci-ids` (and their environment defaults). */
+export async function scanFromFlags(
+  flags: { root?: string | undefined; 'pci-ids'?: string | undefined },
+  ctx: CommandContext,
+): Promise<HostSnapshot> {
+  const config = await loadConfig({ root: flags.root, pciIds: flags['pci-ids'] }, ctx.env, ctx.cwd);
+  return collectHost(new HostFs(config.root), {
+    pciIdsPath: config.pciIdsPath,
+    logger: ctx.logger,
+  });
 }

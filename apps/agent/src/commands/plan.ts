@@ -1,12 +1,9 @@
 /** `plan`: what rebinding a device's IOMMU group would do, without doing it. */
 import { normalizePciAddress, ParseError, planRebind } from '@vfio-fleet/core';
-import { loadConfig } from '../config';
 import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
-import { HostFs } from '../host-fs';
-import { collectHost } from '../inventory/collect';
 import { refusalDetails, renderPlan } from '../render/plan-report';
 import { colorEnabled, createStyle } from '../render/style';
-import { type Command, type CommandContext, parseCommandArgs } from './command';
+import { type Command, type CommandContext, parseCommandArgs, scanFromFlags } from './command';
 
 const TARGETS = ['vfio', 'host'] as const;
 type Target = (typeof TARGETS)[number];
@@ -56,15 +53,7 @@ Exit status: 0 with a plan, 2 for a bad or unknown address, 3 when the rebind is
     }
     const address = parseAddress(input);
 
-    const config = await loadConfig(
-      { root: values.root, pciIds: values['pci-ids'] },
-      ctx.env,
-      ctx.cwd,
-    );
-    const snapshot = await collectHost(new HostFs(config.root), {
-      pciIdsPath: config.pciIdsPath,
-      logger: ctx.logger,
-    });
+    const snapshot = await scanFromFlags(values, ctx);
     if (!snapshot.devices.some((device) => device.address === address)) {
       throw new AgentError('device-not-found', `plan: no PCI device ${address} on this host`);
     }

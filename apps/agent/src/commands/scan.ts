@@ -1,11 +1,8 @@
 /** `scan`: read the host and show what can be passed through, and why not. */
-import { loadConfig } from '../config';
 import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
-import { HostFs } from '../host-fs';
-import { collectHost } from '../inventory/collect';
 import { renderScanReport } from '../render/scan-report';
 import { colorEnabled, createStyle } from '../render/style';
-import { type Command, type CommandContext, parseCommandArgs } from './command';
+import { type Command, type CommandContext, parseCommandArgs, scanFromFlags } from './command';
 
 export const scanCommand: Command = {
   name: 'scan',
@@ -37,15 +34,7 @@ Options:
         usage: this.usage,
       });
     }
-    const config = await loadConfig(
-      { root: values.root, pciIds: values['pci-ids'] },
-      ctx.env,
-      ctx.cwd,
-    );
-    const snapshot = await collectHost(new HostFs(config.root), {
-      pciIdsPath: config.pciIdsPath,
-      logger: ctx.logger,
-    });
+    const snapshot = await scanFromFlags(values, ctx);
     if (values.json === true) {
       ctx.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`);
     } else {

@@ -1,11 +1,14 @@
-// Locates ../shared/testdata (real modules.alias files, pci.ids, a sysfs snapshot) beside the
-// repository checkout; VFIO_FLEET_TESTDATA overrides it. Tests fail loudly if it is missing rather
-// than silently testing nothing.
+// Locates ../shared/testdata (real Debian modules.alias files, pci.ids, a real sysfs snapshot)
+// beside the repository checkout, wherever the checkout is; VFIO_FLEET_TESTDATA overrides it.
+// Tests fail loudly when it is missing rather than silently testing nothing.
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 
-const repoRoot = path.resolve(import.meta.dirname, '../../..');
+export const repoRoot = path.resolve(import.meta.dirname, '../..');
 
 export const testdataDir =
   process.env.VFIO_FLEET_TESTDATA ?? path.resolve(repoRoot, '../shared/testdata');
@@ -36,6 +39,14 @@ export const MODULES_ALIAS_LABELS = [
   '7.2.13+deb14-arm64',
 ] as const;
 
+/** A real modules.alias (`modules-alias/<label>.alias.gz`), gunzipped. */
 export function readModulesAlias(label: string): string {
   return readTestdata('modules-alias', `${label}.alias.gz`);
+}
+
+/** Unpacks a tar.gz from the test data into a fresh temp dir (with the system's tar). */
+export async function unpackTestdata(...parts: string[]): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'vfio-fleet-testdata-'));
+  execFileSync('tar', ['-xzf', testdataPath(...parts), '-C', dir]);
+  return dir;
 }
