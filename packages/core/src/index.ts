@@ -1,5 +1,6 @@
 export * from './errors';
 export * from './inventory/schema';
+export * from './kernel/kernel-io';
 export * from './kmod/alias-index';
 export * from './kmod/fnmatch';
 export * from './kmod/modules-alias';
@@ -9,6 +10,8 @@ export * from './pci/modalias';
 export * from './pci/pci-ids';
 export * from './plan/plan-rebind';
 export * from './plan/schema';
+export * from './protocol/delta';
+export * from './protocol/messages';
 export * from './readiness/assess';
 export * from './readiness/rules';
 export * from './vfio/select-variant';
