@@ -1,0 +1,619 @@
+/**
+ * Executes rebind jobs: moves a device's whole IOMMU group to vfio or back, verifies every step
+ * against what the kernel then reports, and rolls back on any failure.
+ *
+ * Safety rules, in the order a job meets them:
+ * - Read-only unless the agent was started with --allow-rebind: a server alone cannot make an
+ *   agent write to sysfs.
+ * - The job id is an idempotency key: a repeated id gets the first run's outcome, never a rerun.
+ * - The plan is recomputed here with core's planRebind from the host as read now, under the
+ *   group's lock; a plan a server sent is never trusted.
+ * - Refusals (host-critical, blocked...) can never be forced; `force` only lets warning-severity
+ *   reasons (an SR-IOV PF with VFs, no reset...) through.
+ * - Preconditions are re-read right before the first write, so a race with another tool shows up
+ *   as a refusal, not as a rollback to a state nobody had.
+ * - Every step has a timeout; on any failure the plan's rollback runs (each step best-effort) and
+ *   every device is compared to its recorded driver and driver_override.
+ *
+ * Nothing happens at construction: restarting the agent never touches a binding.
+ */
+import path from 'node:path';
+import {
+  isVfioDriverName,
+  type KernelIo,
+  KernelIoError,
+  normalizePciAddress,
+  type PlanStep,
+  planRebind,
+  type ReadinessReason,
+  type RebindPlan,
+  type VerifyExpectation,
+} from '@vfio-fleet/core';
+import type { HostFs } from '../host-fs';
+import { collectHost } from '../inventory/collect';
+import { linkBasename } from '../inventory/sysfs-values';
+import type { Logger } from '../logger';
+import { GroupBusyError, GroupLocks } from './group-lock';
+import {
+  type DeviceBinding,
+  JOB_ID_PATTERN,
+  type JobOutcome,
+  type JobPhase,
+  JobStore,
+  type KernelErrorInfo,
+} from './job-store';
+
+export type { DeviceBinding, JobOutcome, JobPhase, JobStatus, KernelErrorInfo } from './job-store';
+
+export interface JobRequest {
+  jobId: string;
+  address: string;
+  target: 'vfio' | 'host';
+  force: boolean;
+}
+
+export interface ExecutorDeps {
+  fs: HostFs;
+  io: KernelIo;
+  stateDir: string;
+  allowRebind: boolean;
+  pciIdsPath?: string | undefined;
+  /** Per step; a write still pending after it counts as failed with ETIMEDOUT. Default 30 s. */
+  stepTimeoutMs?: number;
+  /** How long a job waits for its IOMMU group before it is refused `group-busy`. Default 60 s. */
+  lockWaitMs?: number;
+  logger: Logger;
+  now?: () => Date;
+}
+
+export interface JobStepEvent {
+  jobId: string;
+  phase: JobPhase;
+  index: number;
+  step: PlanStep;
+  status: 'ok' | 'failed' | 'skipped';
+  startedAt: string;
+  durationMs: number;
+  error: KernelErrorInfo | null;
+}
+
+export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
+export const DEFAULT_LOCK_WAIT_MS = 60_000;
+/** How long a verify waits for a driver that probes asynchronously before it calls it wrong. */
+const VERIFY_SETTLE_MS = 500;
+/** /dev/vfio/<group> appears through devtmpfs once the group's first device binds to vfio. */
+const DEV_NODE_SETTLE_MS = 2000;
+const POLL_MS = 25;
+
+const PCI_DEVICES = '/sys/bus/pci/devices';
+
+/** A verify step that found the wrong driver; `EVERIFY` keeps the errno field's shape. */
+class VerifyError extends Error {
+  readonly errno = 'EVERIFY';
+}
+
+class StepTimeoutError extends Error {
+  readonly errno = 'ETIMEDOUT';
+}
+
+interface Failure {
+  failedStep: JobOutcome['failedStep'];
+  error: KernelErrorInfo;
+  code: string;
+}
+
+export class RebindExecutor {
+  private readonly deps: ExecutorDeps;
+  private readonly store: JobStore;
+  private readonly locks: GroupLocks;
+  private readonly running = new Map<string, Promise<JobOutcome>>();
+
+  constructor(deps: ExecutorDeps) {
+    // Only remembers its dependencies: no read, no write, no recovery of half-done jobs here.
+    this.deps = deps;
+    this.store = new JobStore(deps.stateDir);
+    this.locks = new GroupLocks(path.join(deps.stateDir, 'locks'));
+  }
+
+  /**
+   * Runs the job once per job id. A call with an id that is running awaits that run; an id that
+   * ran before returns its stored outcome. Never rejects for host states: those are outcomes.
+   */
+  execute(job: JobRequest, onStep?: (e: JobStepEvent) => void): Promise<JobOutcome> {
+    const inFlight = this.running.get(job.jobId);
+    if (inFlight !== undefined) return inFlight;
+    const run = this.executeOnce(job, onStep ?? (() => undefined)).finally(() => {
+      this.running.delete(job.jobId);
+    });
+    this.running.set(job.jobId, run);
+    return run;
+  }
+
+  private now(): Date {
+    return this.deps.now?.() ?? new Date();
+  }
+
+  private async executeOnce(
+    job: JobRequest,
+    onStep: (e: JobStepEvent) => void,
+  ): Promise<JobOutcome> {
+    const startedAt = this.now().toISOString();
+    const log = this.deps.logger.child({ jobId: job.jobId, address: job.address });
+    // Neither refusal is stored: no job ran, and a read-only agent must not need a writable state dir.
+    if (!JOB_ID_PATTERN.test(job.jobId)) {
+      return this.refused(
+        job,
+        startedAt,
+        'invalid-job-id',
+        `invalid job id ${JSON.stringify(job.jobId)}: expected letters, digits, _ . : - (at most 64)`,
+      );
+    }
+    if (!this.deps.allowRebind) {
+      log.warn('rebind refused: agent is read-only');
+      return this.refused(
+        job,
+        startedAt,
+        'read-only',
+        'this agent is read-only: start the agent with --allow-rebind to let it rebind devices',
+      );
+    }
+
+    const stored = await this.store.read(job.jobId);
+    if (stored !== null) {
+      log.info({ status: stored.status }, 'job seen before: returning its stored outcome');
+      return stored;
+    }
+    const claim = await this.store.claim(job.jobId);
+    switch (claim.kind) {
+      case 'stored':
+        return claim.outcome;
+      case 'running-elsewhere':
+        return this.refused(
+          job,
+          startedAt,
+          'job-running',
+          `job ${job.jobId} is being run by another agent process (pid ${claim.pid})`,
+        );
+      case 'interrupted': {
+        // The earlier run stopped between writes: the host may be half-way. Running it again
+        // would plan from that half state, so the job ends here and the operator rescans.
+        const outcome: JobOutcome = {
+          ...this.emptyOutcome(job, startedAt, 'failed'),
+          reason: {
+            code: 'interrupted',
+            message: `job ${job.jobId} was interrupted (agent pid ${claim.pid ?? '?'} stopped while it ran); rescan the host and send a new job`,
+            reasons: [],
+          },
+        };
+        await this.store.write(outcome);
+        return outcome;
+      }
+      case 'claimed':
+        break;
+    }
+
+    let outcome: JobOutcome;
+    try {
+      outcome = await this.run(job, startedAt, onStep, log);
+    } catch (error) {
+      // Only reading the host or taking the lock can throw here (steps turn their errors into
+      // outcomes), so no write has been made when this happens.
+      log.error({ err: error }, 'job failed before any step');
+      outcome = {
+        ...this.emptyOutcome(job, startedAt, 'failed'),
+        reason: {
+          code: 'internal-error',
+          message: `job ${job.jobId} failed before any step: ${errorMessage(error)}`,
+          reasons: [],
+        },
+      };
+    }
+    await this.store.write(outcome);
+    log.info({ status: outcome.status, code: outcome.reason?.code ?? null }, 'job finished');
+    return outcome;
+  }
+
+  private async run(
+    job: JobRequest,
+    startedAt: string,
+    onStep: (e: JobStepEvent) => void,
+    log: Logger,
+  ): Promise<JobOutcome> {
+    // A first read only to learn which group to lock; the plan is made after, under the lock.
+    const first = await this.collect();
+    const initial = planRebind(first, job.address, job.target);
+    if (!initial.ok && ['unknown-device', 'not-endpoint'].includes(initial.refusal.code)) {
+      const { code, message, reasons } = initial.refusal;
+      return this.refused(job, startedAt, code, message, reasons);
+    }
+    // planRebind accepted the address as a PCI address, so it normalizes.
+    const address = normalizePciAddress(job.address);
+    const group = first.devices.find((d) => d.address === address)?.iommuGroup ?? null;
+    const lockKey = group === null ? `device-${address}` : `group-${group}`;
+
+    let lease: Awaited<ReturnType<GroupLocks['acquire']>>;
+    try {
+      lease = await this.locks.acquire(lockKey, this.deps.lockWaitMs ?? DEFAULT_LOCK_WAIT_MS);
+    } catch (error) {
+      if (!(error instanceof GroupBusyError)) throw error;
+      return this.refused(job, startedAt, 'group-busy', `${lockKey} is busy: ${error.message}`);
+    }
+    try {
+      return await this.runLocked(job, startedAt, onStep, log, group);
+    } finally {
+      await lease.release();
+    }
+  }
+
+  private async runLocked(
+    job: JobRequest,
+    startedAt: string,
+    onStep: (e: JobStepEvent) => void,
+    log: Logger,
+    lockedGroup: number | null,
+  ): Promise<JobOutcome> {
+    const snapshot = await this.collect();
+    const result = planRebind(snapshot, job.address, job.target);
+    if (!result.ok) {
+      const { code, message, reasons } = result.refusal;
+      return this.refused(job, startedAt, code, message, reasons);
+    }
+    const plan = result.plan;
+    if (plan.iommuGroup !== lockedGroup) {
+      return this.refused(
+        job,
+        startedAt,
+        'precondition-drift',
+        `${plan.address} moved from IOMMU group ${lockedGroup ?? 'none'} to ${plan.iommuGroup ?? 'none'} while the job waited`,
+      );
+    }
+    const needForce = plan.warnings.filter((r) => r.severity === 'warning');
+    if (needForce.length > 0 && !job.force) {
+      return this.refused(
+        job,
+        startedAt,
+        'needs-force',
+        `moving ${plan.address} to ${plan.target} needs force: ${needForce.map((r) => r.code).join(', ')}`,
+        needForce,
+      );
+    }
+
+    // Re-read right before the first write: the plan came from a snapshot, and another tool
+    // (driverctl, a udev rule, an operator) may have changed a binding since.
+    const before = await this.readBindings(plan.preconditions.map((p) => p.address));
+    const drift = differences(plan.preconditions, before);
+    if (drift.length > 0) {
+      return {
+        ...this.emptyOutcome(job, startedAt, 'refused'),
+        reason: {
+          code: 'precondition-drift',
+          message: `the host changed since it was read: ${drift.join('; ')}`,
+          reasons: [],
+        },
+        before,
+        after: before,
+      };
+    }
+    log.info(
+      { group: plan.iommuGroup, target: plan.target, steps: plan.steps.length },
+      'job starts',
+    );
+
+    let failure: Failure | null = null;
+    for (const [index, step] of plan.steps.entries()) {
+      const event = await this.runStep(job.jobId, 'forward', index, step, onStep);
+      if (event.status === 'failed' && event.error !== null) {
+        failure = {
+          failedStep: { phase: 'forward', index, step },
+          error: event.error,
+          code: event.error.errno === 'ETIMEDOUT' ? 'step-timeout' : 'step-failed',
+        };
+        break;
+      }
+    }
+    if (failure === null) failure = await this.checkDevNode(plan);
+
+    if (failure === null) {
+      return {
+        ...this.emptyOutcome(job, startedAt, 'succeeded'),
+        before,
+        after: await this.readBindings(before.map((b) => b.address)),
+        finishedAt: this.now().toISOString(),
+      };
+    }
+
+    log.warn({ code: failure.code, error: failure.error }, 'job failed: rolling back');
+    for (const [index, step] of plan.rollback.entries()) {
+      // Best effort: a failing rollback step is reported and the next ones still run, since each
+      // device's steps are independent and a partial rollback beats none.
+      await this.runStep(job.jobId, 'rollback', index, step, onStep);
+    }
+    const after = await this.readBindings(before.map((b) => b.address));
+    const left = differences(before, after);
+    const what = describeFailure(failure);
+    if (left.length === 0) {
+      return {
+        ...this.emptyOutcome(job, startedAt, 'rolled_back'),
+        reason: {
+          code: failure.code,
+          message: `${what}; rolled back, every device is as before`,
+          reasons: [],
+        },
+        failedStep: failure.failedStep,
+        kernelError: failure.error,
+        before,
+        after,
+        finishedAt: this.now().toISOString(),
+      };
+    }
+    log.error({ left }, 'rollback incomplete');
+    return {
+      ...this.emptyOutcome(job, startedAt, 'failed'),
+      reason: {
+        code: 'rollback-incomplete',
+        message: `${what}; rollback incomplete: ${left.join('; ')}`,
+        reasons: [],
+      },
+      failedStep: failure.failedStep,
+      kernelError: failure.error,
+      before,
+      after,
+      finishedAt: this.now().toISOString(),
+    };
+  }
+
+  private async runStep(
+    jobId: string,
+    phase: JobPhase,
+    index: number,
+    step: PlanStep,
+    onStep: (e: JobStepEvent) => void,
+  ): Promise<JobStepEvent> {
+    const startedAt = this.now().toISOString();
+    const t0 = performance.now();
+    let status: JobStepEvent['status'] = 'ok';
+    let error: KernelErrorInfo | null = null;
+    try {
+      if (step.action === 'unbind-current' && (await this.currentDriver(step.address)) === null) {
+        // Writing to a `driver/unbind` that does not exist fails; nothing is bound, nothing to do.
+        status = 'skipped';
+      } else {
+        await withTimeout(this.perform(step), this.stepTimeoutMs(), describeStep(step));
+      }
+    } catch (caught) {
+      status = 'failed';
+      error = toKernelError(caught);
+    }
+    const event: JobStepEvent = {
+      jobId,
+      phase,
+      index,
+      step,
+      status,
+      startedAt,
+      durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
+      error,
+    };
+    this.deps.logger.debug({ jobId, phase, index, action: step.action, status, error }, 'step');
+    try {
+      onStep(event);
+    } catch (listenerError) {
+      // A reporting failure (a closed socket) must not abort a job half-way through its writes.
+      this.deps.logger.warn({ err: listenerError }, 'step listener threw');
+    }
+    return event;
+  }
+
+  private stepTimeoutMs(): number {
+    return this.deps.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
+  }
+
+  private async perform(step: PlanStep): Promise<void> {
+    switch (step.action) {
+      case 'modprobe':
+        return this.deps.io.modprobe(step.module);
+      case 'verify-driver':
+        return this.verify(step.address, step.expect);
+      case 'set-override':
+      case 'clear-override':
+      case 'restore-override':
+      case 'unbind':
+      case 'unbind-current':
+      case 'probe':
+      case 'bind':
+        return this.deps.io.write(step.path, step.value);
+    }
+  }
+
+  private async verify(address: string, expect: VerifyExpectation): Promise<void> {
+    const deadline = Date.now() + Math.min(VERIFY_SETTLE_MS, this.stepTimeoutMs());
+    for (;;) {
+      const driver = await this.currentDriver(address);
+      if (matches(driver, expect)) return;
+      if (Date.now() >= deadline) {
+        const now = driver === null ? 'bound to no driver' : `bound to ${driver}`;
+        throw new VerifyError(`${address} is ${now}, expected ${describeExpectation(expect)}`);
+      }
+      await sleep(POLL_MS);
+    }
+  }
+
+  /** For a group moved to vfio, the group's device node is what a VM opens: it must exist. */
+  private async checkDevNode(plan: RebindPlan): Promise<Failure | null> {
+    if (plan.target !== 'vfio' || plan.iommuGroup === null) return null;
+    const node = `/dev/vfio/${plan.iommuGroup}`;
+    const deadline = Date.now() + Math.min(DEV_NODE_SETTLE_MS, this.stepTimeoutMs());
+    for (;;) {
+      if (await this.deps.fs.exists(node)) return null;
+      if (Date.now() >= deadline) break;
+      await sleep(POLL_MS);
+    }
+    return {
+      failedStep: null,
+      code: 'vfio-node-missing',
+      error: {
+        errno: 'ENOENT',
+        message: `${node} did not appear after every device of IOMMU group ${plan.iommuGroup} was bound to vfio (is the group viable?)`,
+      },
+    };
+  }
+
+  private async currentDriver(address: string): Promise<string | null> {
+    return linkBasename(await this.deps.fs.readLink(`${PCI_DEVICES}/${address}/driver`));
+  }
+
+  private async readBindings(addresses: readonly string[]): Promise<DeviceBinding[]> {
+    const result: DeviceBinding[] = [];
+    for (const address of addresses) {
+      const override = await this.deps.fs.readAttr(`${PCI_DEVICES}/${address}/driver_override`);
+      result.push({
+        address,
+        driver: await this.currentDriver(address),
+        // The kernel prints `(null)` for an unset override.
+        driverOverride:
+          override === null || override === '' || override === '(null)' ? null : override,
+      });
+    }
+    return result;
+  }
+
+  private collect() {
+    return collectHost(this.deps.fs, {
+      pciIdsPath: this.deps.pciIdsPath ?? null,
+      logger: this.deps.logger,
+      ...(this.deps.now === undefined ? {} : { now: this.deps.now }),
+    });
+  }
+
+  private emptyOutcome(
+    job: JobRequest,
+    startedAt: string,
+    status: JobOutcome['status'],
+  ): JobOutcome {
+    return {
+      jobId: job.jobId,
+      status,
+      reason: null,
+      failedStep: null,
+      kernelError: null,
+      before: [],
+      after: [],
+      startedAt,
+      finishedAt: this.now().toISOString(),
+    };
+  }
+
+  private refused(
+    job: JobRequest,
+    startedAt: string,
+    code: string,
+    message: string,
+    reasons: ReadinessReason[] = [],
+  ): JobOutcome {
+    return { ...this.emptyOutcome(job, startedAt, 'refused'), reason: { code, message, reasons } };
+  }
+}
+
+function matches(driver: string | null, expect: VerifyExpectation): boolean {
+  switch (expect.kind) {
+    case 'driver':
+      return driver === expect.driver;
+    case 'none':
+      return driver === null;
+    case 'not-vfio':
+      return driver === null || !isVfioDriverName(driver);
+  }
+}
+
+function describeExpectation(expect: VerifyExpectation): string {
+  switch (expect.kind) {
+    case 'driver':
+      return expect.driver;
+    case 'none':
+      return 'no driver';
+    case 'not-vfio':
+      return 'a non-vfio driver or none';
+  }
+}
+
+/** `a: driver x (was y)` for every device whose driver or driver_override differs. */
+function differences(
+  expected: readonly DeviceBinding[],
+  actual: readonly DeviceBinding[],
+): string[] {
+  const out: string[] = [];
+  for (const want of expected) {
+    const got = actual.find((a) => a.address === want.address);
+    if (got === undefined) {
+      out.push(`${want.address}: gone`);
+      continue;
+    }
+    const parts: string[] = [];
+    if (got.driver !== want.driver) {
+      parts.push(`driver ${got.driver ?? 'none'} (was ${want.driver ?? 'none'})`);
+    }
+    if (got.driverOverride !== want.driverOverride) {
+      parts.push(
+        `driver_override ${got.driverOverride ?? 'unset'} (was ${want.driverOverride ?? 'unset'})`,
+      );
+    }
+    if (parts.length > 0) out.push(`${want.address}: ${parts.join(', ')}`);
+  }
+  return out;
+}
+
+function describeStep(step: PlanStep): string {
+  if (step.action === 'modprobe') return `modprobe ${step.module}`;
+  if (step.action === 'verify-driver') return `verify ${step.address}`;
+  return `write ${JSON.stringify(step.value)} to ${step.path}`;
+}
+
+function describeFailure(failure: Failure): string {
+  const where =
+    failure.failedStep === null
+      ? 'after the last step'
+      : `step ${failure.failedStep.index + 1} (${describeStep(failure.failedStep.step)})`;
+  return `${where} failed: ${failure.error.errno}: ${failure.error.message}`;
+}
+
+function toKernelError(error: unknown): KernelErrorInfo {
+  if (error instanceof KernelIoError) return { errno: error.errno, message: error.message };
+  if (error instanceof VerifyError || error instanceof StepTimeoutError) {
+    return { errno: error.errno, message: error.message };
+  }
+  const code =
+    error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : null;
+  return {
+    errno: code !== null && /^E[A-Z0-9]+$/.test(code) ? code : 'EUNKNOWN',
+    message: errorMessage(error),
+  };
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * Races the step against a timer. The kernel write cannot be cancelled: a hung probe may still
+ * finish later, which is why the rollback re-reads and compares every device afterwards.
+ */
+async function withTimeout(work: Promise<void>, ms: number, what: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new StepTimeoutError(`${what} did not finish within ${ms} ms`)),
+      ms,
+    );
+  });
+  // A late rejection of the abandoned write must not become an unhandled rejection.
+  work.catch(() => undefined);
+  try {
+    await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
