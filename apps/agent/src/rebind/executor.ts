@@ -102,11 +102,13 @@ interface Failure {
   code: string;
 }
 
+/** Jobs in flight in this process, by state dir and job id: shared by every executor instance. */
+const RUNNING = new Map<string, Promise<JobOutcome>>();
+
 export class RebindExecutor {
   private readonly deps: ExecutorDeps;
   private readonly store: JobStore;
   private readonly locks: GroupLocks;
-  private readonly running = new Map<string, Promise<JobOutcome>>();
 
   constructor(deps: ExecutorDeps) {
     // Only remembers its dependencies: no read, no write, no recovery of half-done jobs here.
@@ -120,12 +122,13 @@ export class RebindExecutor {
    * ran before returns its stored outcome. Never rejects for host states: those are outcomes.
    */
   execute(job: JobRequest, onStep?: (e: JobStepEvent) => void): Promise<JobOutcome> {
-    const inFlight = this.running.get(job.jobId);
+    const key = `${path.resolve(this.deps.stateDir)}\0${job.jobId}`;
+    const inFlight = RUNNING.get(key);
     if (inFlight !== undefined) return inFlight;
     const run = this.executeOnce(job, onStep ?? (() => undefined)).finally(() => {
-      this.running.delete(job.jobId);
+      RUNNING.delete(key);
     });
-    this.running.set(job.jobId, run);
+    RUNNING.set(key, run);
     return run;
   }
 
@@ -300,8 +303,10 @@ export class RebindExecutor {
     );
 
     let failure: Failure | null = null;
+    let abandoned: Promise<void> | null = null;
     for (const [index, step] of plan.steps.entries()) {
-      const event = await this.runStep(job.jobId, 'forward', index, step, onStep);
+      const { event, pending } = await this.runStep(job.jobId, 'forward', index, step, onStep);
+      abandoned = pending;
       if (event.status === 'failed' && event.error !== null) {
         failure = {
           failedStep: { phase: 'forward', index, step },
@@ -323,6 +328,12 @@ export class RebindExecutor {
     }
 
     log.warn({ code: failure.code, error: failure.error }, 'job failed: rolling back');
+    if (abandoned !== null) {
+      // A timed-out write still holds the device (the kernel's device lock during a slow probe):
+      // every rollback write to it would queue behind it and time out too. Give it one more step
+      // timeout to finish; the rollback then starts from whatever it left.
+      await settle(abandoned, this.stepTimeoutMs());
+    }
     for (const [index, step] of plan.rollback.entries()) {
       // Best effort: a failing rollback step is reported and the next ones still run, since each
       // device's steps are independent and a partial rollback beats none.
@@ -368,21 +379,26 @@ export class RebindExecutor {
     index: number,
     step: PlanStep,
     onStep: (e: JobStepEvent) => void,
-  ): Promise<JobStepEvent> {
+  ): Promise<{ event: JobStepEvent; pending: Promise<void> | null }> {
     const startedAt = this.now().toISOString();
     const t0 = performance.now();
     let status: JobStepEvent['status'] = 'ok';
     let error: KernelErrorInfo | null = null;
+    let pending: Promise<void> | null = null;
     try {
       if (step.action === 'unbind-current' && (await this.currentDriver(step.address)) === null) {
         // Writing to a `driver/unbind` that does not exist fails; nothing is bound, nothing to do.
         status = 'skipped';
       } else {
-        await withTimeout(this.perform(step), this.stepTimeoutMs(), describeStep(step));
+        const work = this.perform(step);
+        pending = work;
+        await withTimeout(work, this.stepTimeoutMs(), describeStep(step));
+        pending = null;
       }
     } catch (caught) {
       status = 'failed';
       error = toKernelError(caught);
+      if (!(caught instanceof StepTimeoutError)) pending = null;
     }
     const event: JobStepEvent = {
       jobId,
@@ -401,7 +417,7 @@ export class RebindExecutor {
       // A reporting failure (a closed socket) must not abort a job half-way through its writes.
       this.deps.logger.warn({ err: listenerError }, 'step listener threw');
     }
-    return event;
+    return { event, pending };
   }
 
   private stepTimeoutMs(): number {
@@ -609,6 +625,19 @@ async function withTimeout(work: Promise<void>, ms: number, what: string): Promi
   work.catch(() => undefined);
   try {
     await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits for `work` to finish, either way, or for `ms`. */
+async function settle(work: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  try {
+    await Promise.race([work.catch(() => undefined), timeout]);
   } finally {
     clearTimeout(timer);
   }

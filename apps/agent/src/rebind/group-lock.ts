@@ -25,10 +25,22 @@ export interface GroupLease {
   release(): Promise<void>;
 }
 
-export class GroupLocks {
-  private readonly tails = new Map<string, Promise<void>>();
+/**
+ * Queues per lock directory, shared by every GroupLocks of this process: two executors in one
+ * agent (the daemon's and the persisted-bindings one) must queue on the same chain, since the
+ * lock file cannot tell them apart (same pid).
+ */
+const TAILS_BY_DIR = new Map<string, Map<string, Promise<void>>>();
 
-  constructor(private readonly lockDir: string) {}
+export class GroupLocks {
+  private readonly tails: Map<string, Promise<void>>;
+
+  constructor(private readonly lockDir: string) {
+    const key = path.resolve(lockDir);
+    const known = TAILS_BY_DIR.get(key);
+    this.tails = known ?? new Map<string, Promise<void>>();
+    if (known === undefined) TAILS_BY_DIR.set(key, this.tails);
+  }
 
   /** Waits up to `waitMs` for the group; throws GroupBusyError when it stays taken. */
   async acquire(key: string, waitMs: number): Promise<GroupLease> {
