@@ -16,7 +16,6 @@ import { pciAddressSchema } from '../inventory/schema';
 import { planPreconditionSchema, planStepSchema, rebindTargetSchema } from '../plan/schema';
 import { snapshotDeltaSchema } from './delta';
 import {
-  MAX_WIRE_DEVICES,
   MAX_WIRE_REASONS,
   MAX_WIRE_TEXT,
   wireHostSnapshotSchema,
@@ -52,7 +51,7 @@ const secretSchema = z
   .max(512)
   .regex(/^[A-Za-z0-9+/=_.~-]+$/, 'expected a base64, base64url or hex token');
 /** ISO 8601 with a zone (`Date#toISOString()` writes one). */
-const timestampSchema = z.iso.datetime({ offset: true });
+const timestampSchema = z.iso.datetime({ offset: true }).max(64);
 const seqSchema = z.number().int().nonnegative();
 const protocolVersionSchema = z.number().int().positive().max(1_000_000);
 /** Stable machine-readable codes (`auth-failed`, `precondition-drift`...): UIs key on them. */
@@ -129,12 +128,27 @@ export const helloMessageSchema = z.object({
 });
 export type HelloMessage = z.infer<typeof helloMessageSchema>;
 
-export const snapshotMessageSchema = z.object({
-  type: z.literal('snapshot'),
-  epoch: idSchema,
-  seq: seqSchema,
-  snapshot: wireHostSnapshotSchema,
-});
+export const snapshotMessageSchema = z
+  .object({
+    type: z.literal('snapshot'),
+    epoch: idSchema,
+    seq: seqSchema,
+    snapshot: wireHostSnapshotSchema,
+  })
+  .superRefine((m, ctx) => {
+    // Deltas key devices by address: a snapshot with a duplicate could not be diffed or patched.
+    const seen = new Set<string>();
+    m.snapshot.devices.forEach((device, index) => {
+      if (seen.has(device.address)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['snapshot', 'devices', index, 'address'],
+          message: `${device.address} appears more than once`,
+        });
+      }
+      seen.add(device.address);
+    });
+  });
 export type SnapshotMessage = z.infer<typeof snapshotMessageSchema>;
 
 export const deltaMessageSchema = z
@@ -177,7 +191,9 @@ export type JobStepMessage = z.infer<typeof jobStepMessageSchema>;
 export const jobStatusSchema = z.enum(['succeeded', 'failed', 'rolled_back', 'refused']);
 export type JobStatus = z.infer<typeof jobStatusSchema>;
 
-const driverStatesSchema = z.array(planPreconditionSchema).max(MAX_WIRE_DEVICES);
+/** As many as a plan may act on (rebindPlanSchema's bound): the devices of one IOMMU group. */
+export const MAX_JOB_DEVICES = 256;
+const driverStatesSchema = z.array(planPreconditionSchema).max(MAX_JOB_DEVICES);
 
 export const jobResultMessageSchema = z
   .object({
@@ -254,16 +270,21 @@ export type AgentMessage = z.infer<typeof agentMessageSchema>;
 
 // --- server → agent -------------------------------------------------------------------------
 
-export const welcomeMessageSchema = z.object({
-  type: z.literal('welcome'),
-  protocolVersion: protocolVersionSchema,
-  agentId: idSchema,
-  /** Only right after enrollment: the agent stores it and authenticates with it from then on. */
-  credential: z.object({ agentId: idSchema, secret: secretSchema }).nullable(),
-  /** `ok`: the server has the hello's epoch at lastAckedSeq, send deltas from it; `snapshot`: send a full one. */
-  resume: z.enum(['ok', 'snapshot']),
-  heartbeatSeconds: z.number().int().min(1).max(3600),
-});
+export const welcomeMessageSchema = z
+  .object({
+    type: z.literal('welcome'),
+    protocolVersion: protocolVersionSchema,
+    agentId: idSchema,
+    /** Only right after enrollment: the agent stores it and authenticates with it from then on. */
+    credential: z.object({ agentId: idSchema, secret: secretSchema }).nullable(),
+    /** `ok`: the server has the hello's epoch at lastAckedSeq, send deltas from it; `snapshot`: send a full one. */
+    resume: z.enum(['ok', 'snapshot']),
+    heartbeatSeconds: z.number().int().min(1).max(3600),
+  })
+  .refine((m) => m.credential === null || m.credential.agentId === m.agentId, {
+    path: ['credential', 'agentId'],
+    message: 'the credential must be for the agent being welcomed',
+  });
 export type WelcomeMessage = z.infer<typeof welcomeMessageSchema>;
 
 /** Cumulative: every snapshot and delta of `epoch` up to `seq` is applied. */
@@ -297,6 +318,23 @@ export type JobMessage = z.infer<typeof jobMessageSchema>;
 
 export const jobCancelMessageSchema = z.object({ type: z.literal('job-cancel'), jobId: idSchema });
 export type JobCancelMessage = z.infer<typeof jobCancelMessageSchema>;
+
+/**
+ * The codes this server sends in `error`. The schema takes any code, so a newer server can add
+ * one; an agent treats an unknown code by its `fatal` flag.
+ */
+export const KNOWN_ERROR_CODES = {
+  /** hello.protocolVersion is not one the server speaks (fatal). */
+  unsupportedProtocol: 'unsupported-protocol',
+  /** The credential or enrollment token was rejected (fatal: retrying unchanged cannot help). */
+  authFailed: 'auth-failed',
+  /** The first message was not a hello, or a message came that the session state does not allow. */
+  protocolViolation: 'protocol-violation',
+  /** A frame failed parseAgentMessage (its ParsedMessage error is the message). */
+  invalidMessage: 'invalid-message',
+  /** The server failed; the agent reconnects with backoff. */
+  internal: 'internal',
+} as const;
 
 export const errorMessageSchema = z.object({
   type: z.literal('error'),
@@ -379,7 +417,11 @@ function formatPath(path: readonly PropertyKey[]): string {
 }
 
 function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
-  const shown = issues.slice(0, 3).map((issue) => `${formatPath(issue.path)}: ${issue.message}`);
+  const shown = issues.slice(0, 3).map((issue) => {
+    // zod reports a bad record key as "Invalid key in record"; the key schema's own issue says why.
+    const inner = issue.code === 'invalid_key' ? issue.issues[0] : undefined;
+    return `${formatPath(issue.path)}: ${inner?.message ?? issue.message}`;
+  });
   const more = issues.length > 3 ? ` (and ${issues.length - 3} more)` : '';
   return `${shown.join('; ')}${more}`;
 }
