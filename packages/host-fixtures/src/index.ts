@@ -8,6 +8,14 @@ export {
 } from './build-tree';
 export type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
 export {
+  hotplug,
+  hotUnplug,
+  isGroupViableInModel,
+  type KernelFault,
+  KernelModel,
+  type KernelModelOptions,
+} from './kernel-model';
+export {
   buildScenario,
   SCENARIO_NAMES,
   type ScenarioName,
