@@ -422,7 +422,7 @@ describe('hostile input is an error value, never an exception', () => {
     expect(Object.hasOwn(Object.prototype, 'polluted')).toBe(false);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     // Keys that name inherited members are refused outright.
-    for (const key of ['constructor', 'prototype']) {
+    for (const key of ['constructor', 'prototype', 'toString', 'hasOwnProperty']) {
       expect(failure(agentJson({ ...hello, labels: { [key]: 'x' } })).message).toMatch(
         /^labels\.\w+: reserved label key/,
       );

@@ -30,7 +30,10 @@ export const PROTOCOL_VERSION = 1 as const;
 export const MAX_SNAPSHOT_MESSAGE_BYTES = 8 * 1024 * 1024;
 /** Every other message. */
 export const MAX_CONTROL_MESSAGE_BYTES = 64 * 1024;
-/** Steps of one phase (forward or rollback) a job reports; a plan has a handful per device. */
+/**
+ * Steps of one phase (forward or rollback) a job reports; a plan has about four per device, so
+ * this covers a 127-device group. An agent refuses a job whose plan has more (`plan-too-large`).
+ */
 export const MAX_JOB_STEPS = 512;
 /** Labels on one agent. */
 export const MAX_LABELS = 64;
@@ -62,15 +65,18 @@ const codeSchema = z
 const messageTextSchema = z.string().max(MAX_WIRE_TEXT);
 
 /**
- * Label keys like `rack`, `cluster`, `example.com/tier`. The leading letter or digit rules out
- * `__proto__`; `constructor` and `prototype` are rejected by name, so code that indexes labels
- * with a plain object lookup never meets an inherited member.
+ * Label keys like `rack`, `cluster`, `example.com/tier`. zod never copies a `__proto__` key into
+ * its output, and names of Object.prototype members (`constructor`, `toString`...) and `prototype`
+ * are refused, so code that looks labels up in a plain object never meets an inherited member.
  */
 const labelKeySchema = z
   .string()
   .max(63)
   .regex(/^[A-Za-z0-9][A-Za-z0-9_./-]*$/, 'expected a label key: letters, digits, _ . / -')
-  .refine((key) => key !== 'constructor' && key !== 'prototype', 'reserved label key');
+  .refine(
+    (key) => !(key in Object.prototype) && key !== 'prototype',
+    'reserved label key (an Object.prototype member)',
+  );
 const labelsSchema = z
   .record(labelKeySchema, z.string().max(256))
   .refine((labels) => Object.keys(labels).length <= MAX_LABELS, `at most ${MAX_LABELS} labels`);
@@ -267,6 +273,7 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
   jobResultMessageSchema,
 ]);
 export type AgentMessage = z.infer<typeof agentMessageSchema>;
+export type AgentMessageType = AgentMessage['type'];
 
 // --- server → agent -------------------------------------------------------------------------
 
@@ -356,6 +363,7 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   errorMessageSchema,
 ]);
 export type ServerMessage = z.infer<typeof serverMessageSchema>;
+export type ServerMessageType = ServerMessage['type'];
 
 // --- parsing --------------------------------------------------------------------------------
 
@@ -366,6 +374,7 @@ export type ParsedMessage<T> =
 
 /** The messages allowed up to MAX_SNAPSHOT_MESSAGE_BYTES; all others get MAX_CONTROL_MESSAGE_BYTES. */
 const BULK_TYPES: ReadonlySet<unknown> = new Set(['snapshot', 'delta']);
+const NO_BULK_TYPES: ReadonlySet<unknown> = new Set();
 
 /**
  * UTF-8 length of `s`, or `limit + 1` as soon as it exceeds `limit`. Never encodes the string: a
@@ -488,7 +497,7 @@ export function parseAgentMessage(raw: string | Uint8Array): ParsedMessage<Agent
 
 /** Parses one frame from the server: every server message is a control message. Never throws. */
 export function parseServerMessage(raw: string | Uint8Array): ParsedMessage<ServerMessage> {
-  return parseWith(serverMessageSchema, raw, MAX_CONTROL_MESSAGE_BYTES, new Set());
+  return parseWith(serverMessageSchema, raw, MAX_CONTROL_MESSAGE_BYTES, NO_BULK_TYPES);
 }
 
 /** One message as the text of one WebSocket frame. */
