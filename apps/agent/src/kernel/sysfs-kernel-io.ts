@@ -1,0 +1,215 @@
+/**
+ * The real KernelIo: sysfs attribute writes under the agent's root and modprobe on the live host.
+ * Everything here runs as root, so every input is checked before it reaches the filesystem or a
+ * process: paths must be canonical and under /sys/, module names must be module names, and no
+ * string ever goes through a shell.
+ */
+import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
+import { HostFs } from '../host-fs';
+
+export interface SysfsKernelIoOptions {
+  /** The modprobe binary; default `modprobe` from PATH. */
+  modprobePath?: string;
+  /** A module whose init hangs (a stuck probe) must not hang the agent; default 60 s. */
+  modprobeTimeoutMs?: number;
+}
+
+/** Module names as the kernel allows them (MODULE_NAME_LEN - 1 = 55 on 64-bit). */
+const MODULE_NAME = /^[A-Za-z0-9_-]{1,55}$/;
+
+const KNOWN_ERRNOS: readonly KernelErrno[] = [
+  'EBUSY',
+  'ENODEV',
+  'EINVAL',
+  'ENOENT',
+  'EIO',
+  'EPERM',
+  'EACCES',
+  'ETIMEDOUT',
+  'EEXIST',
+  'ENOMEM',
+];
+
+function isKernelErrno(code: string | null): code is KernelErrno {
+  return KNOWN_ERRNOS.some((known) => known === code);
+}
+
+/** strerror texts modprobe prints after "could not insert '<m>': ". */
+const STRERROR_TO_ERRNO: ReadonlyArray<[string, KernelErrno]> = [
+  ['not found in directory', 'ENOENT'],
+  ['Operation not permitted', 'EPERM'],
+  ['Permission denied', 'EACCES'],
+  ['Device or resource busy', 'EBUSY'],
+  ['No such device', 'ENODEV'],
+  ['Invalid argument', 'EINVAL'],
+  ['Input/output error', 'EIO'],
+  ['Cannot allocate memory', 'ENOMEM'],
+  ['File exists', 'EEXIST'],
+  ['Connection timed out', 'ETIMEDOUT'],
+  ['No such file or directory', 'ENOENT'],
+];
+
+/**
+ * O_WRONLY|O_TRUNC: what `w` opens with, minus O_CREAT. sysfs cannot create attributes, and a
+ * missing one must fail with ENOENT rather than leave a stray file in a captured or fixture tree.
+ * Never O_RDWR: kernfs refuses read access to write-only attributes like `bind` and `unbind`.
+ */
+const WRITE_FLAGS = constants.O_WRONLY | constants.O_TRUNC;
+
+export class SysfsKernelIo implements KernelIo {
+  private readonly root: string;
+  private readonly fs: HostFs;
+  private readonly modprobePath: string;
+  private readonly modprobeTimeoutMs: number;
+
+  constructor(root: string, options: SysfsKernelIoOptions = {}) {
+    this.root = path.resolve(root);
+    this.fs = new HostFs(this.root);
+    this.modprobePath = options.modprobePath ?? 'modprobe';
+    this.modprobeTimeoutMs = options.modprobeTimeoutMs ?? 60_000;
+  }
+
+  async write(hostPath: string, value: string): Promise<void> {
+    checkSysPath(hostPath);
+    const file = await this.locate(hostPath);
+    const data = Buffer.from(value, 'utf8');
+    let handle: Awaited<ReturnType<typeof open>>;
+    try {
+      handle = await open(file, this.flags());
+    } catch (error) {
+      throw ioError(error, hostPath);
+    }
+    try {
+      // One write(2): a sysfs store() sees exactly one buffer per call, so a value split across
+      // writes would be two stores (two binds of half an address).
+      const { bytesWritten } = await handle.write(data, 0, data.length, null);
+      if (bytesWritten !== data.length) {
+        throw new KernelIoError(
+          'EIO',
+          hostPath,
+          `${hostPath}: the kernel took ${bytesWritten} of ${data.length} bytes`,
+        );
+      }
+    } catch (error) {
+      throw error instanceof KernelIoError ? error : ioError(error, hostPath);
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Where to open `hostPath`. On the live host the kernel's own lookup stays in sysfs. Under
+   * another root (a capture, a fixture) links are followed inside the root like HostFs does, and
+   * what they lead to must still be under /sys/, so a planted link cannot make a root-run agent
+   * write /etc/shadow; O_NOFOLLOW then keeps the last component from being swapped for a link.
+   */
+  private async locate(hostPath: string): Promise<string> {
+    if (this.root === path.parse(this.root).root) return hostPath;
+    const resolved = await this.fs.resolve(hostPath);
+    if (resolved === null || !resolved.startsWith('/sys/')) {
+      throw new KernelIoError(
+        'EINVAL',
+        hostPath,
+        `refusing to write ${hostPath}: its links lead to ${resolved ?? 'a loop'}, outside /sys/`,
+      );
+    }
+    return this.fs.hostPath(resolved);
+  }
+
+  private flags(): number {
+    return this.root === path.parse(this.root).root
+      ? WRITE_FLAGS
+      : WRITE_FLAGS | constants.O_NOFOLLOW;
+  }
+
+  async modprobe(module: string): Promise<void> {
+    const target = `modprobe ${module}`;
+    // A leading `-` would reach modprobe as an option (`-r` removes a module).
+    if (!MODULE_NAME.test(module) || module.startsWith('-')) {
+      throw new KernelIoError(
+        'EINVAL',
+        target,
+        `refusing to run modprobe with ${JSON.stringify(module)}: not a module name`,
+      );
+    }
+    if (this.root !== path.parse(this.root).root) {
+      // A module loads into the running kernel, whatever tree the agent reads: never on a copy.
+      throw new KernelIoError(
+        'EPERM',
+        target,
+        `modprobe needs the live host (the agent's root is ${this.root}, not /)`,
+      );
+    }
+    await new Promise<void>((resolve, reject) => {
+      execFile(
+        this.modprobePath,
+        [module],
+        { timeout: this.modprobeTimeoutMs, killSignal: 'SIGKILL', encoding: 'utf8' },
+        (error, _stdout, stderr) => {
+          if (error === null) return resolve();
+          reject(modprobeError(error, stderr, target, this.modprobePath, this.modprobeTimeoutMs));
+        },
+      );
+    });
+  }
+}
+
+/** Absolute, canonical (no `.`, `..` or `//`) and under /sys/: nothing else is written. */
+function checkSysPath(hostPath: string): void {
+  const canonical =
+    hostPath.startsWith('/sys/') &&
+    !hostPath.includes('\0') &&
+    path.posix.normalize(hostPath) === hostPath &&
+    !hostPath.endsWith('/');
+  if (!canonical) {
+    throw new KernelIoError(
+      'EINVAL',
+      hostPath,
+      `refusing to write ${JSON.stringify(hostPath)}: only canonical paths under /sys/ are written`,
+    );
+  }
+}
+
+function errnoCode(error: unknown): string | null {
+  if (typeof error !== 'object' || error === null) return null;
+  const code: unknown = Reflect.get(error, 'code');
+  return typeof code === 'string' ? code : null;
+}
+
+function ioError(error: unknown, hostPath: string): KernelIoError {
+  const code = errnoCode(error);
+  const errno: KernelErrno = isKernelErrno(code) ? code : 'EUNKNOWN';
+  const detail = error instanceof Error ? error.message : String(error);
+  return new KernelIoError(errno, hostPath, `${hostPath}: ${detail}`);
+}
+
+function modprobeError(
+  error: Error,
+  stderr: string,
+  target: string,
+  modprobePath: string,
+  timeoutMs: number,
+): KernelIoError {
+  const code = errnoCode(error);
+  if (code === 'ENOENT' || code === 'EACCES') {
+    return new KernelIoError(code, target, `cannot run ${modprobePath}: ${error.message}`);
+  }
+  if (Reflect.get(error, 'killed') === true) {
+    return new KernelIoError(
+      'ETIMEDOUT',
+      target,
+      `${target} did not finish within ${timeoutMs} ms`,
+    );
+  }
+  const text = stderr.trim();
+  const errno = STRERROR_TO_ERRNO.find(([needle]) => text.includes(needle))?.[1] ?? 'EUNKNOWN';
+  return new KernelIoError(
+    errno,
+    target,
+    text === '' ? `${target} failed: ${error.message}` : text,
+  );
+}
