@@ -3,12 +3,20 @@
  * added later (to a message or to the inventory, which the wire schemas extend) fails here until
  * it gets a bound.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import type { z } from 'zod';
 import type { Device, Host, HostSnapshot } from '../src/inventory/schema';
 import type { SnapshotDelta } from '../src/protocol/delta';
 import {
   agentMessageSchema,
+  MAX_CONTROL_MESSAGE_BYTES,
+  MAX_JOB_DEVICES,
+  MAX_JOB_STEPS,
+  MAX_LABELS,
+  MAX_SNAPSHOT_MESSAGE_BYTES,
+  MAX_WIRE_DEVICES,
   serverMessageSchema,
   type wireDeviceSchema,
   type wireHostSchema,
@@ -116,5 +124,38 @@ describe('wire schema bounds', () => {
     expectTypeOf<z.infer<typeof wireDeviceSchema>>().toEqualTypeOf<Device>();
     expectTypeOf<z.infer<typeof wireHostSchema>>().toEqualTypeOf<Host>();
     expectTypeOf<SnapshotDelta['devicesAdded'][number]>().toEqualTypeOf<Device>();
+  });
+});
+
+describe('docs/protocol.md', () => {
+  const doc = readFileSync(path.resolve(import.meta.dirname, '../../../docs/protocol.md'), 'utf8');
+  const section = (heading: string): string => {
+    const start = doc.indexOf(heading);
+    expect(start).toBeGreaterThanOrEqual(0);
+    const end = doc.indexOf('\n### ', start + heading.length);
+    return doc.slice(start, end < 0 ? undefined : end);
+  };
+  const typesOf = (schema: typeof agentMessageSchema | typeof serverMessageSchema) =>
+    schema.options.map((option) => option.shape.type.value);
+
+  it.each([
+    ['### Agent → server', agentMessageSchema],
+    ['### Server → agent', serverMessageSchema],
+  ] as const)('"%s" has a row for every message type and no other', (heading, schema) => {
+    const rows = [...section(heading).matchAll(/^\| `([a-z-]+)` \|/gm)]
+      .map((m) => m[1])
+      // The table's header row.
+      .filter((type) => type !== 'type');
+    expect(new Set(rows)).toEqual(new Set(typesOf(schema)));
+  });
+
+  it('states the size limits the code enforces', () => {
+    const grouped = (n: number) => n.toLocaleString('en-US').replaceAll(',', ' ');
+    expect(doc).toContain(`8 MiB (${grouped(MAX_SNAPSHOT_MESSAGE_BYTES)})`);
+    expect(doc).toContain(`64 KiB (${grouped(MAX_CONTROL_MESSAGE_BYTES)})`);
+    expect(doc).toContain(`≤ ${MAX_LABELS} (\`MAX_LABELS\`)`);
+    expect(doc).toContain(`\`MAX_JOB_STEPS\` = ${MAX_JOB_STEPS}`);
+    expect(doc).toContain(`≤ ${MAX_JOB_DEVICES} (\`MAX_JOB_DEVICES\`)`);
+    expect(doc).toContain(`≤ ${MAX_WIRE_DEVICES} (\`MAX_WIRE_DEVICES\``);
   });
 });
