@@ -13,6 +13,7 @@
  * device unbound and `bind` answers ENODEV.
  */
 import {
+  type AliasEntry,
   fnmatch,
   type KernelErrno,
   type KernelIo,
@@ -157,6 +158,7 @@ export class KernelModel implements KernelIo {
   private readonly mutex = new Mutex();
   /** Devices inside a hung probe: anything else touching them waits, as on the device lock. */
   private readonly probing = new Map<string, Promise<void>>();
+  private aliasCache: { text: string; entries: AliasEntry[] } | undefined;
 
   constructor(root: string, options: KernelModelOptions = {}) {
     this.tree = new SysTree(root);
@@ -387,8 +389,18 @@ export class KernelModel implements KernelIo {
   private async idTable(driver: string): Promise<string[]> {
     const module = await this.tree.driverModule(driver);
     if (module === null) return BUILTIN_ID_TABLES[driver] ?? [];
-    const { entries } = parseModulesAlias(await this.tree.modulesAlias());
-    return entries.filter((e) => e.bus === 'pci' && e.module === module).map((e) => e.pattern);
+    return (await this.aliasEntries())
+      .filter((e) => e.bus === 'pci' && e.module === module)
+      .map((e) => e.pattern);
+  }
+
+  /** Parsed modules.alias, re-parsed only when the file's text changes (a real one is ~30k lines). */
+  private async aliasEntries(): Promise<AliasEntry[]> {
+    const text = await this.tree.modulesAlias();
+    if (this.aliasCache?.text !== text) {
+      this.aliasCache = { text, entries: parseModulesAlias(text).entries };
+    }
+    return this.aliasCache.entries;
   }
 
   /** pci_device_probe and the driver's probe(), then driver_bound's sysfs links. */
@@ -405,7 +417,27 @@ export class KernelModel implements KernelIo {
         pf === null ? null : await this.tree.text(`${pf.path}/sriov_drivers_autoprobe`);
       if (autoprobe?.trim() === '0') return { ok: false, errno: 'ENODEV' };
     }
+    const failure = await this.runProbe(held, device, driver);
+    if (failure !== null) {
+      // really_probe's probe_failed path takes the links driver_sysfs_add made back down.
+      await this.driverSysfsRemove(device, driver);
+      return { ok: false, errno: failure };
+    }
+    await this.bindDevice(state, device, driver);
+    return { ok: true };
+  }
+
+  /**
+   * The driver's probe(): a hang (really_probe has already made the `driver` links, so sysfs shows
+   * the device bound while probe() runs), an injected refusal, or vfio's own checks. Null = bound.
+   */
+  private async runProbe(
+    held: Held,
+    device: DeviceState,
+    driver: string,
+  ): Promise<KernelErrno | null> {
     if (this.faults.some((f) => f.kind === 'probe-hangs' && f.address === device.address)) {
+      await this.driverSysfsAdd(device, driver);
       const hang =
         this.probeHangMs === undefined
           ? new Promise<void>(() => undefined)
@@ -418,21 +450,31 @@ export class KernelModel implements KernelIo {
       }
     }
     const refused = this.faults.find((f) => f.kind === 'bind-refuses' && f.driver === driver);
-    if (refused?.kind === 'bind-refuses') return { ok: false, errno: refused.errno ?? 'EIO' };
+    if (refused?.kind === 'bind-refuses') return refused.errno ?? 'EIO';
     if (isVfioDriver(driver)) {
       // vfio_pci_core_register_device: normal headers only, no PF with VFs enabled, and a group.
-      if (isBridge(device.classCode)) return { ok: false, errno: 'EINVAL' };
-      if (device.numVfs > 0) return { ok: false, errno: 'EBUSY' };
-      if (device.iommuGroup === null) return { ok: false, errno: 'EINVAL' };
+      if (isBridge(device.classCode)) return 'EINVAL';
+      if (device.numVfs > 0) return 'EBUSY';
+      if (device.iommuGroup === null) return 'EINVAL';
     }
-    await this.bindDevice(state, device, driver);
-    return { ok: true };
+    return null;
+  }
+
+  /** driver_sysfs_add: the device's `driver` link and the driver's link to the device. */
+  private async driverSysfsAdd(device: DeviceState, driver: string): Promise<void> {
+    await this.driverSysfsRemove(device, driver);
+    await this.tree.out.link(`${device.path}/driver`, `${PCI_DRIVERS_DIR}/${driver}`);
+    await this.tree.out.link(`${PCI_DRIVERS_DIR}/${driver}/${device.address}`, device.path);
+  }
+
+  private async driverSysfsRemove(device: DeviceState, driver: string): Promise<void> {
+    await this.tree.remove(`${device.path}/driver`);
+    await this.tree.remove(`${PCI_DRIVERS_DIR}/${driver}/${device.address}`);
   }
 
   private async bindDevice(state: ModelState, device: DeviceState, driver: string): Promise<void> {
     const { out } = this.tree;
-    await out.link(`${device.path}/driver`, `${PCI_DRIVERS_DIR}/${driver}`);
-    await out.link(`${PCI_DRIVERS_DIR}/${driver}/${device.address}`, device.path);
+    await this.driverSysfsAdd(device, driver);
     await this.tree.setUeventDriver(device.path, driver);
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       // vfio creates the group's char device with the group's first vfio device.
@@ -448,6 +490,7 @@ export class KernelModel implements KernelIo {
   private async unbindDevice(state: ModelState, device: DeviceState): Promise<void> {
     const driver = device.driver;
     if (driver === null) return;
+    if (device.numVfs > 0) await this.disableSriov(state, device);
     const netdevs = await this.tree.netdevsOf(device.path);
     if (netdevs.length > 0) await this.tree.noteIfindexes(state);
     for (const netdev of netdevs) {
@@ -460,14 +503,30 @@ export class KernelModel implements KernelIo {
     if (netdevs.length > 0) {
       state.netdevs[device.address] = [...(state.netdevs[device.address] ?? []), ...netdevs];
     }
-    await this.tree.remove(`${device.path}/driver`);
-    await this.tree.remove(`${PCI_DRIVERS_DIR}/${driver}/${device.address}`);
+    await this.driverSysfsRemove(device, driver);
     await this.tree.setUeventDriver(device.path, null);
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       if (!(await this.groupHasVfioDevice(device.iommuGroup))) {
         await this.tree.remove(`dev/vfio/${device.iommuGroup}`);
       }
     }
+  }
+
+  /**
+   * A PF driver's remove() disables SR-IOV (pci_disable_sriov in i40e, ixgbe, mlx5, vfio-pci...):
+   * its VFs are unbound and removed, and they do not come back when a driver binds the PF again,
+   * because sriov_numvfs is 0 until someone writes it.
+   */
+  private async disableSriov(state: ModelState, pf: DeviceState): Promise<void> {
+    for (const address of await this.tree.addresses()) {
+      const vf = await this.tree.device(address);
+      if (vf === null || vf.physfn !== pf.address) continue;
+      await this.unbindDevice(state, vf);
+      delete state.netdevs[vf.address];
+      await unplugDevice(this.tree, vf);
+    }
+    await this.tree.out.attr(`${pf.path}/sriov_numvfs`, 0);
+    await this.tree.remove(`${pf.path}/sriov_vf_device`);
   }
 
   private async groupHasVfioDevice(group: number): Promise<boolean> {
@@ -562,7 +621,10 @@ export class KernelModel implements KernelIo {
     }
     doomed.sort((a, b) => b.path.split('/').length - a.path.split('/').length);
     const state = await tree.loadState();
-    for (const device of doomed) {
+    for (const doomedDevice of doomed) {
+      // Re-read: removing a PF has already taken its VFs with it.
+      const device = await tree.device(doomedDevice.address);
+      if (device === null || device.path !== doomedDevice.path) continue;
       await this.unbindDevice(state, device);
       // A removed NIC's interfaces never come back, even if a twin is plugged at its address.
       delete state.netdevs[device.address];
@@ -629,7 +691,7 @@ export class KernelModel implements KernelIo {
    */
   private async moduleAliases(module: string): Promise<number | null> {
     const text = await this.tree.modulesAlias();
-    const { entries } = parseModulesAlias(text);
+    const entries = await this.aliasEntries();
     const pci = entries.filter((e) => e.module === module).length;
     if (pci > 0) return pci;
     if (VFIO_FAMILY.has(module) || module === 'pci_stub') return 0;

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readlink, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readlink, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { type KernelErrno, KernelIoError } from '@vfio-fleet/core';
@@ -292,11 +292,43 @@ describe('KernelModel: errno cases', () => {
     await kernel.write(PROBE, '0000:40:01.1');
     expect(await driverOf(root, '0000:40:01.1')).toBe('pcieport');
 
+    // A PF whose driver left SR-IOV on (i40e does when VFs are assigned): vfio-pci will not take it.
     await kernel.write(overridePath('0000:41:00.0'), 'vfio-pci');
     await kernel.write(unbindPath('mlx5_core'), '0000:41:00.0');
+    await writeFile(path.join(root, dev('0000:41:00.0'), 'sriov_numvfs'), '2\n');
     expect(await errnoOf(kernel.write(bindPath('vfio-pci'), '0000:41:00.0'))).toBe('EBUSY');
     await kernel.write(PROBE, '0000:41:00.0');
     expect(await driverOf(root, '0000:41:00.0')).toBeNull();
+  });
+
+  it('vfio-pci refuses a device without an IOMMU group (EINVAL): no IOMMU, no vfio', async () => {
+    const root = await tree('iommu-off');
+    const kernel = new KernelModel(root);
+    await kernel.modprobe('vfio_pci');
+    await kernel.write(overridePath(AUDIO), 'vfio-pci');
+    await kernel.write(unbindPath('snd_hda_intel'), AUDIO);
+    expect(await errnoOf(kernel.write(bindPath('vfio-pci'), AUDIO))).toBe('EINVAL');
+    expect(await driverOf(root, AUDIO)).toBeNull();
+  });
+
+  it('unbinding a PF disables SR-IOV: its VFs, their groups and netdevs go, and do not come back with the PF', async () => {
+    const root = await tree('mlx5-vf');
+    const kernel = new KernelModel(root);
+    const pf = '0000:41:00.0';
+    await kernel.write(unbindPath('mlx5_core'), pf);
+    for (const vf of ['0000:41:00.2', '0000:41:00.3']) expect(exists(root, dev(vf))).toBe(false);
+    expect(exists(root, 'sys/kernel/iommu_groups/23')).toBe(false);
+    expect(exists(root, 'sys/class/net/enp65s0f0v0')).toBe(false);
+    expect(exists(root, 'sys/class/net/enp65s0f0np0')).toBe(false);
+    expect(exists(root, `${dev(pf)}/virtfn0`)).toBe(false);
+    expect(await read(root, `${dev(pf)}/sriov_numvfs`)).toBe('0\n');
+    expect(exists(root, 'sys/bus/pci/drivers/mlx5_core/0000:41:00.2')).toBe(false);
+
+    await kernel.write(PROBE, pf);
+    expect(await driverOf(root, pf)).toBe('mlx5_core');
+    expect(exists(root, 'sys/class/net/enp65s0f0np0')).toBe(true);
+    expect(exists(root, dev('0000:41:00.2'))).toBe(false);
+    expect(exists(root, 'sys/class/net/enp65s0f0v0')).toBe(false);
   });
 
   it('writes to read-only attributes are EACCES, missing ones ENOENT, paths outside /sys EINVAL', async () => {
@@ -440,8 +472,18 @@ describe('KernelModel: faults', () => {
       new Promise((resolve) => setTimeout(() => resolve('timeout'), 100)),
     ]);
     expect(outcome).toBe('timeout');
-    // Other devices go on meanwhile.
+    // really_probe links the driver before calling probe(): sysfs already says vfio-pci, but
+    // probe() has not registered the vfio device, so there is no group node yet.
+    expect(await driverOf(root, AUDIO)).toBe('vfio-pci');
+    expect(exists(root, 'dev/vfio/21')).toBe(false);
+    // Other devices go on meanwhile; the hung one's lock is held, so writes to it wait too.
     await kernel.write(overridePath(GPU), 'vfio-pci');
+    const blocked = kernel.write(overridePath(AUDIO), '\n');
+    const blockedOutcome = await Promise.race([
+      blocked.then(() => 'settled'),
+      new Promise((resolve) => setTimeout(() => resolve('timeout'), 50)),
+    ]);
+    expect(blockedOutcome).toBe('timeout');
 
     const slowRoot = await tree('dual-gpu');
     const slow = new KernelModel(slowRoot, {
@@ -455,6 +497,14 @@ describe('KernelModel: faults', () => {
     await slow.write(PROBE, AUDIO);
     expect(Date.now() - started).toBeGreaterThanOrEqual(45);
     expect(await driverOf(slowRoot, AUDIO)).toBe('vfio-pci');
+    expect(exists(slowRoot, 'dev/vfio/21')).toBe(true);
+
+    // A slow probe that then fails leaves the device unbound again.
+    slow.addFault({ kind: 'bind-refuses', driver: 'vfio-pci' });
+    await slow.write(unbindPath('vfio-pci'), AUDIO);
+    await slow.write(PROBE, AUDIO);
+    expect(await driverOf(slowRoot, AUDIO)).toBeNull();
+    expect(exists(slowRoot, `sys/bus/pci/drivers/vfio-pci/${AUDIO}`)).toBe(false);
   });
 
   it('modprobe-fails: the module (also as a dependency) is not inserted', async () => {
