@@ -11,7 +11,21 @@
  * tree can say). A driver whose module has no `pci:` line in the file therefore matches nothing
  * without an override, exactly as a real driver with an empty id table: drivers_probe leaves the
  * device unbound and `bind` answers ENODEV.
+ *
+ * Kernel details kept on purpose: a 0-byte write is a no-op (sysfs_kf_write never calls store()),
+ * so only `\n` clears driver_override; `bind` checks the match before EBUSY (bind_store), so a
+ * bound device that does not match answers ENODEV; a failed probe lets the next matching driver
+ * try (__device_attach_driver); a PF's driver leaving disables SR-IOV; sysfs shows the `driver`
+ * link while probe() runs.
+ *
+ * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), sriov_numvfs writes and
+ * VF creation, EPROBE_DEFER, vfio-pci's remove() blocking while a VM holds the device, rmmod,
+ * /proc/interrupts and other driver-owned state (block devices under nvme, framebuffers, fbcon),
+ * modules.dep and aliases given to modprobe, the ifindex/udev renaming of returning netdevs
+ * (names come back as they were), and no-IOMMU mode.
  */
+
+import path from 'node:path';
 import {
   type AliasEntry,
   fnmatch,
@@ -149,19 +163,32 @@ class Held {
   }
 }
 
+/** Per-root kernel state that is not in the tree: locks and probes in flight. */
+const KERNELS = new Map<string, { mutex: Mutex; probing: Map<string, Promise<void>> }>();
+
 type ProbeResult = { ok: true } | { ok: false; errno: KernelErrno };
 
 export class KernelModel implements KernelIo {
   private readonly tree: SysTree;
   private faults: KernelFault[];
   private readonly probeHangMs: number | undefined;
-  private readonly mutex = new Mutex();
+  private readonly mutex: Mutex;
   /** Devices inside a hung probe: anything else touching them waits, as on the device lock. */
-  private readonly probing = new Map<string, Promise<void>>();
+  private readonly probing: Map<string, Promise<void>>;
   private aliasCache: { text: string; entries: AliasEntry[] } | undefined;
 
   constructor(root: string, options: KernelModelOptions = {}) {
     this.tree = new SysTree(root);
+    // One kernel per tree: models opened on the same root (an executor's, a test's hotplug())
+    // share its locks and its in-flight probes, as everything on one host shares one kernel.
+    const key = path.resolve(root);
+    let kernel = KERNELS.get(key);
+    if (kernel === undefined) {
+      kernel = { mutex: new Mutex(), probing: new Map() };
+      KERNELS.set(key, kernel);
+    }
+    this.mutex = kernel.mutex;
+    this.probing = kernel.probing;
     this.faults = [...(options.faults ?? [])];
     this.probeHangMs = options.probeHangMs;
   }
