@@ -161,7 +161,10 @@ export const deltaMessageSchema = z
   .object({
     type: z.literal('delta'),
     epoch: idSchema,
-    /** The seq of the snapshot state this delta applies to. */
+    /**
+     * The seq of the state this delta applies to: the newest one the server acknowledged, not the
+     * last one sent, so a delta never depends on another still in flight.
+     */
     baseSeq: seqSchema,
     seq: seqSchema,
     delta: snapshotDeltaSchema,
