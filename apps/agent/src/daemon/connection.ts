@@ -47,7 +47,10 @@ export interface ConnectionHandlers {
   message(message: ServerMessage): void;
   /** The session ended (it will be redialled unless stopped). */
   disconnected(): void;
-  /** The server sent a fatal error: the connection is closed and not redialled. */
+  /**
+   * The server sent a fatal error and closes the connection; it is not redialled, since retrying
+   * unchanged cannot help (a revoked credential, a protocol the server does not speak).
+   */
   fatal(error: ErrorMessage): void;
 }
 
@@ -295,7 +298,7 @@ export class Connection {
           logger.warn(log, 'server reported an error');
           return;
         }
-        logger.error(log, 'server reported a fatal error; closing');
+        logger.error(log, 'server reported a fatal error; closing for good');
         this.halted = true;
         this.endSessionTimers(session);
         session.ws.close(1000, 'fatal error from server');
