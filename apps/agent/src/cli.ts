@@ -3,17 +3,25 @@
  * command-line mistakes) and their exit code. Kept apart from main.ts so a test or a daemon can
  * run a command with its own streams.
  */
+import { bindCommand } from './commands/bind';
 import { captureCommand } from './commands/capture';
-import type { Command, CommandContext } from './commands/command';
+import type { CommandContext } from './commands/command';
 import { matchCommand } from './commands/match';
 import { planCommand } from './commands/plan';
+import { restoreCommand } from './commands/restore';
 import { scanCommand } from './commands/scan';
-import { AgentError, EXIT_CODES, type ExitCode } from './errors';
+import { statusCommand } from './commands/status';
+import { AgentError, EXIT_CODES } from './errors';
+import type { CliExitCode, RebindCommand } from './rebind/exit-codes';
 
-export const COMMANDS: readonly Command[] = [
+/** Every command; bind and restore may also exit 4 (rolled back) or 5 (rollback incomplete). */
+export const COMMANDS: readonly RebindCommand[] = [
   scanCommand,
   matchCommand,
   planCommand,
+  bindCommand,
+  restoreCommand,
+  statusCommand,
   captureCommand,
 ];
 
@@ -22,7 +30,8 @@ export function mainUsage(): string {
   const lines = COMMANDS.map((command) => `  ${command.name.padEnd(width)}  ${command.summary}`);
   return `Usage: vfio-fleet-agent COMMAND [OPTIONS]
 
-Reads a host's PCI devices, IOMMU groups and vfio state, and plans rebinds. Read-only.
+Reads a host's PCI devices, IOMMU groups and vfio state, plans rebinds, and (bind, restore)
+executes them with verification and rollback.
 
 Commands:
 ${lines.join('\n')}
@@ -31,7 +40,7 @@ Run \`vfio-fleet-agent COMMAND --help\` for a command's options.
 `;
 }
 
-export async function runCli(argv: readonly string[], ctx: CommandContext): Promise<ExitCode> {
+export async function runCli(argv: readonly string[], ctx: CommandContext): Promise<CliExitCode> {
   const [name, ...args] = argv;
   try {
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {

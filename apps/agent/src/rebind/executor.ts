@@ -270,7 +270,10 @@ export class RebindExecutor {
         `${plan.address} moved from IOMMU group ${lockedGroup ?? 'none'} to ${plan.iommuGroup ?? 'none'} while the job waited`,
       );
     }
-    const needForce = plan.warnings.filter((r) => r.severity === 'warning');
+    // Warnings are about whether a device may go to vfio; giving one back to the host must always
+    // be possible, so only the vfio direction needs force.
+    const needForce =
+      plan.target === 'vfio' ? plan.warnings.filter((r) => r.severity === 'warning') : [];
     if (needForce.length > 0 && !job.force) {
       return this.refused(
         job,
@@ -334,7 +337,24 @@ export class RebindExecutor {
       // timeout to finish; the rollback then starts from whatever it left.
       await settle(abandoned, this.stepTimeoutMs());
     }
+    let blockAddress: string | null = null;
+    let skipBlock = false;
     for (const [index, step] of plan.rollback.entries()) {
+      const address = 'address' in step ? step.address : null;
+      if (address !== blockAddress) {
+        // The rollback is one block per device. A device already as it was (never reached, or a
+        // step that failed before changing it) is left alone: its block would unbind a working
+        // host driver and bind it again, a needless outage that can itself fail.
+        blockAddress = address;
+        const prior = before.find((b) => b.address === address);
+        const [now] = address === null ? [] : await this.readBindings([address]);
+        skipBlock =
+          prior !== undefined && now !== undefined && differences([prior], [now]).length === 0;
+      }
+      if (skipBlock) {
+        this.report(onStep, this.skippedEvent(job.jobId, index, step));
+        continue;
+      }
       // Best effort: a failing rollback step is reported and the next ones still run, since each
       // device's steps are independent and a partial rollback beats none.
       await this.runStep(job.jobId, 'rollback', index, step, onStep);
@@ -410,14 +430,35 @@ export class RebindExecutor {
       durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
       error,
     };
-    this.deps.logger.debug({ jobId, phase, index, action: step.action, status, error }, 'step');
+    this.report(onStep, event);
+    return { event, pending };
+  }
+
+  private skippedEvent(jobId: string, index: number, step: PlanStep): JobStepEvent {
+    return {
+      jobId,
+      phase: 'rollback',
+      index,
+      step,
+      status: 'skipped',
+      startedAt: this.now().toISOString(),
+      durationMs: 0,
+      error: null,
+    };
+  }
+
+  private report(onStep: (e: JobStepEvent) => void, event: JobStepEvent): void {
+    const { jobId, phase, index, status, error } = event;
+    this.deps.logger.debug(
+      { jobId, phase, index, action: event.step.action, status, error },
+      'step',
+    );
     try {
       onStep(event);
     } catch (listenerError) {
       // A reporting failure (a closed socket) must not abort a job half-way through its writes.
       this.deps.logger.warn({ err: listenerError }, 'step listener threw');
     }
-    return { event, pending };
   }
 
   private stepTimeoutMs(): number {

@@ -1,0 +1,237 @@
+// bind, restore and status as an operator runs them: real child processes of the built bundle on
+// generated fixture trees, writing through the kernel model (--simulate).
+import { existsSync } from 'node:fs';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  realpath,
+  rm,
+  writeFile,
+} from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { buildScenario, type ScenarioName, scenario } from '@vfio-fleet/host-fixtures';
+import { afterEach, describe, expect, it } from 'vitest';
+import { runAgent } from './helpers/run-agent';
+
+const GPU = '0000:17:00.0';
+const AUDIO = '0000:17:00.1';
+
+const tempDirs: string[] = [];
+afterEach(async () => {
+  for (const dir of tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await realpath(await mkdtemp(path.join(os.tmpdir(), prefix)));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** A fixture host whose modules.alias also has nvidia's id table (see rebind-executor.test). */
+async function fixture(name: ScenarioName = 'dual-gpu'): Promise<{ root: string; state: string }> {
+  const root = await tempDir('local-cmd-root-');
+  const base = scenario(name).modulesAlias;
+  await buildScenario(root, name, {
+    modulesAlias: base === null ? null : `${base}alias pci:v000010DEd*sv*sd*bc03sc00i00* nvidia\n`,
+  });
+  // A state dir path that does not exist yet: commands that must not write can be caught.
+  return { root, state: path.join(await tempDir('local-cmd-state-'), 'state') };
+}
+
+/** Every file (with content) and link under a root, to prove a command changed nothing. */
+async function treeListing(root: string): Promise<string> {
+  const lines: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const entry of (await readdir(path.join(root, rel))).sort()) {
+      const child = rel === '' ? entry : `${rel}/${entry}`;
+      const info = await lstat(path.join(root, child));
+      if (info.isSymbolicLink())
+        lines.push(`${child} -> ${await readlink(path.join(root, child))}`);
+      else if (info.isDirectory()) await walk(child);
+      else lines.push(`${child} = ${await readFile(path.join(root, child), 'utf8')}`);
+    }
+  };
+  await walk('');
+  return lines.join('\n');
+}
+
+async function driverOf(root: string, address: string): Promise<string | null> {
+  try {
+    return path.basename(await readlink(path.join(root, 'sys/bus/pci/devices', address, 'driver')));
+  } catch {
+    return null;
+  }
+}
+
+const sim = (root: string, state: string) => ['--root', root, '--simulate', '--state-dir', state];
+
+describe('bind / restore (child processes, --simulate)', () => {
+  it('--dry-run prints the plan and writes nothing: not the tree, not the state dir', async () => {
+    const { root, state } = await fixture();
+    const before = await treeListing(root);
+    const run = runAgent(['bind', GPU, ...sim(root, state), '--dry-run']);
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain(`Plan: ${GPU} to vfio (IOMMU group 21: ${GPU}, ${AUDIO})`);
+    expect(run.stdout).toContain(`$ echo vfio-pci > /sys/bus/pci/devices/${GPU}/driver_override`);
+    expect(run.stdout).toContain('Dry run: nothing was written.');
+    expect(await treeListing(root)).toBe(before);
+    expect(existsSync(state)).toBe(false);
+  });
+
+  it('bind --persist moves the group to vfio-pci, verified; status agrees; restore gives it back', async () => {
+    const { root, state } = await fixture();
+    const bind = runAgent(['bind', GPU, ...sim(root, state), '--persist']);
+    expect(bind.stderr).toBe('');
+    expect(bind.status).toBe(0);
+    // The plan first, then each step as it ran, then the outcome.
+    const planAt = bind.stdout.indexOf('Plan:');
+    const runAt = bind.stdout.indexOf('Running (job local-');
+    expect(planAt).toBeGreaterThanOrEqual(0);
+    expect(runAt).toBeGreaterThan(planAt);
+    expect(bind.stdout).toMatch(/ok +1\. modprobe vfio_pci/);
+    expect(bind.stdout).toContain(
+      `Succeeded: ${GPU} vfio-pci, ${AUDIO} vfio-pci; /dev/vfio/21 present`,
+    );
+    expect(bind.stdout).toContain('bindings.json');
+    expect(await driverOf(root, GPU)).toBe('vfio-pci');
+    expect(await driverOf(root, AUDIO)).toBe('vfio-pci');
+    expect(existsSync(path.join(root, 'dev/vfio/21'))).toBe(true);
+
+    const persisted = JSON.parse(await readFile(path.join(state, 'bindings.json'), 'utf8'));
+    expect(
+      persisted.bindings.map((b: { address: string; driver: string }) => [b.address, b.driver]),
+    ).toEqual([
+      [GPU, 'vfio-pci'],
+      [AUDIO, 'vfio-pci'],
+    ]);
+    expect(persisted.bindings[0]).toMatchObject({ vendorId: '10de', deviceId: '2204' });
+
+    const status = runAgent(['status', '--root', root, '--state-dir', state, '--json']);
+    expect(status.status).toBe(0);
+    const report = JSON.parse(status.stdout);
+    expect(report.problems).toEqual([]);
+    expect(report.devices.map((d: { address: string }) => d.address)).toEqual([GPU, AUDIO]);
+
+    const restore = runAgent(['restore', AUDIO, ...sim(root, state), '--json']);
+    expect(restore.stderr).toBe('');
+    expect(restore.status).toBe(0);
+    const out = JSON.parse(restore.stdout);
+    expect(out.outcome.status).toBe('succeeded');
+    expect(out.forgotten.map((b: { address: string }) => b.address)).toEqual([GPU, AUDIO]);
+    expect(await driverOf(root, GPU)).toBe('nvidia');
+    expect(await driverOf(root, AUDIO)).toBe('snd_hda_intel');
+    expect(existsSync(path.join(root, 'dev/vfio/21'))).toBe(false);
+    const after = JSON.parse(await readFile(path.join(state, 'bindings.json'), 'utf8'));
+    expect(after.bindings).toEqual([]);
+
+    // Giving back a group already on the host is success, not a refusal.
+    const again = runAgent(['restore', GPU, ...sim(root, state)]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toContain('nothing to do');
+  });
+
+  it('refuses a host-critical device even with --force (exit 3), writing nothing', async () => {
+    const { root, state } = await fixture();
+    const before = await treeListing(root);
+    const run = runAgent(['bind', '0000:4b:00.0', ...sim(root, state), '--force']);
+    expect(run.status).toBe(3);
+    expect(run.stderr).toContain('[host-critical]');
+    expect(await treeListing(root)).toBe(before);
+  });
+
+  it('an SR-IOV PF with VFs needs --force (exit 3, reasons listed)', async () => {
+    const { root, state } = await fixture('mlx5-vf');
+    const run = runAgent(['bind', '0000:41:00.0', ...sim(root, state)]);
+    expect(run.status).toBe(3);
+    expect(run.stderr).toContain('needs force');
+    expect(run.stderr).toContain('[sriov-vfs-enabled]');
+  });
+
+  it('--root without --simulate is a usage error: the live sysfs writer only writes /', async () => {
+    const { root, state } = await fixture();
+    const run = runAgent(['bind', GPU, '--root', root, '--state-dir', state, '--dry-run']);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain('--simulate');
+  });
+
+  it('lists bind, restore and status in the main usage', () => {
+    const run = runAgent(['--help']);
+    expect(run.status).toBe(0);
+    for (const name of ['bind', 'restore', 'status']) expect(run.stdout).toContain(`  ${name} `);
+  });
+});
+
+describe('status (child process)', () => {
+  it('flags a device on vfio that nothing persists: lost at reboot', async () => {
+    const { root, state } = await fixture('vfio-bound');
+    const run = runAgent(['status', '--root', root, '--state-dir', state]);
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(
+      new RegExp(`${GPU}\\s+10de:2204\\s+vfio-pci\\s+vfio-pci\\s+nothing \\(lost at reboot\\)`),
+    );
+    expect(run.stdout).toContain(`[not-persisted] ${GPU} is on vfio-pci but nothing persists it`);
+  });
+
+  it('flags driverctl disagreeing with modprobe.d, and a binding not in effect', async () => {
+    const { root, state } = await fixture('vfio-bound');
+    await mkdir(path.join(root, 'etc/driverctl.d'), { recursive: true });
+    await writeFile(path.join(root, `etc/driverctl.d/pci-${GPU}`), 'nvidia\n');
+    await mkdir(path.join(root, 'etc/modprobe.d'), { recursive: true });
+    await writeFile(
+      path.join(root, 'etc/modprobe.d/vfio.conf'),
+      '# passthrough\noptions vfio-pci ids=10de:2204,10de:1aef disable_vga=1\nsoftdep nvidia pre: vfio-pci\n',
+    );
+    const run = runAgent(['status', '--root', root, '--state-dir', state, '--json']);
+    expect(run.status).toBe(0);
+    const report = JSON.parse(run.stdout);
+    const gpu = report.devices.find((d: { address: string }) => d.address === GPU);
+    expect(gpu.claims).toEqual([
+      { mechanism: 'driverctl', driver: 'nvidia', source: `/etc/driverctl.d/pci-${GPU}` },
+      { mechanism: 'modprobe.d', driver: 'vfio-pci', source: '/etc/modprobe.d/vfio.conf' },
+    ]);
+    const codes = report.problems.map(
+      (p: { code: string; address: string }) => `${p.code}@${p.address}`,
+    );
+    expect(codes).toEqual([`mechanisms-disagree@${GPU}`, `not-in-effect@${GPU}`]);
+
+    const text = runAgent(['status', '--root', root, '--state-dir', state]);
+    expect(text.stdout).toContain('Contradictions (2)');
+    expect(text.stdout).toContain(
+      `driverctl (/etc/driverctl.d/pci-${GPU}) binds it to nvidia, but it is on vfio-pci`,
+    );
+  });
+
+  it('flags a persisted binding that is not in effect', async () => {
+    const { root, state } = await fixture();
+    await mkdir(state, { recursive: true });
+    const record = {
+      address: GPU,
+      vendorId: '10de',
+      deviceId: '2204',
+      driver: 'vfio-pci',
+      force: false,
+      persistedAt: '2026-11-23T00:00:00.000Z',
+    };
+    await writeFile(
+      path.join(state, 'bindings.json'),
+      JSON.stringify({ version: 1, bindings: [record] }),
+    );
+    const run = runAgent(['status', '--root', root, '--state-dir', state, '--json']);
+    expect(run.status).toBe(0);
+    const report = JSON.parse(run.stdout);
+    expect(report.problems).toEqual([
+      {
+        code: 'not-in-effect',
+        address: GPU,
+        message: `${GPU}: persisted binding binds it to vfio-pci, but it is on nvidia`,
+      },
+    ]);
+  });
+});
