@@ -69,7 +69,7 @@ export class InventoryStream {
     if (this.timer !== null) this.options.clock.clearTimeout(this.timer);
     this.timer = null;
     // A scan only reads; waiting for it just keeps it from sending on a closing socket.
-    await this.scanning;
+    await this.settled();
   }
 
   /** What hello carries, so a server that still holds our stream can take deltas from there. */
@@ -118,6 +118,11 @@ export class InventoryStream {
     this.acked = null;
     this.unacked.clear();
     this.rescanNow();
+  }
+
+  /** Resolves once no scan is running or queued (tests, and stop()). */
+  async settled(): Promise<void> {
+    while (this.scanning !== null) await this.scanning;
   }
 
   /** Scan as soon as possible (a job changed bindings, a session began). */

@@ -1,0 +1,179 @@
+// The daemon's pure parts in-process, where exact timing and lost messages can be staged: backoff
+// and splay bounds, the endpoint URL, and the inventory stream's seq/ack/base bookkeeping.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { AgentMessage, HostSnapshot } from '@vfio-fleet/core';
+import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Backoff, startupSplayMs } from '../src/daemon/backoff';
+import { systemClock } from '../src/daemon/clock';
+import { InventoryStream } from '../src/daemon/inventory-stream';
+import { agentEndpointUrl, parseLabels } from '../src/daemon/server-url';
+import { HostFs } from '../src/host-fs';
+import { collectHost } from '../src/inventory/collect';
+import { createLogger } from '../src/logger';
+
+describe('reconnect timing', () => {
+  it('draws full-jitter delays in [0, min(60 s, 1 s × 2^n)] and starts over after reset', () => {
+    let r = 0.999_999;
+    const backoff = new Backoff({ baseMs: 1_000, capMs: 60_000, random: () => r });
+    const top = Array.from({ length: 9 }, () => backoff.next());
+    expect(top).toEqual([999, 1_999, 3_999, 7_999, 15_999, 31_999, 59_999, 59_999, 59_999]);
+    r = 0;
+    expect(backoff.next()).toBe(0);
+    r = 0.5;
+    backoff.reset();
+    expect(backoff.next()).toBe(500);
+  });
+
+  it('splays the first dial over at most min(interval, 10 s)', () => {
+    expect(startupSplayMs(1_000, () => 0.999)).toBe(999);
+    expect(startupSplayMs(60_000, () => 0.999)).toBe(9_990);
+    expect(startupSplayMs(60_000, () => 0)).toBe(0);
+  });
+});
+
+describe('server URL and labels', () => {
+  it('derives the agent endpoint, TLS following the scheme', () => {
+    expect(agentEndpointUrl('https://fleet.example.com').href).toBe(
+      'wss://fleet.example.com/api/agent',
+    );
+    expect(agentEndpointUrl('http://10.0.0.5:8080/vfio/?x=1#y').href).toBe(
+      'ws://10.0.0.5:8080/vfio/api/agent',
+    );
+    expect(agentEndpointUrl('wss://fleet.example.com/').href).toBe(
+      'wss://fleet.example.com/api/agent',
+    );
+    expect(() => agentEndpointUrl('ftp://fleet.example.com')).toThrow(/http\(s\)/);
+    expect(() => agentEndpointUrl('https://u:p@fleet.example.com')).toThrow(/user name/);
+    expect(() => agentEndpointUrl('fleet.example.com')).toThrow(/not a URL/);
+  });
+
+  it('splits labels at the first = and rejects duplicates', () => {
+    expect(parseLabels(['rack=r1', 'note=a=b'])).toEqual({ rack: 'r1', note: 'a=b' });
+    expect(() => parseLabels(['rack'])).toThrow(/key=value/);
+    expect(() => parseLabels(['a=1', 'a=2'])).toThrow(/twice/);
+  });
+});
+
+describe('inventory stream', () => {
+  let tmp: string;
+  let base: HostSnapshot;
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(tmpdir(), 'agent-daemon-units-'));
+    await buildScenario(tmp, 'dual-gpu');
+    base = await collectHost(new HostFs(tmp));
+  });
+  afterAll(async () => {
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  function harness() {
+    let current = base;
+    const sent: AgentMessage[] = [];
+    const sink = {
+      open: true,
+      canSendBulk: () => sink.open,
+      send: (m: AgentMessage) => sent.push(m) > 0,
+    };
+    const stream = new InventoryStream({
+      collect: async () => structuredClone(current),
+      sink,
+      // Never fires during a test: scans are triggered explicitly.
+      intervalMs: 3_600_000,
+      clock: systemClock,
+      logger: createLogger('silent'),
+      epoch: 'epoch-1',
+    });
+    stream.start();
+    const without = (address: string): HostSnapshot => ({
+      ...current,
+      devices: current.devices.filter((d) => d.address !== address),
+    });
+    return {
+      stream,
+      sink,
+      sent,
+      set(next: HostSnapshot) {
+        current = next;
+      },
+      without,
+      /** Triggers a scan and waits until it is done. */
+      async scan() {
+        stream.rescanNow();
+        await stream.settled();
+      },
+    };
+  }
+
+  it('bases every delta on the acked state, so a lost delta is subsumed by the next', async () => {
+    const h = harness();
+    h.stream.connected('snapshot');
+    await vi.waitFor(() => expect(h.sent).toHaveLength(1));
+    expect(h.sent[0]).toMatchObject({ type: 'snapshot', epoch: 'epoch-1', seq: 1 });
+    expect(h.stream.resumePoint()).toBeNull();
+    h.stream.ack('epoch-1', 1);
+    expect(h.stream.resumePoint()).toEqual({ epoch: 'epoch-1', lastAckedSeq: 1 });
+
+    await h.scan();
+    expect(h.sent).toHaveLength(1); // unchanged: nothing
+
+    h.set(h.without('0000:31:00.1'));
+    await h.scan();
+    expect(h.sent[1]).toMatchObject({
+      type: 'delta',
+      baseSeq: 1,
+      seq: 2,
+      delta: { devicesRemoved: ['0000:31:00.1'] },
+    });
+
+    // Seq 2 never acked (lost with the socket); the next change still diffs against seq 1.
+    h.set(h.without('0000:31:00.0'));
+    await h.scan();
+    expect(h.sent[2]).toMatchObject({
+      type: 'delta',
+      baseSeq: 1,
+      seq: 3,
+      delta: { devicesRemoved: ['0000:31:00.0', '0000:31:00.1'] },
+    });
+
+    // Reconnect with resume: whatever came after the ack is re-sent as one delta on seq 1.
+    h.stream.disconnected();
+    h.stream.connected('ok');
+    await vi.waitFor(() => expect(h.sent).toHaveLength(4));
+    expect(h.sent[3]).toMatchObject({ type: 'delta', baseSeq: 1, seq: 4 });
+    h.stream.ack('epoch-1', 4);
+    expect(h.stream.resumePoint()).toEqual({ epoch: 'epoch-1', lastAckedSeq: 4 });
+    await h.stream.stop();
+  });
+
+  it('defers under backpressure and then sends one coalesced delta; resync sends a snapshot', async () => {
+    const h = harness();
+    h.stream.connected('snapshot');
+    await vi.waitFor(() => expect(h.sent).toHaveLength(1));
+    h.stream.ack('epoch-1', 1);
+
+    h.sink.open = false;
+    h.set(h.without('0000:31:00.1'));
+    await h.scan();
+    h.set(h.without('0000:31:00.0'));
+    await h.scan();
+    expect(h.sent).toHaveLength(1);
+    h.sink.open = true;
+    await h.scan();
+    expect(h.sent).toHaveLength(2);
+    expect(h.sent[1]).toMatchObject({
+      type: 'delta',
+      baseSeq: 1,
+      delta: { devicesRemoved: ['0000:31:00.0', '0000:31:00.1'] },
+    });
+
+    h.stream.ack('other-epoch', 2); // ignored
+    h.stream.resync('test');
+    expect(h.stream.resumePoint()).toBeNull();
+    await vi.waitFor(() => expect(h.sent).toHaveLength(3));
+    expect(h.sent[2]).toMatchObject({ type: 'snapshot', seq: 3 });
+    await h.stream.stop();
+  });
+});
