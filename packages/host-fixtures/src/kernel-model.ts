@@ -21,8 +21,8 @@
  * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), sriov_numvfs writes and
  * VF creation, EPROBE_DEFER, vfio-pci's remove() blocking while a VM holds the device, rmmod,
  * /proc/interrupts and other driver-owned state (block devices under nvme, framebuffers, fbcon),
- * modules.dep and aliases given to modprobe, the ifindex/udev renaming of returning netdevs
- * (names come back as they were), and no-IOMMU mode.
+ * modules.dep and aliases given to modprobe, udev renaming of returning netdevs (they come back
+ * under their old names, with fresh ifindexes), and no-IOMMU mode.
  */
 
 import path from 'node:path';

@@ -583,6 +583,29 @@ describe('hotplug / hotUnplug', () => {
     expect(exists(root, 'sys/bus/pci/drivers/vfio-pci/0000:17:00.0')).toBe(false);
   });
 
+  it('a hot-added VF sits beside its PF, takes the next virtfn link and its driver by alias', async () => {
+    const root = await tree('mlx5-vf');
+    await hotplug(root, {
+      address: '0000:41:00.4',
+      vendorId: '15b3',
+      deviceId: '101e',
+      classCode: '020000',
+      physfn: '0000:41:00.0',
+      iommuGroup: 25,
+      netInterfaces: ['enp65s0f0v2'],
+    });
+    expect(await realpath(path.join(root, dev('0000:41:00.4')))).toBe(
+      path.join(root, 'sys/devices/pci0000:40/0000:40:01.1/0000:41:00.4'),
+    );
+    expect(await readlink(path.join(root, dev('0000:41:00.0'), 'virtfn2'))).toBe('../0000:41:00.4');
+    expect(await readlink(path.join(root, dev('0000:41:00.4'), 'physfn'))).toBe('../0000:41:00.0');
+    expect(await driverOf(root, '0000:41:00.4')).toBe('mlx5_core');
+    expect(exists(root, 'sys/class/net/enp65s0f0v2')).toBe(true);
+    const pf = scenario('mlx5-vf').devices.find((d) => d.address === '0000:41:00.0');
+    if (pf === undefined) throw new Error('fixture lacks its PF');
+    await expect(hotplug(root, { ...pf, driver: null })).rejects.toThrow(/already present/);
+  });
+
   it('a hot-added device with an override binds to the vfio driver', async () => {
     const root = await tree('vfio-bound');
     await hotplug(root, {
