@@ -435,6 +435,17 @@ describe('RebindExecutor: idempotency, refusals and locking', () => {
     expect(existsSync(lock)).toBe(false);
   });
 
+  it('a job that cannot be recorded (state dir unusable) does not run', async () => {
+    const h = await host();
+    const notADir = path.join(h.stateDir, 'file');
+    await writeFile(notADir, '');
+    const executor = new RebindExecutor({ ...h.deps, stateDir: notADir });
+    const outcome = await executor.execute(job('unrecordable'));
+    expect(outcome.status).toBe('refused');
+    expect(outcome.reason?.code).toBe('state-unavailable');
+    expect(h.io.count).toBe(0);
+  });
+
   it('an unknown device is refused', async () => {
     const h = await host();
     const outcome: JobOutcome = await h.executor.execute(job('nope', '0000:99:00.0'));

@@ -35,6 +35,7 @@ import { linkBasename } from '../inventory/sysfs-values';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import {
+  type Claim,
   type DeviceBinding,
   JOB_ID_PATTERN,
   type JobOutcome,
@@ -161,12 +162,25 @@ export class RebindExecutor {
       );
     }
 
-    const stored = await this.store.read(job.jobId);
-    if (stored !== null) {
-      log.info({ status: stored.status }, 'job seen before: returning its stored outcome');
-      return stored;
+    let claim: Claim;
+    try {
+      const stored = await this.store.read(job.jobId);
+      if (stored !== null) {
+        log.info({ status: stored.status }, 'job seen before: returning its stored outcome');
+        return stored;
+      }
+      claim = await this.store.claim(job.jobId);
+    } catch (error) {
+      // An unwritable state dir or a damaged record: the job cannot be made idempotent, so it
+      // does not run. Not stored either (the store is what failed).
+      log.error({ err: error }, 'job store unusable');
+      return this.refused(
+        job,
+        startedAt,
+        'state-unavailable',
+        `cannot record job ${job.jobId} in ${this.store.dir}: ${errorMessage(error)}`,
+      );
     }
-    const claim = await this.store.claim(job.jobId);
     switch (claim.kind) {
       case 'stored':
         return claim.outcome;
@@ -188,7 +202,7 @@ export class RebindExecutor {
             reasons: [],
           },
         };
-        await this.store.write(outcome);
+        await this.storeOutcome(outcome, log);
         return outcome;
       }
       case 'claimed':
@@ -211,9 +225,19 @@ export class RebindExecutor {
         },
       };
     }
-    await this.store.write(outcome);
+    await this.storeOutcome(outcome, log);
     log.info({ status: outcome.status, code: outcome.reason?.code ?? null }, 'job finished');
     return outcome;
+  }
+
+  private async storeOutcome(outcome: JobOutcome, log: Logger): Promise<void> {
+    try {
+      await this.store.write(outcome);
+    } catch (error) {
+      // The host may already have changed: the caller must still learn how. The marker stays, so
+      // a re-sent job id is reported interrupted rather than run a second time.
+      log.error({ err: error }, 'could not store the job outcome');
+    }
   }
 
   private async run(
