@@ -9,6 +9,7 @@ import type { CommandContext } from './commands/command';
 import { matchCommand } from './commands/match';
 import { planCommand } from './commands/plan';
 import { restoreCommand } from './commands/restore';
+import { runCommand } from './commands/run';
 import { scanCommand } from './commands/scan';
 import { statusCommand } from './commands/status';
 import { AgentError, EXIT_CODES } from './errors';
@@ -23,6 +24,7 @@ export const COMMANDS: readonly RebindCommand[] = [
   restoreCommand,
   statusCommand,
   captureCommand,
+  runCommand,
 ];
 
 export function mainUsage(): string {
