@@ -153,6 +153,53 @@ describe('bind / restore (child processes, --simulate)', () => {
     expect(run.stderr).toContain('[sriov-vfs-enabled]');
   });
 
+  it('a failed step rolled back exits 4; a rollback that cannot finish exits 5 and names the device', async () => {
+    const { root, state } = await fixture();
+    const before = await treeListing(root);
+    const rolledBack = runAgent([
+      'bind',
+      GPU,
+      ...sim(root, state),
+      '--simulate-fault',
+      'write-fails:/sys/bus/pci/drivers/snd_hda_intel/unbind:EBUSY',
+    ]);
+    expect(rolledBack.status).toBe(4);
+    expect(rolledBack.stdout).toMatch(
+      /FAILED +7\. echo 0000:17:00\.1 > \/sys\/bus\/pci\/drivers\/snd_hda_intel\/unbind/,
+    );
+    expect(rolledBack.stdout).toContain('EBUSY');
+    expect(rolledBack.stdout).toContain('Rolled back: every device is as before');
+    expect(rolledBack.stderr).toContain('bind rolled back');
+    expect(await driverOf(root, GPU)).toBe('nvidia');
+    expect(await driverOf(root, AUDIO)).toBe('snd_hda_intel');
+
+    // vfio-pci refuses the GPU, and nvidia's bind fails on the way back: the GPU is left unbound.
+    const failed = runAgent([
+      'bind',
+      GPU,
+      ...sim(root, state),
+      '--json',
+      '--simulate-fault',
+      'bind-refuses:vfio-pci',
+      '--simulate-fault',
+      'write-fails:/sys/bus/pci/drivers/nvidia/bind:EIO',
+    ]);
+    expect(failed.status).toBe(5);
+    const out = JSON.parse(failed.stdout);
+    expect(out.outcome.status).toBe('failed');
+    expect(out.outcome.reason.code).toBe('rollback-incomplete');
+    expect(out.outcome.reason.message).toContain(`${GPU}: driver none (was nvidia)`);
+    expect(failed.stderr).toContain('bind failed');
+    expect(before).not.toBe(await treeListing(root));
+  });
+
+  it('--simulate-fault needs --simulate and a known form', async () => {
+    const { root, state } = await fixture();
+    const bad = runAgent(['bind', GPU, ...sim(root, state), '--simulate-fault', 'melts:gpu']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('unknown kind "melts"');
+  });
+
   it('--root without --simulate is a usage error: the live sysfs writer only writes /', async () => {
     const { root, state } = await fixture();
     const run = runAgent(['bind', GPU, '--root', root, '--state-dir', state, '--dry-run']);

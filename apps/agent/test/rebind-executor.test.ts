@@ -297,6 +297,25 @@ describe('RebindExecutor: rollback after each injected fault leaves the group ex
     });
   }
 
+  it('a group on vfio without its /dev/vfio node is rolled back', async () => {
+    const h = await host('dual-gpu', { deps: { stepTimeoutMs: 100 } });
+    // The kernel model creates the node; a host where it never appears is simulated by removing it.
+    const io: KernelIo = {
+      write: async (p, value) => {
+        await h.io.write(p, value);
+        await rm(path.join(h.root, 'dev/vfio/21'), { force: true });
+      },
+      modprobe: (module) => h.io.modprobe(module),
+    };
+    const before = await bindings(h.fs);
+    const outcome = await new RebindExecutor({ ...h.deps, io }).execute(job('no-node'));
+    expect(outcome.status).toBe('rolled_back');
+    expect(outcome.reason?.code).toBe('vfio-node-missing');
+    expect(outcome.failedStep).toBeNull();
+    expect(outcome.kernelError?.errno).toBe('ENOENT');
+    expect(await bindings(h.fs)).toEqual(before);
+  });
+
   it('a probe that never returns: rollback incomplete, status failed, names the device left behind', async () => {
     const h = await host('dual-gpu', {
       faults: [{ kind: 'probe-hangs', address: GPU }],

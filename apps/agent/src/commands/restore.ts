@@ -21,6 +21,10 @@ Options:
                    env VFIO_FLEET_STATE_DIR)
   --root DIR       a fixture or captured tree instead of /; needs --simulate
   --simulate       write through the kernel model on --root's tree, not the real sysfs
+  --simulate-fault SPEC
+                   with --simulate, inject a kernel fault to watch the rollback (repeatable):
+                   write-fails:PATH:ERRNO, bind-refuses:DRIVER, probe-hangs:ADDRESS,
+                   modprobe-fails:MODULE
   --pci-ids FILE   pci.ids for device names
   --json           print { plan, outcome, forgotten } as JSON
   -h, --help       show this help

@@ -21,7 +21,7 @@ import { refusalDetails, renderPlan, stepCommand } from '../render/plan-report';
 import { colorEnabled, createStyle, type Style } from '../render/style';
 import { type JobOutcome, type JobStepEvent, RebindExecutor } from './executor';
 import { type CliExitCode, exitCodeFor, REBIND_EXIT_CODES, type RebindCommand } from './exit-codes';
-import { kernelIoFor } from './kernel-io-for';
+import { kernelIoFor, parseSimulatedFault } from './kernel-io-for';
 import { forgetBindings, type PersistedBinding, persistBindings } from './persist';
 import { resolveStateDir } from './state-dir';
 
@@ -33,6 +33,7 @@ const OPTIONS = {
   force: { type: 'boolean' },
   persist: { type: 'boolean' },
   simulate: { type: 'boolean' },
+  'simulate-fault': { type: 'string', multiple: true },
   json: { type: 'boolean' },
 } as const;
 
@@ -75,6 +76,12 @@ export async function runLocalRebind(
       `${command.name}: --root ${config.root} is not the live host: add --simulate to run the kernel model on that tree`,
       { usage: command.usage },
     );
+  }
+  const faults = (values['simulate-fault'] ?? []).map(parseSimulatedFault);
+  if (faults.length > 0 && !simulate) {
+    throw new AgentError('usage', `${command.name}: --simulate-fault needs --simulate`, {
+      usage: command.usage,
+    });
   }
   if (config.root === '/' && simulate) {
     throw new AgentError('usage', `${command.name}: --simulate needs --root DIR (a fixture tree)`, {
@@ -132,7 +139,7 @@ export async function runLocalRebind(
 
   const executor = new RebindExecutor({
     fs,
-    io: await kernelIoFor(config.root, simulate, ctx.logger),
+    io: await kernelIoFor(config.root, simulate, ctx.logger, faults),
     stateDir,
     // A local root operator asked for this rebind explicitly: --allow-rebind gates server jobs.
     allowRebind: true,
