@@ -255,6 +255,15 @@ describe('status (child process)', () => {
     );
   });
 
+  it('a damaged bindings.json is reported, not a crash (exit 2)', async () => {
+    const { root, state } = await fixture();
+    await mkdir(state, { recursive: true });
+    await writeFile(path.join(state, 'bindings.json'), '{"version": 1, "bindings": [');
+    const run = runAgent(['status', '--root', root, '--state-dir', state]);
+    expect(run.status).toBe(2);
+    expect(run.stderr).toContain('bindings.json is not JSON');
+  });
+
   it('flags a persisted binding that is not in effect', async () => {
     const { root, state } = await fixture();
     await mkdir(state, { recursive: true });

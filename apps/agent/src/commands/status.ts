@@ -56,7 +56,9 @@ Exit status: 0 (also with contradictions: they are in the output), 2 bad argumen
     const fs = new HostFs(config.root);
     const snapshot = await collectHost(fs, { pciIdsPath: config.pciIdsPath, logger: ctx.logger });
     const stateDir = resolveStateDir(values['state-dir'], ctx.env, ctx.cwd);
-    const persisted = await readPersistedBindings(stateDir);
+    const persisted = await readPersistedBindings(stateDir).catch((error: unknown) => {
+      throw new AgentError('file-unreadable', `status: ${errorText(error)}`, { cause: error });
+    });
     const report = await analyzeOwnership(fs, snapshot, persisted);
 
     if (values.json === true) {
@@ -92,6 +94,10 @@ Exit status: 0 (also with contradictions: they are in the output), 2 bad argumen
     return EXIT_CODES.ok;
   },
 };
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 function claimText(claim: OwnershipClaim): string {
   switch (claim.mechanism) {

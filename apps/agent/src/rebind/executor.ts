@@ -213,14 +213,14 @@ export class RebindExecutor {
     try {
       outcome = await this.run(job, startedAt, onStep, log);
     } catch (error) {
-      // Only reading the host or taking the lock can throw here (steps turn their errors into
-      // outcomes), so no write has been made when this happens.
-      log.error({ err: error }, 'job failed before any step');
+      // Steps turn their errors into outcomes and HostFs reads host states as nulls, so this is
+      // reading the host or taking the lock failing, before any write.
+      log.error({ err: error }, 'job failed unexpectedly');
       outcome = {
         ...this.emptyOutcome(job, startedAt, 'failed'),
         reason: {
           code: 'internal-error',
-          message: `job ${job.jobId} failed before any step: ${errorMessage(error)}`,
+          message: `job ${job.jobId} failed: ${errorMessage(error)}`,
           reasons: [],
         },
       };

@@ -106,7 +106,15 @@ export async function runLocalRebind(
     if (target === 'host' && result.refusal.code === 'nothing-to-do') {
       // Giving a device back is idempotent: already on the host is success, and a leftover
       // persisted record would only bind it again at the next agent start.
-      const forgotten = values['dry-run'] === true ? [] : await forgetBindings(stateDir, [address]);
+      const forgotten =
+        values['dry-run'] === true
+          ? []
+          : await forgetBindings(stateDir, [address]).catch((error: unknown) => {
+              throw new AgentError(
+                'file-unreadable',
+                `${command.name}: ${error instanceof Error ? error.message : String(error)}`,
+              );
+            });
       if (json) {
         ctx.stdout.write(`${JSON.stringify({ plan: null, outcome: null, forgotten }, null, 2)}\n`);
       } else {
@@ -155,16 +163,24 @@ export async function runLocalRebind(
 
   let persisted: PersistedBinding[] = [];
   let forgotten: PersistedBinding[] = [];
+  let persistError: string | null = null;
   if (outcome.status === 'succeeded') {
-    if (target === 'vfio' && values.persist === true) {
-      persisted = persistRecords(outcome, snapshot.devices, values.force === true);
-      await persistBindings(stateDir, persisted);
-    }
-    if (target === 'host') {
-      forgotten = await forgetBindings(
-        stateDir,
-        plan.preconditions.map((p) => p.address),
-      );
+    try {
+      if (target === 'vfio' && values.persist === true) {
+        const records = persistRecords(outcome, snapshot.devices, values.force === true);
+        await persistBindings(stateDir, records);
+        persisted = records;
+      }
+      if (target === 'host') {
+        forgotten = await forgetBindings(
+          stateDir,
+          plan.preconditions.map((p) => p.address),
+        );
+      }
+    } catch (error) {
+      // The rebind itself succeeded and stays; only its record failed, which the operator must
+      // know, since the next agent start would (not) re-bind the group.
+      persistError = error instanceof Error ? error.message : String(error);
     }
   }
 
@@ -189,6 +205,12 @@ export async function runLocalRebind(
       if (r.remedy !== null) lines.push(`    remedy: ${r.remedy}`);
     }
     ctx.stderr.write(`${lines.join('\n')}\n`);
+  }
+  if (persistError !== null) {
+    ctx.stderr.write(
+      `vfio-fleet-agent: ${command.name} succeeded, but ${stateDir}/bindings.json was not updated: ${persistError}\n`,
+    );
+    return REBIND_EXIT_CODES.failure;
   }
   return exitCodeFor(outcome.status);
 }
