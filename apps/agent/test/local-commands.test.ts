@@ -1,5 +1,6 @@
 // bind, restore and status as an operator runs them: real child processes of the built bundle on
 // generated fixture trees, writing through the kernel model (--simulate).
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import {
   lstat,
@@ -16,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { buildScenario, type ScenarioName, scenario } from '@vfio-fleet/host-fixtures';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runAgent } from './helpers/run-agent';
+import { type AgentRun, agentDir, repoRoot, runAgent } from './helpers/run-agent';
 
 const GPU = '0000:17:00.0';
 const AUDIO = '0000:17:00.1';
@@ -66,6 +67,30 @@ async function driverOf(root: string, address: string): Promise<string | null> {
   } catch {
     return null;
   }
+}
+
+/** runAgent, but without blocking the event loop, so two agents can run at once. */
+function runAgentAsync(args: readonly string[]): Promise<AgentRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [path.join(agentDir, 'bin/vfio-fleet-agent.mjs'), ...args],
+      {
+        cwd: repoRoot,
+        env: { ...process.env, NO_COLOR: '1' },
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString('utf8');
+    });
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 const sim = (root: string, state: string) => ['--root', root, '--simulate', '--state-dir', state];
@@ -191,6 +216,24 @@ describe('bind / restore (child processes, --simulate)', () => {
     expect(out.outcome.reason.message).toContain(`${GPU}: driver none (was nvidia)`);
     expect(failed.stderr).toContain('bind failed');
     expect(before).not.toBe(await treeListing(root));
+  });
+
+  it('two bind processes on one group take turns through the lock file', async () => {
+    const { root, state } = await fixture();
+    const [a, b] = await Promise.all([
+      runAgentAsync(['bind', GPU, ...sim(root, state), '--json']),
+      runAgentAsync(['bind', AUDIO, ...sim(root, state), '--json']),
+    ]);
+    expect([a.status, b.status]).toEqual([0, 0]);
+    const outcomes = [JSON.parse(a.stdout).outcome, JSON.parse(b.stdout).outcome];
+    // Whichever got the group second planned from the first one's result: nothing left to do.
+    const befores = outcomes.map((o: { before: Array<{ driver: string }> }) =>
+      o.before.map((x) => x.driver).join(','),
+    );
+    expect(befores.sort()).toEqual(['nvidia,snd_hda_intel', 'vfio-pci,vfio-pci']);
+    expect(await driverOf(root, GPU)).toBe('vfio-pci');
+    expect(await driverOf(root, AUDIO)).toBe('vfio-pci');
+    expect(await readdir(path.join(state, 'locks'))).toEqual([]);
   });
 
   it('--simulate-fault needs --simulate and a known form', async () => {
