@@ -8,7 +8,7 @@ import type { JobMessage } from '@vfio-fleet/core';
 import { buildScenario, scenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { persistBindings } from '../src/rebind/persist';
-import { type AgentProcess, startAgent, TestServer } from './helpers/test-server';
+import { type AgentProcess, poll, startAgent, TestServer } from './helpers/test-server';
 
 let tmp: string;
 const agents: AgentProcess[] = [];
@@ -264,5 +264,62 @@ describe('vfio-fleet-agent run: jobs', () => {
       // The GPU's IOMMU group moves as one.
       [GPU_AUDIO]: 'vfio-pci',
     });
+  });
+
+  /** An agent on dual-gpu whose GPU probe takes `ms`, so a job is still running for a while. */
+  async function slowProbe(name: string, ms: number) {
+    const root = path.join(tmp, name, 'host');
+    await dualGpu(root);
+    const faultsFile = path.join(tmp, name, 'faults.json');
+    await writeFile(
+      faultsFile,
+      JSON.stringify({ faults: [{ kind: 'probe-hangs', address: GPU }], probeHangMs: ms }),
+    );
+    const server = await TestServer.start();
+    servers.push(server);
+    const agent = launch(server, root, path.join(tmp, name, 'state'), [
+      '--token',
+      server.state.issueToken(),
+      '--allow-rebind',
+      '--simulate-faults',
+      faultsFile,
+    ]);
+    await server.waitFor('snapshot');
+    return { root, server, agent };
+  }
+
+  it('re-sends a result produced while the server was away once it is back', async () => {
+    const { server: first, agent } = await slowProbe('redeliver', 300);
+    first.send(job('job-away-1', GPU));
+    await first.waitFor('job-accepted');
+    const port = first.port;
+    await first.close();
+    servers.splice(servers.indexOf(first), 1);
+    await poll(
+      () => (agent.stderr().includes('job result kept for the next session') ? true : undefined),
+      10_000,
+    );
+
+    const second = await TestServer.start({ port, state: first.state });
+    servers.push(second);
+    const done = await result(second, 'job-away-1');
+    expect(done.status).toBe('succeeded');
+    expect(first.messages('job-result')).toHaveLength(0);
+  });
+
+  it('on SIGTERM during a job, finishes it, sends its result, closes with 1000 and exits 0', async () => {
+    const { root, server, agent } = await slowProbe('sigterm-job', 1_500);
+    server.send(job('job-term-1', GPU));
+    await server.waitFor('job-accepted');
+    expect(await agent.stop('SIGTERM', 15_000)).toBe(0);
+    expect(server.messages('job-result')).toMatchObject([
+      { jobId: 'job-term-1', status: 'succeeded' },
+    ]);
+    expect(await bindings(root, [GPU, GPU_AUDIO])).toEqual({
+      [GPU]: 'vfio-pci',
+      [GPU_AUDIO]: 'vfio-pci',
+    });
+    await poll(() => (server.closes.length > 0 ? true : undefined), 2_000);
+    expect(server.closes).toEqual([1000]);
   });
 });

@@ -9,10 +9,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Backoff, startupSplayMs } from '../src/daemon/backoff';
 import { systemClock } from '../src/daemon/clock';
 import { InventoryStream } from '../src/daemon/inventory-stream';
+import { JobRunner } from '../src/daemon/job-runner';
 import { agentEndpointUrl, parseLabels } from '../src/daemon/server-url';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
 import { createLogger } from '../src/logger';
+import type { JobOutcome, JobRequest, JobStepEvent } from '../src/rebind/executor';
 
 describe('reconnect timing', () => {
   it('draws full-jitter delays in [0, min(60 s, 1 s × 2^n)] and starts over after reset', () => {
@@ -175,5 +177,107 @@ describe('inventory stream', () => {
     await vi.waitFor(() => expect(h.sent).toHaveLength(3));
     expect(h.sent[2]).toMatchObject({ type: 'snapshot', seq: 3 });
     await h.stream.stop();
+  });
+});
+
+describe('job runner', () => {
+  const outcome = (jobId: string): JobOutcome => ({
+    jobId,
+    status: 'succeeded',
+    reason: null,
+    failedStep: null,
+    kernelError: null,
+    before: [],
+    after: [],
+    startedAt: '2026-01-01T00:00:00.000Z',
+    finishedAt: '2026-01-01T00:00:01.000Z',
+  });
+  const job = (jobId: string, deadlineMs = Date.now() + 60_000) => ({
+    type: 'job' as const,
+    jobId,
+    address: '0000:17:00.0',
+    target: 'vfio' as const,
+    force: false,
+    deadline: new Date(deadlineMs).toISOString(),
+  });
+
+  function harness() {
+    const sent: AgentMessage[] = [];
+    const runs: string[] = [];
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const sink = {
+      online: true,
+      send: (m: AgentMessage) => sink.online && sent.push(m) > 0,
+      sendConfirmed: async (m: AgentMessage) => sink.send(m),
+    };
+    let finished = 0;
+    const runner = new JobRunner({
+      executor: {
+        async execute(request: JobRequest, onStep?: (e: JobStepEvent) => void) {
+          runs.push(request.jobId);
+          await gate;
+          onStep?.({
+            jobId: request.jobId,
+            phase: 'forward',
+            index: 0,
+            step: { action: 'modprobe', module: 'vfio_pci', description: 'Load vfio_pci.' },
+            status: 'ok',
+            startedAt: '2026-01-01T00:00:00.000Z',
+            durationMs: 1,
+            error: null,
+          });
+          return outcome(request.jobId);
+        },
+      },
+      sink,
+      logger: createLogger('silent'),
+      now: () => Date.now(),
+      finished: () => {
+        finished += 1;
+      },
+    });
+    return { runner, sink, sent, runs, release, finished: () => finished };
+  }
+
+  it('keeps a result produced while offline and sends it on the next session', async () => {
+    const h = harness();
+    h.runner.handle(job('j-1'));
+    expect(h.sent.map((m) => m.type)).toEqual(['job-accepted']);
+    h.sink.online = false;
+    h.release();
+    await h.runner.stop();
+    expect(h.finished()).toBe(1);
+    expect(h.sent.map((m) => m.type)).toEqual(['job-accepted']);
+
+    h.sink.online = true;
+    h.runner.connected();
+    await vi.waitFor(() =>
+      expect(h.sent.map((m) => m.type)).toEqual(['job-accepted', 'job-result']),
+    );
+    // Delivered: a later session does not repeat it.
+    h.runner.connected();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(h.sent.filter((m) => m.type === 'job-result')).toHaveLength(1);
+  });
+
+  it('runs a job id once while it is in flight, and refuses one past its deadline unrun', async () => {
+    const h = harness();
+    h.runner.handle(job('j-2'));
+    h.runner.handle(job('j-2'));
+    h.runner.handle(job('j-late', Date.now() - 1));
+    expect(h.runs).toEqual(['j-2']);
+    await vi.waitFor(() =>
+      expect(h.sent.find((m) => m.type === 'job-result' && m.jobId === 'j-late')).toMatchObject({
+        status: 'refused',
+        reason: { code: 'deadline-passed' },
+      }),
+    );
+    h.release();
+    await h.runner.stop();
+    const types = h.sent.filter((m) => 'jobId' in m && m.jobId === 'j-2').map((m) => m.type);
+    expect(types).toEqual(['job-accepted', 'job-accepted', 'job-step', 'job-result']);
   });
 });

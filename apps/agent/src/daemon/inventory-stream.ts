@@ -32,6 +32,12 @@ export interface InventoryStreamOptions {
   epoch?: string;
 }
 
+/**
+ * Unacked states kept, oldest dropped first. A server acks within one round trip; one that has not
+ * acked this many messages will not ack the old ones either, and memory must not grow with it.
+ */
+const MAX_UNACKED = 32;
+
 interface Sent {
   seq: number;
   snapshot: HostSnapshot;
@@ -201,8 +207,7 @@ export class InventoryStream {
         delta,
       })
     ) {
-      this.unacked.set(seq, snapshot);
-      this.lastSent = snapshot;
+      this.remember(seq, snapshot);
       this.options.logger.info(
         {
           seq,
@@ -220,12 +225,21 @@ export class InventoryStream {
     const seq = this.nextSeq();
     if (this.options.sink.send({ type: 'snapshot', epoch: this.epoch, seq, snapshot })) {
       this.needSnapshot = false;
-      this.unacked.set(seq, snapshot);
-      this.lastSent = snapshot;
+      this.remember(seq, snapshot);
       this.options.logger.info(
         { seq, devices: snapshot.devices.length },
         'inventory snapshot sent',
       );
+    }
+  }
+
+  private remember(seq: number, snapshot: HostSnapshot): void {
+    this.unacked.set(seq, snapshot);
+    this.lastSent = snapshot;
+    // Map iteration is insertion order, so the first key is the oldest seq.
+    for (const oldest of this.unacked.keys()) {
+      if (this.unacked.size <= MAX_UNACKED) break;
+      this.unacked.delete(oldest);
     }
   }
 
