@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buildScenario, hotplug } from '@vfio-fleet/host-fixtures';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runAgent } from './helpers/run-agent';
 import {
   type AgentProcess,
   poll,
@@ -141,6 +142,23 @@ describe('vfio-fleet-agent run: enrollment', () => {
     expect(await run.exited).toBe(2);
     expect(run.stderr()).toContain('no --token');
     expect(srv.received).toHaveLength(0);
+  });
+});
+
+describe('vfio-fleet-agent run: command line', () => {
+  it.each([
+    [[], '--server URL is required'],
+    [['--server', 'ftp://fleet.example.com'], 'http(s):// or ws(s)://'],
+    [['--server', 'http://127.0.0.1:9', '--simulate'], '--simulate needs --root DIR'],
+    [['--server', 'http://127.0.0.1:9', '--root', '.', '--allow-rebind'], 'add --simulate'],
+    [['--server', 'http://127.0.0.1:9', '--label', 'toString=x'], '--label toString=x'],
+    [['--server', 'http://127.0.0.1:9', '--interval', '0'], '--interval'],
+    [['--server', 'http://127.0.0.1:9', '--token', 'short'], '--token'],
+    [['--server', 'http://127.0.0.1:9', '--simulate-faults', 'f.json'], 'needs --simulate'],
+  ])('rejects %j with exit 2', (args, message) => {
+    const run = runAgent(['run', ...args]);
+    expect(run.status, run.stderr).toBe(2);
+    expect(run.stderr).toContain(message);
   });
 });
 

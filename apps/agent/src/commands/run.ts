@@ -101,6 +101,16 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
       ctx.env,
       ctx.cwd,
     );
+    if (values.simulate === true && config.root === '/') {
+      // The model rewrites the tree it runs on as the kernel would show it: never the live /sys.
+      throw usage('--simulate needs --root DIR (a fixture tree)');
+    }
+    if (values['allow-rebind'] === true && values.simulate !== true && config.root !== '/') {
+      // As with bind/restore: a tree that is not the live host is rebound only through the model.
+      throw usage(
+        `--root ${config.root} is not the live host: add --simulate to rebind on that tree through the kernel model`,
+      );
+    }
     let simulate: SimulatedKernelOptions | null = null;
     if (values.simulate === true) {
       const faultsFile = values['simulate-faults'];
