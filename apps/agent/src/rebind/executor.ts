@@ -153,7 +153,7 @@ export class RebindExecutor {
       );
     }
     if (!this.deps.allowRebind) {
-      log.warn('rebind refused: agent is read-only');
+      log.info('rebind refused: agent is read-only');
       return this.refused(
         job,
         startedAt,
@@ -354,7 +354,9 @@ export class RebindExecutor {
       };
     }
 
-    log.warn({ code: failure.code, error: failure.error }, 'job failed: rolling back');
+    // Info, not warn: the outcome carries the failure to whoever asked, and the CLI (logging at
+    // warn) already prints it; a rollback that does not complete is logged as an error below.
+    log.info({ code: failure.code, error: failure.error }, 'job failed: rolling back');
     if (abandoned !== null) {
       // A timed-out write still holds the device (the kernel's device lock during a slow probe):
       // every rollback write to it would queue behind it and time out too. Give it one more step
