@@ -219,8 +219,13 @@ export class AgentDaemon {
       type: 'hello',
       protocolVersion: PROTOCOL_VERSION,
       agentVersion: AGENT_VERSION,
-      // An empty hostname (a misconfigured host) would fail the server's schema.
-      host: { ...identity, hostname: identity.hostname === '' ? 'unknown' : identity.hostname },
+      // Clipped to hello's bounds: an odd host file (an empty hostname, a long machine-id) must
+      // not make the server reject the whole session as a protocol violation.
+      host: {
+        hostname: identity.hostname === '' ? 'unknown' : identity.hostname.slice(0, 253),
+        machineId: identity.machineId?.slice(0, 128) ?? null,
+        kernelRelease: identity.kernelRelease?.slice(0, 256) ?? null,
+      },
       auth,
       labels: this.options.labels,
       resume: this.inventory?.resumePoint() ?? null,

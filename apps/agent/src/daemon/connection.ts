@@ -75,6 +75,8 @@ interface Session {
   welcomeTimer: TimerHandle | null;
   /** Nonces of pings sent and not yet answered. */
   pendingPings: Set<string>;
+  /** Frames that failed to parse on this session. */
+  malformed: number;
 }
 
 export class Connection {
@@ -204,6 +206,7 @@ export class Connection {
       heartbeat: null,
       welcomeTimer: null,
       pendingPings: new Set(),
+      malformed: 0,
     };
     this.session = session;
 
@@ -239,7 +242,10 @@ export class Connection {
   private receive(session: Session, data: WebSocket.RawData, isBinary: boolean): void {
     const { logger } = this.options;
     if (isBinary) {
-      logger.warn('binary frame from the server ignored (the protocol is JSON text)');
+      session.malformed += 1;
+      if (session.malformed <= 10) {
+        logger.warn('binary frame from the server ignored (the protocol is JSON text)');
+      }
       return;
     }
     // Bytes straight to the parser: it checks the size before decoding anything.
@@ -250,11 +256,15 @@ export class Connection {
         : data;
     const parsed = parseServerMessage(bytes);
     if (!parsed.ok) {
-      // Never trust the peer: a malformed frame is dropped, the session goes on.
-      logger.warn(
-        { error: parsed.error, bytes: bytes.byteLength },
-        'malformed server message ignored',
-      );
+      // Never trust the peer: a malformed frame is dropped, the session goes on. Logged sparsely
+      // after the first few, so a flood of garbage cannot turn into a flood of log lines.
+      session.malformed += 1;
+      if (session.malformed <= 10 || session.malformed % 1000 === 0) {
+        logger.warn(
+          { error: parsed.error, bytes: bytes.byteLength, malformedSoFar: session.malformed },
+          'malformed server message ignored',
+        );
+      }
       return;
     }
     const message = parsed.message;
