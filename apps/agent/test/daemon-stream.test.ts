@@ -228,6 +228,31 @@ describe('vfio-fleet-agent run: inventory stream', () => {
   });
 });
 
+describe('vfio-fleet-agent run: a simulated fleet', () => {
+  it('runs several simulated agents on one machine, each enrolled and streaming on its own', async () => {
+    const srv = await server();
+    const hosts = await Promise.all(['a', 'b', 'c', 'd'].map((name) => host(`fleet-${name}`)));
+    for (const [i, where] of hosts.entries()) {
+      agent(srv, where, ['--token', srv.state.issueToken(), '--label', `slot=${i}`]);
+    }
+    const epochs = await poll(() => {
+      const snapshots = srv.messages('snapshot');
+      return snapshots.length >= hosts.length ? new Set(snapshots.map((m) => m.epoch)) : undefined;
+    }, 15_000);
+    expect(epochs?.size).toBe(hosts.length);
+    expect(srv.state.credentials.size).toBe(hosts.length);
+    expect(new Set(srv.messages('hello').map((h) => h.labels.slot))).toEqual(
+      new Set(['0', '1', '2', '3']),
+    );
+    // A hot-plug on one host reaches the server as a delta from that host only.
+    await hotplug(hosts[2]?.root ?? '', HOTPLUGGED);
+    const delta = await srv.waitFor('delta');
+    const sender = srv.received.find((r) => r.message === delta)?.connection;
+    const hello = srv.received.find((r) => r.connection === sender && r.message.type === 'hello');
+    expect(hello?.message.type === 'hello' && hello.message.labels.slot).toBe('2');
+  });
+});
+
 describe('vfio-fleet-agent run: robustness', () => {
   it('ignores malformed, unknown and oversized server frames without crashing', async () => {
     const where = await host('hostile');
