@@ -7,7 +7,8 @@ import type { AgentMessage, HostSnapshot } from '@vfio-fleet/core';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Backoff, startupSplayMs } from '../src/daemon/backoff';
-import { systemClock } from '../src/daemon/clock';
+import { type Clock, systemClock } from '../src/daemon/clock';
+import { Connection } from '../src/daemon/connection';
 import { InventoryStream } from '../src/daemon/inventory-stream';
 import { JobRunner } from '../src/daemon/job-runner';
 import { agentEndpointUrl, parseLabels } from '../src/daemon/server-url';
@@ -33,6 +34,63 @@ describe('reconnect timing', () => {
     expect(startupSplayMs(1_000, () => 0.999)).toBe(999);
     expect(startupSplayMs(60_000, () => 0.999)).toBe(9_990);
     expect(startupSplayMs(60_000, () => 0)).toBe(0);
+  });
+});
+
+describe('connection timing', () => {
+  it('waits the splay before the first dial, then full-jitter backoff between failed ones', async () => {
+    // A clock whose timers only record their delay; the test fires them one by one.
+    const pending: Array<{ ms: number; fn: () => void }> = [];
+    const clock: Clock = {
+      now: () => Date.now(),
+      setTimeout: (fn, ms) => {
+        pending.push({ ms, fn });
+        // A real (inert) handle, so the type is the real one.
+        return setTimeout(() => undefined, 0);
+      },
+      clearTimeout: () => undefined,
+    };
+    let dials = 0;
+    const connection = new Connection(
+      {
+        // Nothing listens on port 9 of localhost: every dial fails at once.
+        url: new URL('ws://127.0.0.1:9/api/agent'),
+        logger: createLogger('silent'),
+        clock,
+        random: () => 0.5,
+        intervalMs: 1_000,
+      },
+      {
+        hello: () => {
+          dials += 1;
+          return {
+            type: 'hello',
+            protocolVersion: 1,
+            agentVersion: 'test',
+            host: { hostname: 'h', machineId: null, kernelRelease: null },
+            auth: { kind: 'enroll', token: 'x'.repeat(16) },
+            labels: {},
+            resume: null,
+          };
+        },
+        welcomed: () => undefined,
+        message: () => undefined,
+        disconnected: () => undefined,
+        fatal: () => undefined,
+      },
+    );
+    connection.start();
+    const delays: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await vi.waitFor(() => expect(pending.length).toBeGreaterThan(0));
+      const timer = pending.shift();
+      delays.push(timer?.ms ?? -1);
+      timer?.fn();
+    }
+    await connection.stop();
+    // Splay: half of min(interval, 10 s); then half of 1 s, 2 s, 4 s, 8 s.
+    expect(delays).toEqual([500, 500, 1_000, 2_000, 4_000]);
+    expect(dials).toBe(5);
   });
 });
 
