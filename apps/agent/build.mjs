@@ -2,9 +2,12 @@
 // only a node binary and this file: no node_modules, no TypeScript at run time.
 import { build } from 'esbuild';
 
+// Paths relative to this file, so the build works from any working directory.
+const here = import.meta.dirname;
+
 await build({
-  entryPoints: ['src/main.ts'],
-  outfile: 'dist/vfio-fleet-agent.mjs',
+  entryPoints: [`${here}/src/main.ts`],
+  outfile: `${here}/dist/vfio-fleet-agent.mjs`,
   bundle: true,
   platform: 'node',
   target: 'node20',

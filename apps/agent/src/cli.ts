@@ -5,18 +5,17 @@
  */
 import { bindCommand } from './commands/bind';
 import { captureCommand } from './commands/capture';
-import type { CommandContext } from './commands/command';
+import type { Command, CommandContext } from './commands/command';
 import { matchCommand } from './commands/match';
 import { planCommand } from './commands/plan';
 import { restoreCommand } from './commands/restore';
 import { runCommand } from './commands/run';
 import { scanCommand } from './commands/scan';
 import { statusCommand } from './commands/status';
-import { AgentError, EXIT_CODES } from './errors';
-import type { CliExitCode, RebindCommand } from './rebind/exit-codes';
+import { AgentError, EXIT_CODES, type ExitCode } from './errors';
 
 /** Every command; bind and restore may also exit 4 (rolled back) or 5 (rollback incomplete). */
-export const COMMANDS: readonly RebindCommand[] = [
+export const COMMANDS: readonly Command[] = [
   scanCommand,
   matchCommand,
   planCommand,
@@ -42,7 +41,7 @@ Run \`vfio-fleet-agent COMMAND --help\` for a command's options.
 `;
 }
 
-export async function runCli(argv: readonly string[], ctx: CommandContext): Promise<CliExitCode> {
+export async function runCli(argv: readonly string[], ctx: CommandContext): Promise<ExitCode> {
   const [name, ...args] = argv;
   try {
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {

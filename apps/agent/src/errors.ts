@@ -13,6 +13,10 @@ export const EXIT_CODES = {
   usage: 2,
   /** core refused the request (e.g. a rebind that would take down the host). */
   refused: 3,
+  /** A rebind step failed and the rollback put every device back as it was. */
+  rolledBack: 4,
+  /** A rebind step failed and the rollback did not restore every device: look at the host. */
+  failed: 5,
 } as const;
 
 export type ExitCode = (typeof EXIT_CODES)[keyof typeof EXIT_CODES];

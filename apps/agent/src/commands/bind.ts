@@ -1,9 +1,9 @@
 /** `bind`: move a device's whole IOMMU group to its vfio driver, verified, with rollback. */
-import type { RebindCommand } from '../rebind/exit-codes';
 import { runLocalRebind } from '../rebind/local-rebind';
 import { DEFAULT_STATE_DIR } from '../rebind/state-dir';
+import type { Command } from './command';
 
-export const bindCommand: RebindCommand = {
+export const bindCommand: Command = {
   name: 'bind',
   summary: "move a device's IOMMU group to its vfio driver (verified, rolled back on failure)",
   usage: `Usage: vfio-fleet-agent bind ADDRESS [--root DIR --simulate] [--state-dir DIR] [--dry-run] [--force] [--persist] [--json]

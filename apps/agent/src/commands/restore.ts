@@ -1,9 +1,9 @@
 /** `restore`: give a device's IOMMU group back to its host drivers, verified, with rollback. */
-import type { RebindCommand } from '../rebind/exit-codes';
 import { runLocalRebind } from '../rebind/local-rebind';
 import { DEFAULT_STATE_DIR } from '../rebind/state-dir';
+import type { Command } from './command';
 
-export const restoreCommand: RebindCommand = {
+export const restoreCommand: Command = {
   name: 'restore',
   summary:
     "give a device's IOMMU group back to its host drivers (verified, rolled back on failure)",

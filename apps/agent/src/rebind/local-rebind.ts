@@ -11,16 +11,16 @@ import {
   type RebindPlan,
   type RebindTarget,
 } from '@vfio-fleet/core';
-import type { CommandContext } from '../commands/command';
+import type { Command, CommandContext } from '../commands/command';
 import { parseCommandArgs } from '../commands/command';
 import { loadConfig } from '../config';
-import { AgentError } from '../errors';
+import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
 import { refusalDetails, renderPlan, stepCommand } from '../render/plan-report';
 import { colorEnabled, createStyle, type Style } from '../render/style';
 import { type JobOutcome, type JobStepEvent, RebindExecutor } from './executor';
-import { type CliExitCode, exitCodeFor, REBIND_EXIT_CODES, type RebindCommand } from './exit-codes';
+import { exitCodeFor } from './exit-codes';
 import { kernelIoFor, parseSimulatedFault } from './kernel-io-for';
 import { forgetBindings, type PersistedBinding, persistBindings } from './persist';
 import { resolveStateDir } from './state-dir';
@@ -38,15 +38,15 @@ const OPTIONS = {
 } as const;
 
 export async function runLocalRebind(
-  command: Pick<RebindCommand, 'name' | 'usage'>,
+  command: Pick<Command, 'name' | 'usage'>,
   target: RebindTarget,
   args: string[],
   ctx: CommandContext,
-): Promise<CliExitCode> {
+): Promise<ExitCode> {
   const { values, positionals } = parseCommandArgs(command, args, OPTIONS);
   if (values.help === true) {
     ctx.stdout.write(command.usage);
-    return REBIND_EXIT_CODES.ok;
+    return EXIT_CODES.ok;
   }
   const [input, ...extra] = positionals;
   if (input === undefined || extra.length > 0) {
@@ -121,7 +121,7 @@ export async function runLocalRebind(
         ctx.stdout.write(`${result.refusal.message}: nothing to do.\n`);
         if (forgotten.length > 0) ctx.stdout.write(forgottenLine(forgotten, stateDir));
       }
-      return REBIND_EXIT_CODES.ok;
+      return EXIT_CODES.ok;
     }
     throw new AgentError(
       'plan-refused',
@@ -142,7 +142,7 @@ export async function runLocalRebind(
           : '';
       ctx.stdout.write(`\nDry run: nothing was written.${force}\n`);
     }
-    return REBIND_EXIT_CODES.ok;
+    return EXIT_CODES.ok;
   }
 
   const executor = new RebindExecutor({
@@ -210,7 +210,7 @@ export async function runLocalRebind(
     ctx.stderr.write(
       `vfio-fleet-agent: ${command.name} succeeded, but ${stateDir}/bindings.json was not updated: ${persistError}\n`,
     );
-    return REBIND_EXIT_CODES.failure;
+    return EXIT_CODES.failure;
   }
   return exitCodeFor(outcome.status);
 }
