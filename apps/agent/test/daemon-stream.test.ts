@@ -52,9 +52,9 @@ function agent(
   const started = startAgent([
     '--server',
     srv.url,
-    '--root',
-    where.root,
+    // The issue's short form, `--simulate FIXTURE_DIR` (daemon-jobs uses --root DIR --simulate).
     '--simulate',
+    where.root,
     '--interval',
     '1',
     '--state-dir',

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { AgentMessage, HostSnapshot } from '@vfio-fleet/core';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { simulateDirAsRoot } from '../src/commands/run';
 import { Backoff, startupSplayMs } from '../src/daemon/backoff';
 import { type Clock, systemClock } from '../src/daemon/clock';
 import { Connection } from '../src/daemon/connection';
@@ -337,5 +338,24 @@ describe('job runner', () => {
     await h.runner.stop();
     const types = h.sent.filter((m) => 'jobId' in m && m.jobId === 'j-2').map((m) => m.type);
     expect(types).toEqual(['job-accepted', 'job-accepted', 'job-step', 'job-result']);
+  });
+});
+
+describe('run --simulate FIXTURE_DIR', () => {
+  it('is the short form of --root FIXTURE_DIR --simulate', () => {
+    expect(simulateDirAsRoot(['--server', 'http://x', '--simulate', '/fx/a'])).toEqual([
+      '--server',
+      'http://x',
+      '--root',
+      '/fx/a',
+      '--simulate',
+    ]);
+    expect(simulateDirAsRoot(['--simulate=/fx/b'])).toEqual(['--root', '/fx/b', '--simulate']);
+    expect(simulateDirAsRoot(['--root', '/fx/c', '--simulate', '--allow-rebind'])).toEqual([
+      '--root',
+      '/fx/c',
+      '--simulate',
+      '--allow-rebind',
+    ]);
   });
 });

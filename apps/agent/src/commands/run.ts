@@ -15,7 +15,7 @@ export const runCommand: Command = {
   name: 'run',
   summary: 'run the agent: stream this host to a vfio-fleet server and execute its rebind jobs',
   usage: `Usage: vfio-fleet-agent run --server URL [--token TOKEN] [--state-dir DIR] [--root DIR]
-                        [--allow-rebind] [--interval SECONDS] [--label KEY=VALUE]... [--simulate]
+                        [--allow-rebind] [--interval SECONDS] [--label KEY=VALUE]... [--simulate [FIXTURE_DIR]]
 
 Connects to the server's agent endpoint (wss:// for an https:// URL), enrolls once with TOKEN,
 keeps the credential it gets in the state dir (mode 0600), and from then on reports this host's
@@ -31,7 +31,7 @@ Options:
   --allow-rebind       let jobs from the server rebind devices (default: refuse them all)
   --interval SECONDS   how often to re-read the host (default ${DEFAULT_INTERVAL_SECONDS})
   --label KEY=VALUE    a label the server can select this host by (repeatable)
-  --simulate           drive a model of the kernel over --root (a fixture tree), not real sysfs
+  --simulate [DIR]     drive a model of the kernel over a fixture tree (DIR, or --root), not real sysfs
   --pci-ids FILE       pci.ids for device names (default: the host's own)
   -h, --help           show this help
 
@@ -39,7 +39,7 @@ Exit status: 0 stopped by a signal, 2 command-line mistake, 3 the server ended t
 a fatal error (revoked credential, used-up token, unsupported protocol), 1 anything else.
 `,
   async run(args: string[], ctx: CommandContext): Promise<ExitCode> {
-    const { values, positionals } = parseCommandArgs(this, args, {
+    const { values, positionals } = parseCommandArgs(this, simulateDirAsRoot(args), {
       server: { type: 'string' },
       token: { type: 'string' },
       'state-dir': { type: 'string' },
@@ -182,3 +182,24 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
     }
   },
 };
+
+/**
+ * `--simulate FIXTURE_DIR` is the short form of `--root FIXTURE_DIR --simulate` (run takes no
+ * positional arguments, so a bare word after --simulate can only be its directory).
+ */
+export function simulateDirAsRoot(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] ?? '';
+    const next = args[i + 1];
+    if (arg.startsWith('--simulate=')) {
+      out.push('--root', arg.slice('--simulate='.length), '--simulate');
+    } else if (arg === '--simulate' && next !== undefined && !next.startsWith('-')) {
+      out.push('--root', next, '--simulate');
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
