@@ -748,6 +748,19 @@ describe('planRebind to host', () => {
     expectRollbackRestores(snap, p, hostDrivers);
   });
 
+  it("warns that a VF stays unbound when its PF's sriov_drivers_autoprobe is 0", () => {
+    const vf = { ...MLX_VF0, driver: 'mlx5_vfio_pci', driverOverride: 'mlx5_vfio_pci' };
+    const off = {
+      ...MLX_PF,
+      sriov: { ...(MLX_PF.sriov ?? { totalVfs: 8, numVfs: 2, vfs: [] }), driversAutoprobe: false },
+    };
+    const warned = plan(snapshot(off, vf, MLX_VF1), vf.address, 'host').warnings;
+    expect(warned.map((w) => w.code)).toContain('vf-autoprobe-off');
+    expect(warned.find((w) => w.code === 'vf-autoprobe-off')?.related).toEqual([MLX_PF.address]);
+    const quiet = plan(snapshot(MLX_PF, vf, MLX_VF1), vf.address, 'host').warnings;
+    expect(quiet.map((w) => w.code)).not.toContain('vf-autoprobe-off');
+  });
+
   it('refuses nothing-to-do when nothing in the group is on vfio', () => {
     const r = refusal(planRebind(snapshot(NIC), '0000:3b:00.0', 'host'));
     expect(r).toMatchObject({ code: 'nothing-to-do', reasons: [] });

@@ -231,7 +231,10 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
       steps,
       rollback: [...leaving].reverse().flatMap(rollbackFor),
       blastRadius,
-      warnings: reasonsOf(leaving, (r) => r.severity !== 'error'),
+      warnings: [
+        ...reasonsOf(leaving, (r) => r.severity !== 'error'),
+        ...autoprobeOffWarnings(snapshot, leaving),
+      ],
       alreadyDone: false,
     },
   };
@@ -394,6 +397,27 @@ function precondition(d: Device): RebindPlan['preconditions'][number] {
  * The devices' reasons that pass `keep`, in device order. A reason is listed once per code and
  * device, and a group-wide reason that every member carries verbatim is listed once in all.
  */
+/**
+ * The kernel only probes a VF without a driver_override when its PF's sriov_drivers_autoprobe is 1
+ * (pci_device_can_probe), so once restore clears the vfio override such a VF stays unbound.
+ */
+function autoprobeOffWarnings(snapshot: HostSnapshot, leaving: Device[]): ReadinessReason[] {
+  const warnings: ReadinessReason[] = [];
+  for (const d of leaving) {
+    if (d.physfn === null) continue;
+    const pf = snapshot.devices.find((p) => p.address === d.physfn);
+    if (pf?.sriov?.driversAutoprobe !== false) continue;
+    warnings.push({
+      code: 'vf-autoprobe-off',
+      severity: 'warning',
+      message: `${d.address} is a VF of ${pf.address}, whose sriov_drivers_autoprobe is 0: once its vfio driver_override is cleared no host driver probes it, so it stays unbound.`,
+      remedy: `echo 1 > /sys/bus/pci/devices/${pf.address}/sriov_drivers_autoprobe before restoring, or bind ${d.address} to its host driver explicitly afterwards.`,
+      related: [pf.address],
+    });
+  }
+  return warnings;
+}
+
 function reasonsOf(devices: Device[], keep: (r: ReadinessReason) => boolean): ReadinessReason[] {
   const result: ReadinessReason[] = [];
   const seen = new Set<string>();
