@@ -9,24 +9,11 @@
  * kernel-model.ts, except that a `write-fails` path may be `{ "regex": "..." }`.
  */
 import { readFile } from 'node:fs/promises';
-import type { KernelErrno, KernelIo } from '@vfio-fleet/core';
+import { KERNEL_ERRNOS, type KernelIo } from '@vfio-fleet/core';
 import type { KernelFault } from '@vfio-fleet/host-fixtures';
 import { z } from 'zod';
 
-const ERRNOS = [
-  'EBUSY',
-  'ENODEV',
-  'EINVAL',
-  'ENOENT',
-  'EIO',
-  'EPERM',
-  'EACCES',
-  'ETIMEDOUT',
-  'EEXIST',
-  'ENOMEM',
-  'EUNKNOWN',
-] as const satisfies readonly KernelErrno[];
-const errnoSchema = z.enum(ERRNOS);
+const errnoSchema = z.enum(KERNEL_ERRNOS);
 
 const faultSchema = z.discriminatedUnion('kind', [
   z.object({

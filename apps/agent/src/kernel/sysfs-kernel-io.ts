@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
+import { isKernelErrno, type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
 import { HostFs } from '../host-fs';
 
 export interface SysfsKernelIoOptions {
@@ -20,23 +20,6 @@ export interface SysfsKernelIoOptions {
 
 /** Module names as the kernel allows them (MODULE_NAME_LEN - 1 = 55 on 64-bit). */
 const MODULE_NAME = /^[A-Za-z0-9_-]{1,55}$/;
-
-const KNOWN_ERRNOS: readonly KernelErrno[] = [
-  'EBUSY',
-  'ENODEV',
-  'EINVAL',
-  'ENOENT',
-  'EIO',
-  'EPERM',
-  'EACCES',
-  'ETIMEDOUT',
-  'EEXIST',
-  'ENOMEM',
-];
-
-function isKernelErrno(code: string | null): code is KernelErrno {
-  return KNOWN_ERRNOS.some((known) => known === code);
-}
 
 /** strerror texts modprobe prints after "could not insert '<m>': ". */
 const STRERROR_TO_ERRNO: ReadonlyArray<[string, KernelErrno]> = [

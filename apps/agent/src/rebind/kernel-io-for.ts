@@ -4,7 +4,7 @@
  * so the live path never loads it (esbuild still bundles it, which keeps `--simulate` working
  * from the shipped bundle).
  */
-import type { KernelErrno, KernelIo } from '@vfio-fleet/core';
+import { KERNEL_ERRNOS, type KernelIo } from '@vfio-fleet/core';
 import type { KernelFault } from '@vfio-fleet/host-fixtures';
 import { AgentError } from '../errors';
 import { SysfsKernelIo } from '../kernel/sysfs-kernel-io';
@@ -23,20 +23,6 @@ export async function kernelIoFor(
   }
   return new SysfsKernelIo(root);
 }
-
-const ERRNOS: readonly KernelErrno[] = [
-  'EBUSY',
-  'ENODEV',
-  'EINVAL',
-  'ENOENT',
-  'EIO',
-  'EPERM',
-  'EACCES',
-  'ETIMEDOUT',
-  'EEXIST',
-  'ENOMEM',
-  'EUNKNOWN',
-];
 
 export const SIMULATE_FAULT_FORMS =
   'write-fails:PATH:ERRNO, bind-refuses:DRIVER, probe-hangs:ADDRESS, modprobe-fails:MODULE';
@@ -59,7 +45,7 @@ export function parseSimulatedFault(spec: string): KernelFault {
   switch (kind) {
     case 'write-fails': {
       const last = arg.lastIndexOf(':');
-      const errno = ERRNOS.find((e) => e === arg.slice(last + 1));
+      const errno = KERNEL_ERRNOS.find((e) => e === arg.slice(last + 1));
       if (last < 0 || errno === undefined) throw bad('expected PATH:ERRNO with a known errno');
       return { kind, path: arg.slice(0, last), errno };
     }

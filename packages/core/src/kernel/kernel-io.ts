@@ -6,18 +6,25 @@
  */
 
 /** errno names the driver core answers with (Documentation/ABI/testing/sysfs-bus-pci). */
-export type KernelErrno =
-  | 'EBUSY'
-  | 'ENODEV'
-  | 'EINVAL'
-  | 'ENOENT'
-  | 'EIO'
-  | 'EPERM'
-  | 'EACCES'
-  | 'ETIMEDOUT'
-  | 'EEXIST'
-  | 'ENOMEM'
-  | 'EUNKNOWN';
+export const KERNEL_ERRNOS = [
+  'EBUSY',
+  'ENODEV',
+  'EINVAL',
+  'ENOENT',
+  'EIO',
+  'EPERM',
+  'EACCES',
+  'ETIMEDOUT',
+  'EEXIST',
+  'ENOMEM',
+  'EUNKNOWN',
+] as const;
+
+export type KernelErrno = (typeof KERNEL_ERRNOS)[number];
+
+export function isKernelErrno(code: string | null | undefined): code is KernelErrno {
+  return KERNEL_ERRNOS.some((known) => known === code);
+}
 
 /** A write or modprobe the kernel refused: which one, and the kernel's error. */
 export class KernelIoError extends Error {
