@@ -146,6 +146,34 @@ export class SysTree {
     };
   }
 
+  /**
+   * A tree `capture`d from a real host lacks the write-only files: capture never reads `bind`,
+   * `unbind`, `new_id`, `remove_id`, `drivers_probe` or `rescan`, yet the kernel always has them
+   * for every registered driver and the bus. Found on the
+   * real-kernel test: on a guest's capture every unbind answered ENOENT. Creates only what is
+   * missing, so a fixture tree (which has them all) is left as it is.
+   */
+  async completeWriteOnlyFiles(): Promise<void> {
+    const missing = async (rel: string): Promise<boolean> => !(await this.exists(rel));
+    if (!(await this.exists(PCI_DRIVERS_DIR))) return;
+    for (const driver of await this.list(PCI_DRIVERS_DIR)) {
+      if (driver.startsWith('.')) continue;
+      for (const control of ['bind', 'unbind', 'new_id', 'remove_id', 'uevent']) {
+        const rel = `${PCI_DRIVERS_DIR}/${driver}/${control}`;
+        if (await missing(rel)) await this.out.file(rel, '');
+      }
+    }
+    for (const control of ['drivers_probe', 'rescan']) {
+      if (await missing(`sys/bus/pci/${control}`))
+        await this.out.file(`sys/bus/pci/${control}`, '');
+    }
+    // drivers_autoprobe is readable but the agent never reads it, so a capture lacks it too; 1 is
+    // the kernel's default.
+    if (await missing('sys/bus/pci/drivers_autoprobe')) {
+      await this.out.attr('sys/bus/pci/drivers_autoprobe', 1);
+    }
+  }
+
   async driverRegistered(driver: string): Promise<boolean> {
     return this.exists(`${PCI_DRIVERS_DIR}/${driver}/bind`);
   }

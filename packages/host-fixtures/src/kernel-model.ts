@@ -164,7 +164,10 @@ class Held {
 }
 
 /** Per-root kernel state that is not in the tree: locks and probes in flight. */
-const KERNELS = new Map<string, { mutex: Mutex; probing: Map<string, Promise<void>> }>();
+const KERNELS = new Map<
+  string,
+  { mutex: Mutex; probing: Map<string, Promise<void>>; completed: boolean }
+>();
 
 type ProbeResult = { ok: true } | { ok: false; errno: KernelErrno };
 
@@ -176,6 +179,7 @@ export class KernelModel implements KernelIo {
   /** Devices inside a hung probe: anything else touching them waits, as on the device lock. */
   private readonly probing: Map<string, Promise<void>>;
   private aliasCache: { text: string; entries: AliasEntry[] } | undefined;
+  private readonly kernel: { completed: boolean };
 
   constructor(root: string, options: KernelModelOptions = {}) {
     this.tree = new SysTree(root);
@@ -184,9 +188,10 @@ export class KernelModel implements KernelIo {
     const key = path.resolve(root);
     let kernel = KERNELS.get(key);
     if (kernel === undefined) {
-      kernel = { mutex: new Mutex(), probing: new Map() };
+      kernel = { mutex: new Mutex(), probing: new Map(), completed: false };
       KERNELS.set(key, kernel);
     }
+    this.kernel = kernel;
     this.mutex = kernel.mutex;
     this.probing = kernel.probing;
     this.faults = [...(options.faults ?? [])];
@@ -210,7 +215,7 @@ export class KernelModel implements KernelIo {
     if (!hostPath.startsWith('/sys/') || hostPath.split('/').includes('..')) {
       throw new KernelIoError('EINVAL', hostPath, `${hostPath}: the kernel model only writes /sys`);
     }
-    const held = await Held.take(this.mutex);
+    const held = await this.lock();
     try {
       await this.dispatchWrite(held, hostPath, value);
     } finally {
@@ -227,7 +232,7 @@ export class KernelModel implements KernelIo {
         `modprobe: invalid module name ${JSON.stringify(module)}`,
       );
     }
-    const held = await Held.take(this.mutex);
+    const held = await this.lock();
     try {
       const state = await this.tree.loadState();
       try {
@@ -258,6 +263,21 @@ export class KernelModel implements KernelIo {
       }
     }
     return true;
+  }
+
+  /** Takes the kernel's lock; the first time on a tree, gives a captured tree its write-only files. */
+  private async lock(): Promise<Held> {
+    const held = await Held.take(this.mutex);
+    if (!this.kernel.completed) {
+      try {
+        await this.tree.completeWriteOnlyFiles();
+        this.kernel.completed = true;
+      } catch (error) {
+        held.done();
+        throw error;
+      }
+    }
+    return held;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -597,7 +617,7 @@ export class KernelModel implements KernelIo {
    * leaves it unbound. Its netdevs exist while a host driver holds it.
    */
   async hotplug(spec: DeviceSpec): Promise<void> {
-    const held = await Held.take(this.mutex);
+    const held = await this.lock();
     try {
       const state = await this.tree.loadState();
       await plugDevice(this.tree, state, spec);
@@ -622,7 +642,7 @@ export class KernelModel implements KernelIo {
 
   /** A surprise or orderly hot-remove (pci_stop_and_remove_bus_device); same as writing `remove`. */
   async hotUnplug(address: string): Promise<void> {
-    const held = await Held.take(this.mutex);
+    const held = await this.lock();
     try {
       await this.waitForProbe(held, address);
       await this.removeDevices(address);

@@ -173,6 +173,31 @@ describe('KernelModel: the vfio round trip on dual-gpu', () => {
   });
 });
 
+describe('KernelModel: a tree captured from a real kernel', () => {
+  // Found on a real 6.1 guest (kernel-test/): `capture` never copies write-only files, so the
+  // capture had no drivers/<d>/bind, unbind, new_id, remove_id, drivers_probe or rescan, and every
+  // unbind on it answered ENOENT where the kernel unbinds.
+  it('has the write-only files a real kernel always has, and rebinds as on the guest', async () => {
+    const root = await tree('dual-gpu');
+    const { readdir } = await import('node:fs/promises');
+    for (const driver of await readdir(path.join(root, 'sys/bus/pci/drivers'))) {
+      for (const control of ['bind', 'unbind', 'new_id', 'remove_id', 'uevent']) {
+        await rm(path.join(root, 'sys/bus/pci/drivers', driver, control), { force: true });
+      }
+    }
+    await rm(path.join(root, 'sys/bus/pci/drivers_probe'));
+    await rm(path.join(root, 'sys/bus/pci/rescan'));
+    const kernel = new KernelModel(root);
+    await kernel.modprobe('vfio_pci');
+    await toVfio(kernel, root, AUDIO);
+    expect(await driverOf(root, AUDIO)).toBe('vfio-pci');
+    expect(exists(root, 'sys/bus/pci/drivers/snd_hda_intel/bind')).toBe(true);
+    expect(exists(root, 'sys/bus/pci/drivers_probe')).toBe(true);
+    await toHost(kernel, AUDIO);
+    expect(await driverOf(root, AUDIO)).toBe('snd_hda_intel');
+  });
+});
+
 describe('KernelModel: driver_override', () => {
   it('sets with or without a newline, clears with a newline; a 0-byte write never reaches store()', async () => {
     const root = await tree('dual-gpu');
