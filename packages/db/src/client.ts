@@ -1,0 +1,177 @@
+/**
+ * createDb(): one drizzle database over either driver.
+ *
+ * - `DATABASE_URL` (or `url`) set: PostgreSQL through postgres.js — the production setup, where
+ *   several server processes share one database.
+ * - Otherwise: embedded PGlite (PostgreSQL compiled to WASM) in a data directory, so
+ *   `npm start` works on a laptop with nothing else installed. `memory://` keeps it in memory.
+ *
+ * Both expose the same `Database` type (drizzle's PgDatabase over this schema), so code written
+ * against one runs on the other, transactions included.
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import { sql } from 'drizzle-orm';
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core';
+import { drizzle as drizzlePglite } from 'drizzle-orm/pglite';
+import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
+import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
+import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
+import postgres from 'postgres';
+import { parseDbEnv } from './env';
+import * as schema from './schema';
+
+export type Schema = typeof schema;
+
+/** The database, on either driver. A transaction (`db.transaction(async (tx) => ...)`) is one too. */
+export type Database = PgDatabase<PgQueryResultHKT, Schema>;
+/** What `db.transaction()` hands its callback. */
+export type Transaction = Parameters<Parameters<Database['transaction']>[0]>[0];
+
+export type DbDriver = 'postgres' | 'pglite';
+
+export interface DbHandle {
+  db: Database;
+  driver: DbDriver;
+  /** Applies the committed migrations; idempotent, and serialized across processes on PostgreSQL. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface CreateDbOptions {
+  /** PostgreSQL URL; wins over `env.DATABASE_URL`. */
+  url?: string;
+  /** PGlite data directory (or `memory://`); wins over `env.VFIO_FLEET_DATA_DIR`. */
+  dataDir?: string;
+  /** Defaults to process.env. */
+  env?: Record<string, string | undefined>;
+  /** Where the generated SQL lives; defaults to this package's `drizzle/` folder. */
+  migrationsFolder?: string;
+}
+
+export const DEFAULT_DATA_DIR = './.data';
+
+/** The committed migrations, next to src/ in this package. */
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url));
+
+/**
+ * Key of the PostgreSQL advisory lock held while migrating. An arbitrary constant (the bytes of
+ * "vfiofl"); only needs to be the same in every server process and unlikely to collide.
+ */
+export const MIGRATION_LOCK_KEY = 0x7666_696f_666c;
+
+/** `host:port/database` of a PostgreSQL URL: what an error may show (never the password). */
+export function describePostgresUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    const database = parsed.pathname.replace(/^\//, '') || '(default database)';
+    return `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}/${database}`;
+  } catch {
+    return '(unparseable DATABASE_URL)';
+  }
+}
+
+export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle> {
+  const env = parseDbEnv(options.env ?? process.env);
+  const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
+  const url = options.url ?? env.DATABASE_URL;
+  if (url !== undefined) return openPostgres(url, migrationsFolder);
+  return openPglite(
+    options.dataDir ?? env.VFIO_FLEET_DATA_DIR ?? DEFAULT_DATA_DIR,
+    migrationsFolder,
+  );
+}
+
+async function openPostgres(url: string, migrationsFolder: string): Promise<DbHandle> {
+  const where = describePostgresUrl(url);
+  const clientOptions = {
+    connect_timeout: 10,
+    // CREATE ... IF NOT EXISTS in the migrator raises notices; they are not worth a log line.
+    onnotice: () => {},
+  };
+  const client = postgres(url, clientOptions);
+  // postgres.js connects lazily; connect now so a wrong URL fails here, with a message that says
+  // where it tried, instead of at the first query somewhere in the server.
+  try {
+    await client`select 1`;
+  } catch (error) {
+    await client.end({ timeout: 1 }).catch(() => {});
+    throw new Error(`cannot reach PostgreSQL at ${where}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+  const db = drizzlePostgres(client, { schema });
+
+  return {
+    db,
+    driver: 'postgres',
+    async migrate() {
+      // A session-level advisory lock belongs to one connection, so the lock and the migration
+      // run on a dedicated single-connection client: a second server process starting at the
+      // same moment waits here, then finds every migration applied and does nothing.
+      const lockClient = postgres(url, { ...clientOptions, max: 1 });
+      try {
+        await lockClient`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`;
+        try {
+          await migratePostgres(drizzlePostgres(lockClient), { migrationsFolder });
+        } finally {
+          await lockClient`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`;
+        }
+      } finally {
+        await lockClient.end({ timeout: 5 });
+      }
+    },
+    async close() {
+      await client.end({ timeout: 5 });
+    },
+  };
+}
+
+async function openPglite(dataDir: string, migrationsFolder: string): Promise<DbHandle> {
+  const inMemory = dataDir.startsWith('memory://');
+  const location = inMemory ? dataDir : path.resolve(dataDir);
+  if (!inMemory) mkdirSync(location, { recursive: true });
+  let client: PGlite;
+  try {
+    client = await PGlite.create(location);
+  } catch (error) {
+    throw new Error(`cannot open the PGlite database in ${location}: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+  const db = drizzlePglite({ client, schema });
+  // PGlite is one connection in this process (a data directory cannot be shared between
+  // processes), so concurrent migrate() calls only need to queue behind each other here.
+  let migrating: Promise<void> = Promise.resolve();
+
+  return {
+    db,
+    driver: 'pglite',
+    migrate() {
+      const run = migrating.then(() => migratePglite(db, { migrationsFolder }));
+      migrating = run.catch(() => {});
+      return run;
+    },
+    async close() {
+      await migrating;
+      if (!client.closed) await client.close();
+    },
+  };
+}
+
+function errorMessage(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as Error & { code?: unknown }).code;
+    return typeof code === 'string' && !error.message.includes(code)
+      ? `${error.message} (${code})`
+      : error.message;
+  }
+  return String(error);
+}
+
+/** Runs `SELECT 1`: for health checks. */
+export async function ping(db: Database): Promise<void> {
+  await db.execute(sql`select 1`);
+}

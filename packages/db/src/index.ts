@@ -1,0 +1,26 @@
+export {
+  type CreateDbOptions,
+  createDb,
+  type Database,
+  type DbDriver,
+  type DbHandle,
+  DEFAULT_DATA_DIR,
+  describePostgresUrl,
+  MIGRATION_LOCK_KEY,
+  MIGRATIONS_FOLDER,
+  ping,
+  type Schema,
+  type Transaction,
+} from './client';
+export {
+  bulkUpsertDevices,
+  DEVICE_ROW_PARAMETERS,
+  DEVICE_ROWS_PER_STATEMENT,
+  deleteDevicesNotIn,
+  deviceRow,
+  MAX_BIND_PARAMETERS,
+  textArrayLiteral,
+  type UpsertResult,
+} from './devices';
+export { type DbEnv, dbEnvSchema, parseDbEnv } from './env';
+export * from './schema';
