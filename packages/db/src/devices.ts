@@ -13,9 +13,10 @@ import { devices, type NewDeviceRow } from './schema';
 
 /**
  * PostgreSQL's wire protocol counts a statement's bind parameters in an Int16 (Bind message), so
- * one statement takes at most 65,535 of them; larger inserts must be split.
+ * one statement takes at most 65,535 of them; larger inserts must be split. postgres.js is
+ * stricter still (it throws MAX_PARAMETERS_EXCEEDED at 65,534), so stay under both.
  */
-export const MAX_BIND_PARAMETERS = 65_535;
+export const MAX_BIND_PARAMETERS = 65_533;
 
 /** The devices row for a core Device (readiness as core assessed it). */
 export function deviceRow(hostId: string, device: Device): NewDeviceRow & { updatedAt: Date } {
