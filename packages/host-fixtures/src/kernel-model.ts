@@ -21,8 +21,9 @@
  * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), sriov_numvfs writes and
  * VF creation, EPROBE_DEFER, vfio-pci's remove() blocking while a VM holds the device, rmmod,
  * /proc/interrupts and other driver-owned state (block devices under nvme, framebuffers, fbcon),
- * modules.dep and aliases given to modprobe, udev renaming of returning netdevs (they come back
- * under their old names, with fresh ifindexes), and no-IOMMU mode.
+ * modules.dep and aliases given to modprobe, and no-IOMMU mode. Returning netdevs get fresh
+ * ifindexes; a predictable name (what udev gives) comes back as it was, a kernel `eth%d` name is
+ * allocated again (the lowest free number).
  */
 
 import path from 'node:path';
@@ -593,11 +594,26 @@ export class KernelModel implements KernelIo {
 
   private async writeNetdev(state: ModelState, record: NetdevRecord): Promise<void> {
     const { out } = this.tree;
-    // A re-registered netdev gets a fresh ifindex; the name is what udev gives it again.
-    await out.attr(`${record.dir}/ifindex`, await this.tree.nextIfindex(state));
-    await out.attr(`${record.dir}/operstate`, record.operstate);
-    await out.link(`${record.dir}/device`, record.owner);
-    await out.link(`sys/class/net/${record.name}`, record.dir);
+    const name = await this.netdevName(record.name);
+    const dir = `${record.dir.slice(0, record.dir.lastIndexOf('/'))}/${name}`;
+    // A re-registered netdev gets a fresh ifindex.
+    await out.attr(`${dir}/ifindex`, await this.tree.nextIfindex(state));
+    await out.attr(`${dir}/operstate`, record.operstate);
+    await out.link(`${dir}/device`, record.owner);
+    await out.link(`sys/class/net/${name}`, dir);
+  }
+
+  /**
+   * The name a returning netdev gets. Drivers register `eth%d` and the kernel takes the lowest
+   * free number (__dev_alloc_name); udev then renames it to its predictable name, which for a
+   * predictable name (enp101s0f0) is the old one. A name still of the eth%d form is one nothing
+   * renamed (no udev, net.ifnames=0), so it is the kernel's pick again. Found on a real 6.1 guest
+   * without udev: a group rolled back in reverse order swapped eth1 and eth2.
+   */
+  private async netdevName(old: string): Promise<string> {
+    if (!/^eth\d+$/.test(old)) return old;
+    const used = new Set(await this.tree.list('sys/class/net'));
+    for (let n = 0; ; n += 1) if (!used.has(`eth${n}`)) return `eth${n}`;
   }
 
   private async waitForProbe(held: Held, address: string): Promise<void> {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { type KernelErrno, KernelIoError } from '@vfio-fleet/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  buildHostTree,
   buildScenario,
   hotplug,
   hotUnplug,
@@ -572,6 +573,45 @@ describe('KernelModel: network interfaces', () => {
     // A re-registered netdev gets a new ifindex.
     expect(Number(await read(root, 'sys/class/net/enp101s0f1/ifindex'))).toBeGreaterThan(
       ifindexBefore,
+    );
+  });
+});
+
+describe('KernelModel: kernel-named interfaces (eth%d, no udev rename)', () => {
+  // Found on a real 6.1 guest without udev: the e1000 pair (eth1, eth2) rolled back in reverse
+  // order came back as eth2, eth1. The kernel gives a registering netdev the lowest free eth%d
+  // (__dev_alloc_name); only udev's predictable names come back as they were.
+  it('a returning eth%d netdev takes the lowest free number, not its old name', async () => {
+    const dir = await realpath(await mkdtemp(path.join(os.tmpdir(), 'kernel-model-')));
+    tempDirs.push(dir);
+    const spec = scenario('dual-gpu');
+    const eth = (name: string) => name.replace(/^enp101s0f/, 'eth');
+    const renamed = {
+      ...spec,
+      ...(spec.defaultRoute === undefined
+        ? {}
+        : { defaultRoute: { ...spec.defaultRoute, iface: eth(spec.defaultRoute.iface) } }),
+      devices: spec.devices.map((d) =>
+        d.netInterfaces === undefined ? d : { ...d, netInterfaces: d.netInterfaces.map(eth) },
+      ),
+    };
+    await buildHostTree(dir, renamed);
+    const kernel = new KernelModel(dir);
+    const [port0, port1] = ['0000:65:00.0', '0000:65:00.1'];
+    const owner = async (name: string) =>
+      path.basename(await realpath(path.join(dir, 'sys/class/net', name, 'device')));
+    expect(await owner('eth0')).toBe(port0);
+    expect(await owner('eth1')).toBe(port1);
+    await kernel.modprobe('vfio_pci');
+    await toVfio(kernel, dir, port0);
+    await toVfio(kernel, dir, port1);
+    // Back in reverse order, as a rollback does: the second port registers first.
+    await toHost(kernel, port1);
+    await toHost(kernel, port0);
+    expect(await owner('eth0')).toBe(port1);
+    expect(await owner('eth1')).toBe(port0);
+    expect(await readlink(path.join(dir, 'sys/class/net/eth0'))).toMatch(
+      /0000:65:00\.1\/net\/eth0$/,
     );
   });
 });
