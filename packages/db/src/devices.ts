@@ -6,10 +6,10 @@
  * device. Each row's `facts` column holds the full core Device, so "changed" is one jsonb
  * comparison in the upsert's WHERE, and every other column is derived from it.
  */
-import type { Device } from '@vfio-fleet/core';
+import type { Device, IommuGroup } from '@vfio-fleet/core';
 import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import type { Database } from './client';
-import { devices, type NewDeviceRow } from './schema';
+import { devices, hostLabels, iommuGroups, type NewDeviceRow } from './schema';
 
 /**
  * PostgreSQL's wire protocol counts a statement's bind parameters in an Int16 (Bind message), so
@@ -93,8 +93,7 @@ export async function bulkUpsertDevices(
 
   const writtenAddresses: string[] = [];
   let statements = 0;
-  for (let start = 0; start < rows.length; start += rowsPerStatement) {
-    const chunk = rows.slice(start, start + rowsPerStatement);
+  for (const chunk of chunks(rows, rowsPerStatement)) {
     const written = await tx
       .insert(devices)
       .values(chunk)
@@ -151,4 +150,89 @@ export function textArrayLiteral(values: readonly string[]): string {
     (value) => `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`,
   );
   return `{${quoted.join(',')}}`;
+}
+
+/** Splits rows into runs of at most `size` (at least one row per run). */
+export function* chunks<T>(rows: readonly T[], size: number): Generator<T[]> {
+  const step = Math.max(1, Math.floor(size));
+  for (let start = 0; start < rows.length; start += step) yield rows.slice(start, start + step);
+}
+
+export interface SyncResult {
+  /** Rows inserted or changed. */
+  written: number;
+  /** Rows deleted because the report no longer has them. */
+  deleted: number;
+}
+
+/**
+ * Makes the host's IOMMU groups exactly `groups`: inserts new ones, rewrites a group only when its
+ * member list changed, deletes the ones no longer reported. Bulk and chunked like the devices.
+ */
+export async function syncIommuGroups(
+  tx: Database,
+  hostId: string,
+  groups: readonly IommuGroup[],
+): Promise<SyncResult> {
+  const byId = new Map<number, IommuGroup>();
+  for (const group of groups) byId.set(group.id, group);
+  const rows = [...byId.values()].map((group) => ({
+    hostId,
+    groupId: group.id,
+    devices: [...group.devices],
+  }));
+  let written = 0;
+  for (const chunk of chunks(rows, MAX_BIND_PARAMETERS / 3)) {
+    const result = await tx
+      .insert(iommuGroups)
+      .values(chunk)
+      .onConflictDoUpdate({
+        target: [iommuGroups.hostId, iommuGroups.groupId],
+        set: { devices: sql.raw('excluded."devices"') },
+        setWhere: sql`${iommuGroups.devices} IS DISTINCT FROM excluded.devices`,
+      })
+      .returning({ groupId: iommuGroups.groupId });
+    written += result.length;
+  }
+  const keep = `{${[...byId.keys()].join(',')}}`;
+  const deleted = await tx
+    .delete(iommuGroups)
+    .where(and(eq(iommuGroups.hostId, hostId), sql`${iommuGroups.groupId} <> ALL(${keep}::int[])`))
+    .returning({ groupId: iommuGroups.groupId });
+  return { written, deleted: deleted.length };
+}
+
+/**
+ * Makes the host's labels exactly `labels` (key → value): a changed value is rewritten, an
+ * unchanged one is not touched, a key no longer present is deleted.
+ */
+export async function syncHostLabels(
+  tx: Database,
+  hostId: string,
+  labels: Readonly<Record<string, string>>,
+): Promise<SyncResult> {
+  const rows = Object.entries(labels).map(([key, value]) => ({ hostId, key, value }));
+  let written = 0;
+  for (const chunk of chunks(rows, MAX_BIND_PARAMETERS / 3)) {
+    const result = await tx
+      .insert(hostLabels)
+      .values(chunk)
+      .onConflictDoUpdate({
+        target: [hostLabels.hostId, hostLabels.key],
+        set: { value: sql.raw('excluded."value"') },
+        setWhere: sql`${hostLabels.value} IS DISTINCT FROM excluded.value`,
+      })
+      .returning({ key: hostLabels.key });
+    written += result.length;
+  }
+  const deleted = await tx
+    .delete(hostLabels)
+    .where(
+      and(
+        eq(hostLabels.hostId, hostId),
+        sql`${hostLabels.key} <> ALL(${textArrayLiteral(Object.keys(labels))}::text[])`,
+      ),
+    )
+    .returning({ key: hostLabels.key });
+  return { written, deleted: deleted.length };
 }

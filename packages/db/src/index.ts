@@ -14,11 +14,15 @@ export {
 } from './client';
 export {
   bulkUpsertDevices,
+  chunks,
   DEVICE_ROW_PARAMETERS,
   DEVICE_ROWS_PER_STATEMENT,
   deleteDevicesNotIn,
   deviceRow,
   MAX_BIND_PARAMETERS,
+  type SyncResult,
+  syncHostLabels,
+  syncIommuGroups,
   textArrayLiteral,
   type UpsertResult,
 } from './devices';

@@ -13,6 +13,8 @@ import {
   hosts,
   iommuGroups,
   MAX_BIND_PARAMETERS,
+  syncHostLabels,
+  syncIommuGroups,
   textArrayLiteral,
 } from '../src/index';
 import { addressOf, blocked, makeDevice } from './fixtures';
@@ -202,6 +204,50 @@ describe.each(drivers)('devices on %s', (driver) => {
           table === devices ? [other, other] : [other],
         );
       }
+    }));
+
+  it('syncIommuGroups writes new and changed groups only, and drops vanished ones', () =>
+    inRollback(handle.db, async (tx) => {
+      const hostId = await newHost(tx);
+      const groups = [
+        { id: 1, devices: [addressOf(0)] },
+        { id: 2, devices: [addressOf(1), addressOf(2)] },
+        { id: 3, devices: [addressOf(3)] },
+      ];
+      expect(await syncIommuGroups(tx, hostId, groups)).toEqual({ written: 3, deleted: 0 });
+      expect(await syncIommuGroups(tx, hostId, groups)).toEqual({ written: 0, deleted: 0 });
+      const next = [groups[0], { id: 2, devices: [addressOf(1)] }, { id: 4, devices: [] }].filter(
+        (group) => group !== undefined,
+      );
+      expect(await syncIommuGroups(tx, hostId, next)).toEqual({ written: 2, deleted: 1 });
+      const rows = await tx
+        .select({ groupId: iommuGroups.groupId, devices: iommuGroups.devices })
+        .from(iommuGroups)
+        .where(eq(iommuGroups.hostId, hostId))
+        .orderBy(iommuGroups.groupId);
+      expect(rows).toEqual(next.map((group) => ({ groupId: group.id, devices: group.devices })));
+      expect(await syncIommuGroups(tx, hostId, [])).toEqual({ written: 0, deleted: 3 });
+    }));
+
+  it('syncHostLabels rewrites changed values only and deletes removed keys', () =>
+    inRollback(handle.db, async (tx) => {
+      const hostId = await newHost(tx);
+      const labels = { rack: 'r1', 'example.com/tier': 'gpu', 'with "quote"': 'x' };
+      expect(await syncHostLabels(tx, hostId, labels)).toEqual({ written: 3, deleted: 0 });
+      expect(await syncHostLabels(tx, hostId, labels)).toEqual({ written: 0, deleted: 0 });
+      expect(await syncHostLabels(tx, hostId, { rack: 'r2', 'with "quote"': 'x' })).toEqual({
+        written: 1,
+        deleted: 1,
+      });
+      const rows = await tx
+        .select({ key: hostLabels.key, value: hostLabels.value })
+        .from(hostLabels)
+        .where(eq(hostLabels.hostId, hostId))
+        .orderBy(hostLabels.key);
+      expect(rows).toEqual([
+        { key: 'rack', value: 'r2' },
+        { key: 'with "quote"', value: 'x' },
+      ]);
     }));
 
   it('each test ran in a rolled-back transaction: the database is empty again', async () => {
