@@ -1,0 +1,203 @@
+// Runs inside the guest as part of /init: the real agent against the real `/`, step by step, with
+// the guest's own view of sysfs recorded after each step. Prints one JSON document on stdout; the
+// host test asserts on it and replays the same steps against the kernel model on the capture.
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+const AGENT = '/kt/vfio-fleet-agent.mjs';
+const STATE_DIR = '/tmp/state';
+const started = Date.now();
+
+function read(file) {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+function linkBase(file) {
+  try {
+    return path.basename(readlinkSync(file));
+  } catch {
+    return null;
+  }
+}
+
+function list(dir) {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The guest's own view, straight from sysfs: what the agent's answers are checked against. */
+function view() {
+  const devices = {};
+  for (const address of list('/sys/bus/pci/devices')) {
+    const dir = `/sys/bus/pci/devices/${address}`;
+    const override = read(`${dir}/driver_override`);
+    devices[address] = {
+      vendor: read(`${dir}/vendor`),
+      device: read(`${dir}/device`),
+      class: read(`${dir}/class`),
+      driver: linkBase(`${dir}/driver`),
+      override: override === '(null)' ? null : override,
+      iommuGroup: linkBase(`${dir}/iommu_group`),
+    };
+  }
+  const groups = {};
+  for (const group of list('/sys/kernel/iommu_groups')) {
+    groups[group] = list(`/sys/kernel/iommu_groups/${group}/devices`);
+  }
+  // Which PCI function each interface belongs to (virtio_net's sits one level down, on virtioN).
+  const netdevs = {};
+  for (const name of list('/sys/class/net')) {
+    let dir;
+    try {
+      dir = path.resolve('/sys/class/net', readlinkSync(`/sys/class/net/${name}`));
+    } catch {
+      continue;
+    }
+    const pci = dir
+      .split('/')
+      .filter((part) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(part))
+      .pop();
+    if (pci !== undefined) netdevs[name] = pci;
+  }
+  return { devices, groups, netdevs, devVfio: list('/dev/vfio') };
+}
+
+function agent(args) {
+  const t = Date.now();
+  const r = spawnSync('/usr/bin/node', [AGENT, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1' },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return {
+    args,
+    code: r.status,
+    signal: r.signal,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    ms: Date.now() - t,
+  };
+}
+
+function sh(command) {
+  const r = spawnSync('/bin/sh', ['-c', command], {
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const result = { ok: true, error: null, uname: read('/proc/sys/kernel/osrelease'), steps: [] };
+try {
+  result.cmdline = read('/proc/cmdline');
+  result.dmesgIommu = sh('dmesg | grep -iE "DMAR|IOMMU|remapping" | tail -n 40').stdout;
+  result.initial = view();
+
+  const scan = agent(['scan', '--json']);
+  result.lspci = sh('lspci -Dnnk').stdout;
+  result.scan = {
+    code: scan.code,
+    stderr: scan.stderr,
+    json: scan.code === 0 ? JSON.parse(scan.stdout) : null,
+  };
+
+  const capture = agent(['capture', '--out', '/tmp/capture']);
+  result.capture = { code: capture.code, stdout: capture.stdout, stderr: capture.stderr };
+  // modules.dep is what a real modprobe resolves names with; the agent does not capture it, so
+  // it travels beside the capture for the model's modprobe.
+  const release = result.uname;
+  const tar = sh(`tar -C /tmp/capture -czf - . | base64 -w 0`);
+  result.captureTarBase64 = tar.stdout.trim();
+  result.modulesDep = read(`/lib/modules/${release}/modules.dep`);
+
+  // Which device is which, from vendor:device (QEMU's e1000e 8086:10d3, e1000 8086:100e,
+  // virtio-net 1af4:1000/1041).
+  const devs = result.initial.devices;
+  const find = (pred) => Object.keys(devs).filter((a) => pred(devs[a]));
+  const e1000e = find((d) => d.vendor === '0x8086' && d.device === '0x10d3');
+  const e1000 = find((d) => d.vendor === '0x8086' && d.device === '0x100e');
+  const virtio = find(
+    (d) => d.vendor === '0x1af4' && (d.device === '0x1000' || d.device === '0x1041'),
+  );
+  result.roles = { e1000e, e1000, virtio };
+
+  const stateArgs = ['--state-dir', STATE_DIR];
+  const modDir = `/lib/modules/${release}`;
+  /**
+   * One agent command with the guest's view around it. `setup` and `teardown` are sysfs writes the
+   * host replays through the kernel model; `fault` names how the real kernel is made to fail (the
+   * host maps it to the model's equivalent, if it has one).
+   */
+  const step = (name, args, { setup = [], teardown = [], fault = null, arm, disarm } = {}) => {
+    for (const w of setup) writeFileSync(w.path, w.value);
+    arm?.();
+    const before = view();
+    const run = agent(args);
+    const after = view();
+    disarm?.();
+    for (const w of teardown) writeFileSync(w.path, w.value);
+    result.steps.push({ name, ...run, setup, teardown, fault, before, after, view: view() });
+    return run;
+  };
+  const vfioPciKo = result.modulesDep
+    ?.split('\n')
+    .find((l) => /(^|\/)vfio-pci\.ko:/.test(l))
+    ?.split(':')[0];
+
+  if (e1000.length === 2 && vfioPciKo !== undefined) {
+    // The pair's second member carries a driver_override beforehand, so "exactly the prior state"
+    // after a rollback includes a non-empty one.
+    const second = `/sys/bus/pci/devices/${e1000[1]}/driver_override`;
+    // 1. vfio-pci.ko is gone, so the plan's first step, `modprobe vfio_pci`, fails as on a host
+    //    whose kernel package lacks it: nothing may change.
+    step('bind-fails-modprobe', ['bind', e1000[0], '--force', ...stateArgs], {
+      setup: [{ path: second, value: 'e1000\n' }],
+      fault: 'vfio-pci-module-missing',
+      arm: () => renameSync(`${modDir}/${vfioPciKo}`, `${modDir}/${vfioPciKo}.away`),
+      disarm: () => renameSync(`${modDir}/${vfioPciKo}.away`, `${modDir}/${vfioPciKo}`),
+    });
+    // 2. Both devices really move to vfio-pci, but /dev/vfio/<group> never shows up for the agent
+    //    (an empty tmpfs over /dev/vfio, as in a container whose /dev is not the host's devtmpfs):
+    //    the final check fails and the rollback must bring both back, override included.
+    step('bind-fails-dev-node', ['bind', e1000[0], '--force', ...stateArgs], {
+      teardown: [{ path: second, value: '\n' }],
+      fault: 'dev-vfio-hidden',
+      arm: () => {
+        sh('mkdir -p /dev/vfio && mount -t tmpfs none /dev/vfio');
+      },
+      disarm: () => {
+        sh('umount /dev/vfio');
+      },
+    });
+  }
+  // 3. e1000e alone in its group: to vfio and back.
+  if (e1000e[0] !== undefined) {
+    step('bind-e1000e', ['bind', e1000e[0], ...stateArgs]);
+    step('restore-e1000e', ['restore', e1000e[0], ...stateArgs]);
+  }
+  // 4. virtio-net behind its own root port: the PCI driver is virtio-pci.
+  if (virtio[0] !== undefined) {
+    step('bind-virtio', ['bind', virtio[0], ...stateArgs]);
+    step('restore-virtio', ['restore', virtio[0], ...stateArgs]);
+  }
+  // 5. The e1000 pair sharing a group with their bridge: both move, the bridge stays. They need
+  //    --force: behind a conventional PCI bridge they have no reset method.
+  if (e1000[0] !== undefined) {
+    step('bind-e1000-pair', ['bind', e1000[0], '--force', ...stateArgs]);
+    step('restore-e1000-pair', ['restore', e1000[0], ...stateArgs]);
+  }
+  result.final = view();
+} catch (error) {
+  result.ok = false;
+  result.error = error instanceof Error ? `${error.stack}` : String(error);
+}
+result.ms = Date.now() - started;
+process.stdout.write(`${JSON.stringify(result)}\n`);

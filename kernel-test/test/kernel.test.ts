@@ -1,0 +1,433 @@
+/**
+ * Issue 4: the agent against a real Linux kernel. beforeAll boots the guest once (a Debian 6.1
+ * kernel under QEMU TCG with an emulated Intel IOMMU; see ../README.md) and gets back what the
+ * agent did there and what sysfs said after each step. The tests then check the agent against the
+ * guest's own view, and replay the very same commands against the kernel model on the guest's
+ * capture: every observable (exit status, driver and driver_override of every device,
+ * /dev/vfio/<group>, network interfaces) must be the same.
+ */
+import { spawnSync } from 'node:child_process';
+import {
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
+import { KernelModel } from '@vfio-fleet/host-fixtures';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type Boot, bootGuest, type GuestStep, type View } from './guest-result';
+
+const REPO = path.resolve(import.meta.dirname, '..', '..');
+const AGENT_BIN = path.join(REPO, 'apps', 'agent', 'bin', 'vfio-fleet-agent.mjs');
+const AGENT_NODE = process.execPath;
+
+/**
+ * What the model replays instead of a real fault. null where the model has no equivalent: then
+ * the very writes the agent made on the guest (its step log) go through the model instead.
+ */
+const MODEL_FAULT: Record<NonNullable<GuestStep['fault']>, string[] | null> = {
+  // The real modprobe finds no vfio-pci.ko; the model's modprobe fails the same module.
+  'vfio-pci-module-missing': ['--simulate-fault', 'modprobe-fails:vfio_pci'],
+  // An empty tmpfs over /dev/vfio hides devtmpfs's node from the agent. That is the host's
+  // mount table, not the driver core: the model cannot hide a node it created.
+  'dev-vfio-hidden': null,
+};
+
+/** The sysfs writes and modprobes the agent reported as done (`ok`), in order, rollback included. */
+function executedWrites(
+  stdout: string,
+): Array<{ path: string; value: string } | { module: string }> {
+  const done: Array<{ path: string; value: string } | { module: string }> = [];
+  for (const line of stdout.split('\n')) {
+    const m =
+      /^\s+ok\s+(?:rollback )?\d+\. (?:echo (?:(.*?) )?> (\/\S+)|modprobe (\S+))\s+\(\d+ ms\)$/.exec(
+        line,
+      );
+    if (m === null) continue;
+    if (m[3] !== undefined) done.push({ module: m[3] });
+    // As `echo` writes it: the value and a newline (a bare newline clears driver_override).
+    else if (m[2] !== undefined) done.push({ path: m[2], value: `${m[1] ?? ''}\n` });
+  }
+  return done;
+}
+
+/** What is compared between guest and model after every step. */
+interface Observed {
+  devices: Record<string, { driver: string | null; override: string | null }>;
+  /** IOMMU groups whose /dev/vfio/<group> exists. */
+  vfioGroups: string[];
+  netdevs: Record<string, string>;
+}
+
+function observedOfGuest(view: View): Observed {
+  const devices: Observed['devices'] = {};
+  for (const [address, d] of Object.entries(view.devices)) {
+    devices[address] = { driver: d.driver, override: d.override };
+  }
+  return {
+    devices,
+    vfioGroups: view.devVfio.filter((n) => /^\d+$/.test(n)).sort(),
+    netdevs: Object.fromEntries(Object.entries(view.netdevs).filter(([name]) => name !== 'lo')),
+  };
+}
+
+function list(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch {
+    return [];
+  }
+}
+
+function linkBase(file: string): string | null {
+  try {
+    return path.basename(readlinkSync(file));
+  } catch {
+    return null;
+  }
+}
+
+/** The same observation on the model's tree (the capture the model writes through). */
+function observedOfModel(root: string): Observed {
+  const devices: Observed['devices'] = {};
+  for (const address of list(path.join(root, 'sys/bus/pci/devices'))) {
+    const dir = path.join(root, 'sys/bus/pci/devices', address);
+    const override = readFileSync(path.join(dir, 'driver_override'), 'utf8').trim();
+    devices[address] = {
+      driver: linkBase(path.join(dir, 'driver')),
+      override: override === '(null)' ? null : override,
+    };
+  }
+  const netdevs: Record<string, string> = {};
+  for (const name of list(path.join(root, 'sys/class/net'))) {
+    if (name === 'lo') continue;
+    let dir: string;
+    try {
+      dir = realpathSync(path.join(root, 'sys/class/net', name));
+    } catch {
+      continue;
+    }
+    const pci = dir
+      .split(path.sep)
+      .filter((part) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(part))
+      .pop();
+    if (pci !== undefined) netdevs[name] = pci;
+  }
+  return {
+    devices,
+    vfioGroups: list(path.join(root, 'dev/vfio'))
+      .filter((n) => /^\d+$/.test(n))
+      .sort(),
+    netdevs,
+  };
+}
+
+interface LspciEntry {
+  ids: string;
+  driver: string | null;
+}
+
+/** `lspci -Dnnk`: address, [vendor:device] and "Kernel driver in use" of each function. */
+function parseLspci(text: string): Record<string, LspciEntry> {
+  const entries: Record<string, LspciEntry> = {};
+  let current: LspciEntry | null = null;
+  for (const line of text.split('\n')) {
+    const head =
+      /^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) .*\[([0-9a-f]{4}:[0-9a-f]{4})\]/.exec(line);
+    if (head?.[1] !== undefined && head[2] !== undefined) {
+      current = { ids: head[2], driver: null };
+      entries[head[1]] = current;
+      continue;
+    }
+    const driver = /^\s+Kernel driver in use: (\S+)/.exec(line);
+    if (driver?.[1] !== undefined && current !== null) current.driver = driver[1];
+  }
+  return entries;
+}
+
+function hex(value: string | null): string {
+  return (value ?? '').replace(/^0x/, '');
+}
+
+let boot: Boot;
+let snapshot: HostSnapshot;
+
+beforeAll(() => {
+  // The model runs through the agent's bundle (--simulate): build it from the sources under test.
+  const build = spawnSync(AGENT_NODE, [path.join(REPO, 'apps', 'agent', 'build.mjs')], {
+    encoding: 'utf8',
+  });
+  if (build.status !== 0) throw new Error(`agent bundle build failed:\n${build.stderr}`);
+  boot = bootGuest();
+  // Timings for CI's log: the image build (cached or not) and the boot, from boot-guest.sh.
+  console.log(
+    `${boot.log.trim()}\n[kernel-test] boot + guest scenario: ${(boot.wallMs / 1000).toFixed(1)} s ` +
+      `(scenario inside the guest: ${(boot.result.ms / 1000).toFixed(1)} s)`,
+  );
+  if (!boot.result.ok) {
+    throw new Error(
+      `the guest scenario failed: ${boot.result.error}\n${boot.console.split('\n').slice(-60).join('\n')}`,
+    );
+  }
+  snapshot = hostSnapshotSchema.parse(boot.result.scan.json);
+}, 540_000);
+
+function step(name: string): GuestStep {
+  const found = boot.result.steps.find((s) => s.name === name);
+  if (found === undefined) {
+    throw new Error(`the guest ran no step ${name} (ran: ${boot.result.steps.map((s) => s.name)})`);
+  }
+  return found;
+}
+
+function outputOf(s: GuestStep): string {
+  return `${s.name} (exit ${s.code}):\n${s.stdout.split('\n').slice(-25).join('\n')}\n${s.stderr}`;
+}
+
+describe('the guest', () => {
+  it('booted the Debian kernel with the IOMMU and interrupt remapping on', () => {
+    expect(boot.result.uname).toMatch(/^6\.1\.0-\d+-amd64$/);
+    expect(boot.result.cmdline).toContain('intel_iommu=on');
+    expect(boot.result.dmesgIommu).toMatch(/DMAR: IOMMU enabled/);
+    expect(boot.result.dmesgIommu).toMatch(/Enabled IRQ remapping/);
+  });
+
+  it('has the emulated NICs in the IOMMU groups the topology promises', () => {
+    const { roles, initial } = boot.result;
+    expect(roles.e1000e).toHaveLength(1);
+    expect(roles.virtio).toHaveLength(1);
+    expect(roles.e1000).toHaveLength(2);
+    const groupOf = (address: string) => initial.devices[address]?.iommuGroup ?? null;
+    const [e1000e] = roles.e1000e;
+    const [virtio] = roles.virtio;
+    const [first, second] = roles.e1000;
+    if (e1000e === undefined || virtio === undefined || first === undefined) {
+      throw new Error('roles');
+    }
+    // e1000e on pcie.0 and virtio behind its own root port: a group of their own.
+    expect(initial.groups[groupOf(e1000e) ?? '']).toEqual([e1000e]);
+    expect(initial.groups[groupOf(virtio) ?? '']).toEqual([virtio]);
+    // The e1000 pair behind one PCI bridge: one group, with the bridge.
+    const shared = initial.groups[groupOf(first) ?? ''] ?? [];
+    expect(groupOf(second ?? '')).toBe(groupOf(first));
+    expect(shared).toHaveLength(3);
+    const bridge = shared.find((a) => !roles.e1000.includes(a));
+    expect(initial.devices[bridge ?? '']?.class).toMatch(/^0x0604/);
+    expect(initial.devices[e1000e]?.driver).toBe('e1000e');
+    expect(initial.devices[virtio]?.driver).toBe('virtio-pci');
+    expect(initial.devices[first]?.driver).toBe('e1000');
+  });
+});
+
+describe('scan --json on the real kernel', () => {
+  it('exits 0 and reports the IOMMU and interrupt remapping enabled', () => {
+    expect(boot.result.scan.code).toBe(0);
+    expect(snapshot.host.iommu.enabled).toBe(true);
+    expect(snapshot.host.iommu.interruptRemapping).toBe('enabled');
+    expect(snapshot.host.iommu.groupCount).toBe(Object.keys(boot.result.initial.groups).length);
+    expect(snapshot.host.kernelRelease).toBe(boot.result.uname);
+  });
+
+  it('agrees with sysfs on every device: ids, class, driver, override, group', () => {
+    const sysfs = boot.result.initial.devices;
+    expect(snapshot.devices.map((d) => d.address).sort()).toEqual(Object.keys(sysfs).sort());
+    for (const device of snapshot.devices) {
+      const real = sysfs[device.address];
+      expect(real, device.address).toBeDefined();
+      expect(device.vendorId, device.address).toBe(hex(real?.vendor ?? null));
+      expect(device.deviceId, device.address).toBe(hex(real?.device ?? null));
+      expect(device.classCode, device.address).toBe(hex(real?.class ?? null));
+      expect(device.driver, device.address).toBe(real?.driver ?? null);
+      expect(device.driverOverride, device.address).toBe(real?.override ?? null);
+      expect(device.iommuGroup, device.address).toBe(
+        real?.iommuGroup === null || real?.iommuGroup === undefined
+          ? null
+          : Number(real.iommuGroup),
+      );
+    }
+  });
+
+  it('agrees with /sys/kernel/iommu_groups on every group', () => {
+    const groups = Object.fromEntries(
+      snapshot.groups.map((g) => [String(g.id), [...g.devices].sort()]),
+    );
+    expect(groups).toEqual(boot.result.initial.groups);
+  });
+
+  it('agrees with lspci -nnk on every function: ids and driver in use', () => {
+    const lspci = parseLspci(boot.result.lspci);
+    expect(Object.keys(lspci).sort()).toEqual(snapshot.devices.map((d) => d.address).sort());
+    for (const device of snapshot.devices) {
+      expect(lspci[device.address]?.ids, device.address).toBe(
+        `${device.vendorId}:${device.deviceId}`,
+      );
+      expect(lspci[device.address]?.driver ?? null, device.address).toBe(device.driver);
+    }
+  });
+
+  it('reads the NICs as passable and the bridges as blocked', () => {
+    const status = (address: string | undefined) =>
+      snapshot.devices.find((d) => d.address === address)?.readiness.status;
+    const { roles } = boot.result;
+    expect(status(roles.e1000e[0])).toBe('ready');
+    expect(status(roles.virtio[0])).toBe('ready');
+    for (const address of roles.e1000) expect(status(address)).toBe('ready');
+    for (const device of snapshot.devices.filter((d) => d.classCode.startsWith('0604'))) {
+      expect(device.readiness.status, device.address).toBe('blocked');
+    }
+  });
+});
+
+describe('bind and restore on the real kernel', () => {
+  it('bind moves the e1000e to vfio-pci and /dev/vfio/<group> appears; its netdev goes', () => {
+    const s = step('bind-e1000e');
+    const address = boot.result.roles.e1000e[0] ?? '';
+    const group = s.before.devices[address]?.iommuGroup ?? '';
+    expect(s.code, outputOf(s)).toBe(0);
+    expect(s.after.devices[address]?.driver).toBe('vfio-pci');
+    expect(s.after.devices[address]?.override).toBe('vfio-pci');
+    expect(s.after.devVfio).toContain(group);
+    expect(Object.values(s.after.netdevs)).not.toContain(address);
+  });
+
+  it('restore gives it back to e1000e, clears the override, and its interface returns', () => {
+    const s = step('restore-e1000e');
+    const address = boot.result.roles.e1000e[0] ?? '';
+    const group = s.before.devices[address]?.iommuGroup ?? '';
+    expect(s.code, outputOf(s)).toBe(0);
+    expect(s.after.devices[address]?.driver).toBe('e1000e');
+    expect(s.after.devices[address]?.override).toBeNull();
+    expect(s.after.devVfio).not.toContain(group);
+    expect(Object.values(s.after.netdevs)).toContain(address);
+  });
+
+  it('virtio-net: vfio-pci and back to virtio-pci (virtio_net binds one level below)', () => {
+    const address = boot.result.roles.virtio[0] ?? '';
+    const bind = step('bind-virtio');
+    expect(bind.code, outputOf(bind)).toBe(0);
+    expect(bind.after.devices[address]?.driver).toBe('vfio-pci');
+    expect(Object.values(bind.after.netdevs)).not.toContain(address);
+    const restore = step('restore-virtio');
+    expect(restore.code, outputOf(restore)).toBe(0);
+    expect(restore.after.devices[address]?.driver).toBe('virtio-pci');
+    expect(Object.values(restore.after.netdevs)).toContain(address);
+  });
+
+  it('the shared group moves whole: both e1000 to vfio-pci, the bridge stays; and back', () => {
+    const [first, second] = boot.result.roles.e1000;
+    const bind = step('bind-e1000-pair');
+    const group = bind.before.devices[first ?? '']?.iommuGroup ?? '';
+    const bridge = (boot.result.initial.groups[group] ?? []).find(
+      (a) => !boot.result.roles.e1000.includes(a),
+    );
+    expect(bind.code, outputOf(bind)).toBe(0);
+    expect(bind.after.devices[first ?? '']?.driver).toBe('vfio-pci');
+    expect(bind.after.devices[second ?? '']?.driver).toBe('vfio-pci');
+    expect(bind.after.devices[bridge ?? '']).toEqual(bind.before.devices[bridge ?? '']);
+    expect(bind.after.devVfio).toContain(group);
+    const restore = step('restore-e1000-pair');
+    expect(restore.code, outputOf(restore)).toBe(0);
+    expect(restore.after.devices[first ?? '']?.driver).toBe('e1000');
+    expect(restore.after.devices[second ?? '']?.driver).toBe('e1000');
+    expect(restore.after.netdevs).toEqual(boot.result.initial.netdevs);
+  });
+
+  for (const name of ['bind-fails-modprobe', 'bind-fails-dev-node']) {
+    it(`${name}: exit 4 and every device exactly as before (drivers and overrides)`, () => {
+      const s = step(name);
+      expect(s.code, outputOf(s)).toBe(4);
+      expect(observedOfGuest(s.after).devices).toEqual(observedOfGuest(s.before).devices);
+      // Every NIC has an interface again. Not necessarily under its old name: without udev the
+      // kernel hands out the lowest free eth%d, and a rollback re-registers in reverse order
+      // (bind-fails-dev-node comes back with eth1 and eth2 swapped; see the README).
+      expect(Object.values(s.after.netdevs).sort()).toEqual(Object.values(s.before.netdevs).sort());
+      // The prior state had a non-empty override on the pair's second member.
+      const second = boot.result.roles.e1000[1] ?? '';
+      expect(s.before.devices[second]?.override).toBe('e1000');
+    });
+  }
+
+  it('bind-fails-dev-node really moved both devices before it rolled back', () => {
+    const s = step('bind-fails-dev-node');
+    expect(s.stdout).toMatch(/ok\s+\d+\. echo \S+ > \/sys\/bus\/pci\/drivers_probe/);
+    expect(`${s.stdout}${s.stderr}`).toMatch(/did not appear/);
+    expect(s.stdout).toMatch(/rollback/);
+  });
+
+  it('ends with every device as it started', () => {
+    expect(observedOfGuest(boot.result.final)).toEqual(observedOfGuest(boot.result.initial));
+  });
+});
+
+describe('the kernel model on the guest’s capture', () => {
+  it('gives the same observable results as the real kernel, step by step', async () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'vfio-fleet-kernel-model-'));
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'vfio-fleet-kernel-state-'));
+    const untar = spawnSync('tar', ['-C', root, '-xzf', '-'], {
+      input: Buffer.from(boot.result.captureTarBase64, 'base64'),
+    });
+    expect(untar.status, `${untar.stderr}`).toBe(0);
+    expect(observedOfModel(root)).toEqual(observedOfGuest(boot.result.initial));
+
+    const differences: string[] = [];
+    let replayed = 0;
+    for (const s of boot.result.steps) {
+      const fault = s.fault === null ? [] : MODEL_FAULT[s.fault];
+      const model = new KernelModel(root);
+      for (const w of s.setup) await model.write(w.path, w.value);
+      let status: number | null = s.code;
+      let output = '';
+      if (fault === null) {
+        // No model fault for it: the same writes, straight into the model.
+        for (const op of executedWrites(s.stdout)) {
+          if ('module' in op) await model.modprobe(op.module);
+          else await model.write(op.path, op.value);
+        }
+      } else {
+        const args = s.args.map((a, i) => (s.args[i - 1] === '--state-dir' ? stateDir : a));
+        const run = spawnSync(
+          AGENT_NODE,
+          [AGENT_BIN, ...args, '--root', root, '--simulate', ...fault],
+          {
+            encoding: 'utf8',
+            env: { ...process.env, NO_COLOR: '1' },
+          },
+        );
+        status = run.status;
+        output = `${run.stdout.split('\n').slice(-12).join('\n')}\n${run.stderr}`;
+        replayed += 1;
+      }
+      const got = observedOfModel(root);
+      for (const w of s.teardown) await model.write(w.path, w.value);
+      const want = observedOfGuest(s.after);
+      if (status !== s.code) {
+        differences.push(
+          `${s.name}: exit ${status} in the model, ${s.code} on the kernel\n${output}`,
+        );
+      }
+      for (const [key, label] of [
+        ['devices', 'drivers/overrides'],
+        ['vfioGroups', '/dev/vfio groups'],
+        ['netdevs', 'interfaces'],
+      ] as const) {
+        const a = JSON.stringify(got[key]);
+        const b = JSON.stringify(want[key]);
+        if (a !== b) differences.push(`${s.name}: ${label}\n  model:  ${a}\n  kernel: ${b}`);
+      }
+      // The next step starts from the guest's state after teardown: so must the model.
+      const after = observedOfModel(root);
+      if (JSON.stringify(after.devices) !== JSON.stringify(observedOfGuest(s.view).devices)) {
+        differences.push(`${s.name}: state after teardown differs`);
+      }
+    }
+    rmSync(root, { recursive: true, force: true });
+    rmSync(stateDir, { recursive: true, force: true });
+    expect(replayed).toBeGreaterThanOrEqual(6);
+    expect(differences, differences.join('\n\n')).toEqual([]);
+  });
+});
