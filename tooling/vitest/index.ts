@@ -6,7 +6,8 @@ export function packageTestConfig(options: { testTimeout?: number } = {}) {
   return defineConfig({
     test: {
       include: ['test/**/*.test.ts'],
-      testTimeout: options.testTimeout ?? 20_000,
+      // Generous: on 2 cores turbo runs several suites at once, and the property tests share the CPU.
+      testTimeout: options.testTimeout ?? 60_000,
       hookTimeout: 60_000,
       reporters: process.env.CI
         ? ['default', ['json', { outputFile: 'test-results/vitest.json' }]]
