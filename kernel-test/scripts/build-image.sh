@@ -9,7 +9,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cache="${VFIO_FLEET_KERNEL_CACHE:-/var/cache/vfio-fleet/kernel-test}"
-kpkg="${VFIO_FLEET_KERNEL_PACKAGE:-linux-image-6.1.0-56-amd64}"
+# The kernel linux-image-amd64 depends on now: a pinned ABI name (linux-image-6.1.0-56-amd64) would
+# vanish from the mirror at the next security ABI bump and break CI.
+kernel_of_meta() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+kpkg="${VFIO_FLEET_KERNEL_PACKAGE:-$(kernel_of_meta)}"
+if [ -z "$kpkg" ]; then
+  apt-get update -qq >&2
+  kpkg="$(kernel_of_meta)"
+fi
+kpkg="${kpkg:-linux-image-6.1.0-56-amd64}"
 t0=$(date +%s)
 say() { printf '[build-image +%ss] %s\n' "$(($(date +%s) - t0))" "$*" >&2; }
 
