@@ -1,0 +1,465 @@
+/**
+ * The agents' WebSocket endpoint (`/api/agent`, protocol v1 of docs/protocol.md, server side).
+ *
+ * It shares the HTTP server with everything else on the port (Next.js next), so it only claims
+ * upgrade requests for its own path. Every frame is size-bounded and parsed by core's
+ * parseAgentMessage; the host a message is stored under is the one the credential belongs to,
+ * never a name or machine-id the payload claims. A connection's messages are handled one at a time
+ * (a promise chain), so an ack always follows the write it acknowledges, in order.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  type AgentMessage,
+  encodeMessage,
+  type HelloMessage,
+  MAX_SNAPSHOT_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  parseAgentMessage,
+  type ServerMessage,
+} from '@vfio-fleet/core';
+import { agentCredentials, type Database, hosts } from '@vfio-fleet/db';
+import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { type RawData, type WebSocket, WebSocketServer } from 'ws';
+import { ServerError } from '../errors';
+import type { Logger } from '../logger';
+import {
+  issueCredential,
+  registerDisconnect,
+  secretMatches,
+  spendEnrollmentToken,
+} from './credentials';
+import { ingestDelta, ingestSnapshot } from './ingest';
+
+export interface AgentGatewayDeps {
+  db: Database;
+  logger: Logger;
+  /** Sent to agents in `welcome`: how often they ping. */
+  heartbeatSeconds?: number;
+  /** A host not heard from for this long is marked offline (default 3 × heartbeat). */
+  offlineAfterSeconds?: number;
+  now?: () => Date;
+  /** How long a new connection may take to say hello. */
+  helloTimeoutMs?: number;
+  /** Unparseable frames tolerated on one connection before it is closed. */
+  maxBadFrames?: number;
+}
+
+/** Close codes (RFC 6455): policy violation, and going away when the server stops. */
+const CLOSE_POLICY = 1008;
+const CLOSE_GOING_AWAY = 1001;
+/** last_seen_at is written at most this often per host: thousands of pings must not be thousands of writes. */
+const LAST_SEEN_WRITE_MS = 5_000;
+
+interface Session {
+  ws: WebSocket;
+  agentId: string | null;
+  hostId: string | null;
+  labels: Readonly<Record<string, string>>;
+  badFrames: number;
+  lastSeenWrittenAt: number;
+  /** Messages of one connection are handled in order. */
+  queue: Promise<void>;
+}
+
+export class AgentGateway {
+  private readonly db: Database;
+  private readonly logger: Logger;
+  private readonly heartbeatSeconds: number;
+  private readonly offlineAfterMs: number;
+  private readonly now: () => Date;
+  private readonly helloTimeoutMs: number;
+  private readonly maxBadFrames: number;
+  private readonly wss: WebSocketServer;
+  /** Authenticated connections by agent id: revocation and a second login find the socket here. */
+  private readonly byAgent = new Map<string, Session>();
+  private readonly sessions = new Set<Session>();
+  private sweeper: NodeJS.Timeout | null = null;
+  private unregister: (() => void) | null = null;
+  private readonly detachers: (() => void)[] = [];
+
+  constructor(deps: AgentGatewayDeps) {
+    this.db = deps.db;
+    this.logger = deps.logger.child({ component: 'agent-gateway' });
+    this.heartbeatSeconds = deps.heartbeatSeconds ?? 30;
+    this.offlineAfterMs = (deps.offlineAfterSeconds ?? 3 * this.heartbeatSeconds) * 1000;
+    this.now = deps.now ?? (() => new Date());
+    this.helloTimeoutMs = deps.helloTimeoutMs ?? 5_000;
+    this.maxBadFrames = deps.maxBadFrames ?? 5;
+    // ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
+    // largest legal message (a snapshot) is ever held in memory.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES });
+    this.wss.on('connection', (ws) => this.accept(ws));
+  }
+
+  /** Number of authenticated agent connections. */
+  get connectedAgents(): number {
+    return this.byAgent.size;
+  }
+
+  attach(server: Server, path = '/api/agent'): void {
+    const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = new URL(request.url ?? '/', 'http://localhost');
+      // Other paths belong to whoever else listens for upgrades (Next.js's dev HMR, later).
+      if (url.pathname !== path) return;
+      this.wss.handleUpgrade(request, socket, head, (ws) =>
+        this.wss.emit('connection', ws, request),
+      );
+    };
+    server.on('upgrade', onUpgrade);
+    this.detachers.push(() => server.off('upgrade', onUpgrade));
+  }
+
+  start(): void {
+    if (this.sweeper !== null) return;
+    this.unregister = registerDisconnect(this.db, (agentId, reason) =>
+      this.disconnect(agentId, reason),
+    );
+    const every = Math.max(250, Math.min(this.offlineAfterMs / 3, 10_000));
+    this.sweeper = setInterval(() => {
+      this.sweep().catch((error: unknown) =>
+        this.logger.error({ err: error }, 'offline sweep failed'),
+      );
+    }, every);
+    this.sweeper.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+    this.unregister?.();
+    this.unregister = null;
+    for (const detach of this.detachers.splice(0)) detach();
+    const closing = [...this.sessions].map((session) => {
+      session.ws.close(CLOSE_GOING_AWAY, 'server shutting down');
+      return session.queue;
+    });
+    await Promise.allSettled(closing);
+    const hostIds = [...this.byAgent.values()].flatMap((s) =>
+      s.hostId === null ? [] : [s.hostId],
+    );
+    if (hostIds.length > 0) await this.markOffline(hostIds).catch(() => undefined);
+    for (const session of this.sessions) session.ws.terminate();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+
+  /** Closes an agent's connection now (its credential was revoked). */
+  disconnect(agentId: string, reason: string): void {
+    const session = this.byAgent.get(agentId);
+    if (session === undefined) return;
+    this.send(session, { type: 'error', code: 'auth-failed', message: reason, fatal: true });
+    session.ws.close(CLOSE_POLICY, 'credential revoked');
+  }
+
+  /** Marks hosts offline whose agent has not been heard from within the window. */
+  async sweep(): Promise<void> {
+    const cutoff = new Date(this.now().getTime() - this.offlineAfterMs);
+    const stale = await this.db
+      .update(hosts)
+      .set({ state: 'offline' })
+      .where(and(eq(hosts.state, 'online'), lt(hosts.lastSeenAt, cutoff)))
+      .returning({ id: hosts.id, agentId: hosts.agentId });
+    for (const host of stale) {
+      this.logger.info({ agentId: host.agentId }, 'host offline: missed heartbeats');
+      // The protocol says the server closes a connection it has heard nothing on for 3 heartbeats.
+      this.byAgent.get(host.agentId)?.ws.terminate();
+    }
+  }
+
+  private accept(ws: WebSocket): void {
+    const session: Session = {
+      ws,
+      agentId: null,
+      hostId: null,
+      labels: {},
+      badFrames: 0,
+      lastSeenWrittenAt: 0,
+      queue: Promise.resolve(),
+    };
+    this.sessions.add(session);
+    const helloTimer = setTimeout(() => {
+      if (session.agentId === null) this.fatal(session, 'protocol-violation', 'no hello in time');
+    }, this.helloTimeoutMs);
+    ws.on('error', (error) => this.logger.debug({ err: error }, 'agent socket error'));
+    ws.on('message', (data, isBinary) => {
+      session.queue = session.queue
+        .then(() => this.onFrame(session, data, isBinary))
+        .catch((error: unknown) => this.onHandlerError(session, error));
+    });
+    ws.on('close', () => {
+      clearTimeout(helloTimer);
+      this.sessions.delete(session);
+      session.queue = session.queue.then(() => this.onClose(session));
+    });
+  }
+
+  private async onFrame(session: Session, data: RawData, isBinary: boolean): Promise<void> {
+    if (session.ws.readyState !== session.ws.OPEN) return;
+    const raw = toBytes(data);
+    const parsed = parseAgentMessage(raw);
+    if (!parsed.ok) {
+      session.badFrames += 1;
+      this.logger.warn(
+        { agentId: session.agentId, code: parsed.error.code, binary: isBinary },
+        'rejected agent frame',
+      );
+      if (session.agentId === null || session.badFrames >= this.maxBadFrames) {
+        this.fatal(
+          session,
+          'invalid-message',
+          session.agentId === null
+            ? `the first message must be a valid hello: ${parsed.error.message}`
+            : `too many invalid messages (${session.badFrames}); last: ${parsed.error.message}`,
+        );
+        return;
+      }
+      this.send(session, {
+        type: 'error',
+        code: 'invalid-message',
+        message: `${parsed.error.code}: ${parsed.error.message}`,
+        fatal: false,
+      });
+      return;
+    }
+    const message = parsed.message;
+    if (session.agentId === null || session.hostId === null) {
+      if (message.type !== 'hello') {
+        this.fatal(
+          session,
+          'protocol-violation',
+          `the first message must be hello, not ${message.type}`,
+        );
+        return;
+      }
+      await this.onHello(session, message);
+      return;
+    }
+    await this.onMessage(session, session.hostId, message);
+  }
+
+  private async onHello(session: Session, hello: HelloMessage): Promise<void> {
+    if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      this.fatal(
+        session,
+        'unsupported-protocol',
+        `this server speaks protocol ${PROTOCOL_VERSION}, not ${hello.protocolVersion}`,
+      );
+      return;
+    }
+    const now = this.now();
+    let agentId: string;
+    let hostId: string;
+    let credential: { agentId: string; secret: string } | null = null;
+    if (hello.auth.kind === 'enroll') {
+      const token = hello.auth.token;
+      const enrolled = await this.db.transaction(async (tx) => {
+        if (!(await spendEnrollmentToken(tx, token, now))) return null;
+        const newAgentId = randomUUID();
+        const [host] = await tx
+          .insert(hosts)
+          .values({
+            agentId: newAgentId,
+            hostname: hello.host.hostname,
+            machineId: hello.host.machineId,
+            kernelRelease: hello.host.kernelRelease,
+          })
+          .returning({ id: hosts.id });
+        if (host === undefined) throw new Error('inserting the host returned no row');
+        const issued = await issueCredential(tx, host.id, newAgentId);
+        return { hostId: host.id, issued };
+      });
+      if (enrolled === null) {
+        this.fatal(
+          session,
+          'auth-failed',
+          'the enrollment token is unknown, expired, revoked or used up',
+        );
+        return;
+      }
+      agentId = enrolled.issued.agentId;
+      hostId = enrolled.hostId;
+      credential = enrolled.issued;
+      this.logger.info({ agentId, hostname: hello.host.hostname }, 'agent enrolled');
+    } else {
+      const [row] = await this.db
+        .select()
+        .from(agentCredentials)
+        .where(eq(agentCredentials.agentId, hello.auth.agentId));
+      // One answer for unknown, wrong and revoked, so a prober learns nothing about which ids exist.
+      if (
+        row === undefined ||
+        !secretMatches(hello.auth.secret, row.secretHash) ||
+        row.revokedAt !== null ||
+        row.hostId === null
+      ) {
+        this.fatal(
+          session,
+          'auth-failed',
+          'the credential was rejected (unknown, wrong or revoked)',
+        );
+        return;
+      }
+      agentId = row.agentId;
+      hostId = row.hostId;
+      await this.db
+        .update(agentCredentials)
+        .set({ lastUsedAt: now })
+        .where(eq(agentCredentials.agentId, agentId));
+    }
+
+    // The host identity is the credential's: hello.host is never used to find or move a host row.
+    const [host] = await this.db
+      .update(hosts)
+      .set({ state: 'online', lastSeenAt: now, connectedAt: now })
+      .where(eq(hosts.id, hostId))
+      .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
+    if (host === undefined) {
+      this.fatal(session, 'auth-failed', 'the credential belongs to no host');
+      return;
+    }
+    // One connection per agent: a second login (a restarted agent whose old socket has not timed
+    // out yet) replaces the first.
+    const previous = this.byAgent.get(agentId);
+    if (previous !== undefined && previous !== session) {
+      previous.hostId = null;
+      previous.ws.close(CLOSE_POLICY, 'replaced by a newer connection');
+    }
+    session.agentId = agentId;
+    session.hostId = hostId;
+    session.labels = hello.labels;
+    session.lastSeenWrittenAt = now.getTime();
+    this.byAgent.set(agentId, session);
+    const resumable =
+      hello.resume !== null &&
+      host.epoch === hello.resume.epoch &&
+      host.lastSeq === hello.resume.lastAckedSeq;
+    this.send(session, {
+      type: 'welcome',
+      protocolVersion: PROTOCOL_VERSION,
+      agentId,
+      credential,
+      resume: resumable ? 'ok' : 'snapshot',
+      heartbeatSeconds: this.heartbeatSeconds,
+    });
+    this.logger.info({ agentId, resume: resumable ? 'ok' : 'snapshot' }, 'agent connected');
+  }
+
+  private async onMessage(session: Session, hostId: string, message: AgentMessage): Promise<void> {
+    await this.touch(session, hostId);
+    switch (message.type) {
+      case 'hello':
+        this.send(session, {
+          type: 'error',
+          code: 'protocol-violation',
+          message: 'hello was already received on this connection',
+          fatal: false,
+        });
+        return;
+      case 'snapshot': {
+        const started = performance.now();
+        const result = await ingestSnapshot(this.db, hostId, message, session.labels);
+        this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
+        this.logger.debug(
+          {
+            agentId: session.agentId,
+            seq: message.seq,
+            ...result,
+            ms: performance.now() - started,
+          },
+          'snapshot stored',
+        );
+        return;
+      }
+      case 'delta': {
+        const outcome = await ingestDelta(this.db, hostId, message);
+        if (!outcome.applied) {
+          this.logger.info({ agentId: session.agentId, reason: outcome.reason }, 'resync');
+          this.send(session, { type: 'resync', reason: outcome.reason });
+          return;
+        }
+        this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
+        this.logger.debug(
+          { agentId: session.agentId, seq: message.seq, ...outcome.result },
+          'delta stored',
+        );
+        return;
+      }
+      case 'ping':
+        this.send(session, { type: 'pong', nonce: message.nonce });
+        return;
+      case 'pong':
+        return;
+      case 'job-accepted':
+      case 'job-step':
+      case 'job-result':
+        // Jobs come with the job queue (next step); until then these are only logged.
+        this.logger.info(
+          { agentId: session.agentId, type: message.type, jobId: message.jobId },
+          'job message ignored',
+        );
+        return;
+    }
+  }
+
+  /** Records that the host was heard from, at most once per LAST_SEEN_WRITE_MS. */
+  private async touch(session: Session, hostId: string): Promise<void> {
+    const now = this.now();
+    if (now.getTime() - session.lastSeenWrittenAt < LAST_SEEN_WRITE_MS) return;
+    session.lastSeenWrittenAt = now.getTime();
+    await this.db
+      .update(hosts)
+      .set({ lastSeenAt: now, state: 'online' })
+      .where(eq(hosts.id, hostId));
+  }
+
+  private async onClose(session: Session): Promise<void> {
+    const { agentId, hostId } = session;
+    if (agentId === null) return;
+    if (this.byAgent.get(agentId) === session) this.byAgent.delete(agentId);
+    // A connection replaced by a newer one has hostId null: the host is still online there.
+    if (hostId === null || this.byAgent.has(agentId)) return;
+    await this.markOffline([hostId]).catch((error: unknown) =>
+      this.logger.error({ err: error, agentId }, 'marking the host offline failed'),
+    );
+    this.logger.info({ agentId }, 'agent disconnected');
+  }
+
+  private async markOffline(hostIds: string[]): Promise<void> {
+    await this.db
+      .update(hosts)
+      .set({ state: 'offline', lastSeenAt: sql`coalesce(${hosts.lastSeenAt}, now())` })
+      .where(and(inArray(hosts.id, hostIds), eq(hosts.state, 'online')));
+  }
+
+  private onHandlerError(session: Session, error: unknown): void {
+    if (error instanceof ServerError) {
+      this.fatal(session, error.code, error.message);
+      return;
+    }
+    // A database failure or a bug: the agent gets no details, and re-sends after reconnecting
+    // (nothing unacknowledged is lost, since the ack only follows a committed write).
+    this.logger.error({ err: error, agentId: session.agentId }, 'handling an agent message failed');
+    this.fatal(
+      session,
+      'internal',
+      'the server could not handle the message; reconnect and resend',
+    );
+  }
+
+  private fatal(session: Session, code: string, message: string): void {
+    this.send(session, { type: 'error', code, message, fatal: true });
+    session.ws.close(CLOSE_POLICY, code);
+  }
+
+  private send(session: Session, message: ServerMessage): void {
+    if (session.ws.readyState === session.ws.OPEN) session.ws.send(encodeMessage(message));
+  }
+}
+
+/** A frame as bytes: ws hands a Buffer, or fragments (Buffer[]), or an ArrayBuffer. */
+function toBytes(data: RawData): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}

@@ -1,0 +1,117 @@
+/**
+ * Enrollment tokens and agent credentials: issued here, stored only as hashes.
+ *
+ * Both are 32 random bytes, so a plain sha256 is enough: scrypt's cost exists to slow down guessing
+ * low-entropy passwords, and 256 random bits cannot be guessed however fast the hash is. A fast
+ * hash also lets the token be looked up by its hash (an indexed equality) instead of trying every
+ * row. Comparisons of secrets use timingSafeEqual so response times leak nothing about a prefix.
+ */
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { agentCredentials, type Database, enrollmentTokens } from '@vfio-fleet/db';
+import { and, eq, isNull, sql } from 'drizzle-orm';
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret, 'utf8').digest('hex');
+}
+
+/** Constant-time comparison of a presented secret with a stored hash. */
+export function secretMatches(secret: string, storedHash: string): boolean {
+  const presented = Buffer.from(hashSecret(secret), 'hex');
+  const stored = Buffer.from(storedHash, 'hex');
+  return presented.length === stored.length && timingSafeEqual(presented, stored);
+}
+
+/** A fresh random secret in the wire's secret alphabet (base64url, 43 characters). */
+export function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export interface EnrollmentTokenOptions {
+  label?: string | null;
+  ttlSeconds: number;
+  /** Null or absent: any number of enrollments until it expires. */
+  maxUses?: number | null;
+}
+
+/** Issues an enrollment token; the token itself is returned once and never stored. */
+export async function createEnrollmentToken(
+  db: Database,
+  options: EnrollmentTokenOptions,
+): Promise<{ token: string; id: string }> {
+  const token = newSecret();
+  const [row] = await db
+    .insert(enrollmentTokens)
+    .values({
+      tokenHash: hashSecret(token),
+      label: options.label ?? null,
+      expiresAt: new Date(Date.now() + options.ttlSeconds * 1000),
+      maxUses: options.maxUses ?? null,
+    })
+    .returning({ id: enrollmentTokens.id });
+  if (row === undefined) throw new Error('inserting the enrollment token returned no row');
+  return { token, id: row.id };
+}
+
+/**
+ * Spends one use of a token, atomically: the UPDATE's WHERE re-checks expiry, revocation and the
+ * use count, so two agents racing with the last use of a token cannot both enroll. Returns whether
+ * the token was valid.
+ */
+export async function spendEnrollmentToken(db: Database, token: string, now: Date) {
+  const spent = await db
+    .update(enrollmentTokens)
+    .set({ uses: sql`${enrollmentTokens.uses} + 1` })
+    .where(
+      and(
+        eq(enrollmentTokens.tokenHash, hashSecret(token)),
+        isNull(enrollmentTokens.revokedAt),
+        sql`${enrollmentTokens.expiresAt} > ${now.toISOString()}`,
+        sql`(${enrollmentTokens.maxUses} IS NULL OR ${enrollmentTokens.uses} < ${enrollmentTokens.maxUses})`,
+      ),
+    )
+    .returning({ id: enrollmentTokens.id });
+  return spent.length === 1;
+}
+
+/** Creates a credential for a new agent; the secret is returned once, only its hash is stored. */
+export async function issueCredential(
+  db: Database,
+  hostId: string,
+  agentId: string = randomUUID(),
+): Promise<{ agentId: string; secret: string }> {
+  const secret = newSecret();
+  await db.insert(agentCredentials).values({ agentId, hostId, secretHash: hashSecret(secret) });
+  return { agentId, secret };
+}
+
+/** Registered by each running gateway, so a revocation can close the agent's socket at once. */
+type Disconnect = (agentId: string, reason: string) => void;
+const liveGateways = new Map<Database, Set<Disconnect>>();
+
+export function registerDisconnect(db: Database, disconnect: Disconnect): () => void {
+  let set = liveGateways.get(db);
+  if (set === undefined) {
+    set = new Set();
+    liveGateways.set(db, set);
+  }
+  set.add(disconnect);
+  return () => {
+    set.delete(disconnect);
+  };
+}
+
+/**
+ * Revokes an agent's credential and disconnects the agent if a gateway of this process holds its
+ * socket. Returns whether a credential was revoked (false: unknown or already revoked).
+ */
+export async function revokeCredential(db: Database, agentId: string): Promise<boolean> {
+  const revoked = await db
+    .update(agentCredentials)
+    .set({ revokedAt: new Date() })
+    .where(and(eq(agentCredentials.agentId, agentId), isNull(agentCredentials.revokedAt)))
+    .returning({ agentId: agentCredentials.agentId });
+  for (const disconnect of liveGateways.get(db) ?? []) {
+    disconnect(agentId, 'the credential was revoked');
+  }
+  return revoked.length === 1;
+}

@@ -1,0 +1,202 @@
+// The real server on port 0 over a throwaway database (PGlite in memory always; PostgreSQL too when
+// DATABASE_URL is set, one database per test file, as packages/db's tests do), real agents as
+// child processes of the agent bundle, and a raw ws client for frames no real agent would send.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { parseServerMessage, type ServerMessage } from '@vfio-fleet/core';
+import { createDb, type Database, type DbDriver, type DbHandle } from '@vfio-fleet/db';
+import postgres from 'postgres';
+import { WebSocket } from 'ws';
+import { createLogger } from '../../src/logger';
+import { type RunningServer, startServer } from '../../src/server';
+
+const maintenanceUrl = process.env.DATABASE_URL || undefined;
+export const drivers: DbDriver[] = maintenanceUrl ? ['pglite', 'postgres'] : ['pglite'];
+
+export interface Fleet {
+  db: Database;
+  server: RunningServer;
+  /** http://127.0.0.1:PORT */
+  url: string;
+  /** ws://127.0.0.1:PORT/api/agent */
+  wsUrl: string;
+  close(): Promise<void>;
+}
+
+/** A migrated throwaway database and the server on it. */
+export async function startFleet(
+  driver: DbDriver,
+  options: { heartbeatSeconds?: number; offlineAfterSeconds?: number } = {},
+): Promise<Fleet> {
+  let handle: DbHandle;
+  let dispose: () => Promise<void> = async () => {};
+  if (driver === 'pglite') {
+    handle = await createDb({ dataDir: 'memory://', env: {} });
+  } else {
+    if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
+    const name = `vf_test_${randomBytes(6).toString('hex')}`;
+    const admin = postgres(maintenanceUrl, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`CREATE DATABASE "${name}"`);
+    const url = new URL(maintenanceUrl);
+    url.pathname = `/${name}`;
+    handle = await createDb({ url: url.toString(), env: {} });
+    dispose = async () => {
+      // WITH (FORCE): a connection a failed test left open must not keep the database alive.
+      await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await admin.end({ timeout: 5 });
+    };
+  }
+  await handle.migrate();
+  const server = await startServer({
+    port: 0,
+    db: handle.db,
+    logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
+    ...options,
+  });
+  return {
+    db: handle.db,
+    server,
+    url: server.url,
+    wsUrl: `${server.url.replace('http', 'ws')}/api/agent`,
+    async close() {
+      await server.close();
+      await handle.close();
+      await dispose();
+    },
+  };
+}
+
+// --- real agents --------------------------------------------------------------------------------
+
+const agentDir = path.resolve(import.meta.dirname, '../../../agent');
+const agentBin = path.join(agentDir, 'bin/vfio-fleet-agent.mjs');
+
+export interface AgentProcess {
+  child: ChildProcess;
+  stderr(): string;
+  exited: Promise<number | string>;
+  kill(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+export function startAgent(args: readonly string[]): AgentProcess {
+  const child = spawn(process.execPath, [agentBin, 'run', ...args], {
+    cwd: agentDir,
+    env: { ...process.env, NO_COLOR: '1', VFIO_FLEET_LOG_LEVEL: 'debug' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  return {
+    child,
+    stderr: () => stderr,
+    exited,
+    kill(signal = 'SIGKILL') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** `scan --json` of a fixture tree: a real, valid snapshot for raw clients to send. */
+export function scanJson(root: string): unknown {
+  const out = execFileSync(process.execPath, [agentBin, 'scan', '--root', root, '--json'], {
+    cwd: agentDir,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return JSON.parse(out);
+}
+
+// --- a raw client -------------------------------------------------------------------------------
+
+/** A WebSocket client that records every server message and the close code. */
+export class RawClient {
+  readonly received: ServerMessage[] = [];
+  closeCode: number | null = null;
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data) => {
+      const parsed = parseServerMessage(Buffer.isBuffer(data) ? data : Buffer.from(String(data)));
+      if (parsed.ok) this.received.push(parsed.message);
+    });
+    ws.on('close', (code) => {
+      this.closeCode = code;
+    });
+    ws.on('error', () => undefined);
+  }
+
+  static async connect(url: string): Promise<RawClient> {
+    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024 });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    return new RawClient(ws);
+  }
+
+  send(message: unknown): void {
+    this.ws.send(typeof message === 'string' ? message : JSON.stringify(message));
+  }
+
+  async next<T extends ServerMessage['type']>(
+    type: T,
+    from = 0,
+    timeoutMs = 10_000,
+  ): Promise<Extract<ServerMessage, { type: T }>> {
+    const found = await poll(
+      () =>
+        this.received
+          .slice(from)
+          .find((m): m is Extract<ServerMessage, { type: T }> => m.type === type),
+      timeoutMs,
+    );
+    if (found === undefined) {
+      throw new Error(`no ${type} within ${timeoutMs} ms; got ${JSON.stringify(this.received)}`);
+    }
+    return found;
+  }
+
+  async closed(timeoutMs = 10_000): Promise<number> {
+    const code = await poll(() => this.closeCode ?? undefined, timeoutMs);
+    if (code === undefined) throw new Error('the server did not close the connection');
+    return code;
+  }
+
+  close(): void {
+    this.ws.terminate();
+  }
+}
+
+/** Polls until `check` returns something other than undefined, or the timeout passes. */
+export async function poll<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+): Promise<T | undefined> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() >= end) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** A hello as a real agent sends it. */
+export function hello(auth: unknown, overrides: Record<string, unknown> = {}) {
+  return {
+    type: 'hello',
+    protocolVersion: 1,
+    agentVersion: 'test',
+    host: { hostname: 'raw-client', machineId: null, kernelRelease: null },
+    auth,
+    labels: {},
+    resume: null,
+    ...overrides,
+  };
+}
