@@ -110,6 +110,11 @@ describe.each(drivers)('agent gateway with real agents (%s)', (driver) => {
     );
     const [same] = await fleet.db.select().from(hosts).where(eq(hosts.id, host.id));
     expect(same?.lastSeq).toBe(host.lastSeq);
+    // Heartbeats on time keep the host online on its first connection (the window is 3 s here,
+    // so a sweep that missed the coalesced last_seen writes would have cut it off and back).
+    expect(same?.state).toBe('online');
+    expect(same?.connectedAt?.getTime()).toBe(host.connectedAt?.getTime());
+    expect(same?.lastSeenAt?.getTime()).toBeGreaterThan(host.lastSeenAt?.getTime() ?? 0);
 
     await hotplug(where.root, HOTPLUGGED);
     const plugged = await poll(async () => {

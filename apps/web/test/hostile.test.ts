@@ -10,7 +10,15 @@ import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnrollmentToken } from '../src/gateway/credentials';
-import { drivers, type Fleet, hello, RawClient, scanJson, startFleet } from './helpers/harness';
+import {
+  drivers,
+  type Fleet,
+  hello,
+  poll,
+  RawClient,
+  scanJson,
+  startFleet,
+} from './helpers/harness';
 
 interface ScannedDevice {
   address: string;
@@ -222,6 +230,30 @@ describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) =>
     expect(after?.updatedAt.getTime()).toBe(before?.updatedAt.getTime());
     impostor.close();
     victim.close();
+  });
+
+  it('throttles a flooding connection by backpressure, without starving other hosts', async () => {
+    const { client: bystander } = await enrolled('calm');
+    const { client } = await enrolled('flood');
+    const from = client.received.length;
+    for (let seq = 2; seq < 202; seq++) {
+      client.ws.send(JSON.stringify({ type: 'snapshot', epoch: 'flood', seq, snapshot: scanned }));
+    }
+    // While the flood is being worked through, another host is answered at once.
+    const pinged = Date.now();
+    bystander.send({ type: 'ping', nonce: 'calm', sentAt: new Date().toISOString() });
+    expect((await bystander.next('pong')).nonce).toBe('calm');
+    expect(Date.now() - pinged).toBeLessThan(2_000);
+    // Every frame of the flood is handled, in order, none dropped or reordered.
+    const last = await poll(
+      () => client.received.slice(from).filter((m) => m.type === 'ack').length === 200 || undefined,
+      30_000,
+    );
+    expect(last).toBe(true);
+    const acks = client.received.slice(from).flatMap((m) => (m.type === 'ack' ? [m.seq] : []));
+    expect(acks).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
+    client.close();
+    bystander.close();
   });
 
   it('logs and ignores job frames (jobs are not dispatched yet)', async () => {

@@ -51,6 +51,13 @@ const CLOSE_POLICY = 1008;
 const CLOSE_GOING_AWAY = 1001;
 /** last_seen_at is written at most this often per host: thousands of pings must not be thousands of writes. */
 const LAST_SEEN_WRITE_MS = 5_000;
+/**
+ * Frames one connection may have waiting for their turn before the server stops reading from its
+ * socket. An honest agent waits for an ack before its next delta and pings once per heartbeat, so
+ * it never gets here; a flooding one is throttled to the speed of the database by TCP backpressure
+ * instead of being buffered (up to 8 MiB a frame) in this process.
+ */
+const MAX_PENDING_FRAMES = 8;
 
 interface Session {
   ws: WebSocket;
@@ -61,6 +68,8 @@ interface Session {
   lastSeenWrittenAt: number;
   /** Messages of one connection are handled in order. */
   queue: Promise<void>;
+  /** Frames received but not yet handled. */
+  pending: number;
 }
 
 export class AgentGateway {
@@ -71,6 +80,7 @@ export class AgentGateway {
   private readonly now: () => Date;
   private readonly helloTimeoutMs: number;
   private readonly maxBadFrames: number;
+  private readonly lastSeenWriteMs: number;
   private readonly wss: WebSocketServer;
   /** Authenticated connections by agent id: revocation and a second login find the socket here. */
   private readonly byAgent = new Map<string, Session>();
@@ -87,6 +97,9 @@ export class AgentGateway {
     this.now = deps.now ?? (() => new Date());
     this.helloTimeoutMs = deps.helloTimeoutMs ?? 5_000;
     this.maxBadFrames = deps.maxBadFrames ?? 5;
+    // Coalesced last_seen writes must land well inside the offline window, or the sweeper would
+    // mark a host offline that pings on time.
+    this.lastSeenWriteMs = Math.min(LAST_SEEN_WRITE_MS, this.offlineAfterMs / 3);
     // ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
     // largest legal message (a snapshot) is ever held in memory.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES });
@@ -176,6 +189,7 @@ export class AgentGateway {
       badFrames: 0,
       lastSeenWrittenAt: 0,
       queue: Promise.resolve(),
+      pending: 0,
     };
     this.sessions.add(session);
     const helloTimer = setTimeout(() => {
@@ -183,9 +197,15 @@ export class AgentGateway {
     }, this.helloTimeoutMs);
     ws.on('error', (error) => this.logger.debug({ err: error }, 'agent socket error'));
     ws.on('message', (data, isBinary) => {
+      session.pending += 1;
+      if (session.pending >= MAX_PENDING_FRAMES) ws.pause();
       session.queue = session.queue
         .then(() => this.onFrame(session, data, isBinary))
-        .catch((error: unknown) => this.onHandlerError(session, error));
+        .catch((error: unknown) => this.onHandlerError(session, error))
+        .finally(() => {
+          session.pending -= 1;
+          if (session.pending < MAX_PENDING_FRAMES && ws.isPaused) ws.resume();
+        });
     });
     ws.on('close', () => {
       clearTimeout(helloTimer);
@@ -402,10 +422,10 @@ export class AgentGateway {
     }
   }
 
-  /** Records that the host was heard from, at most once per LAST_SEEN_WRITE_MS. */
+  /** Records that the host was heard from, at most once per lastSeenWriteMs. */
   private async touch(session: Session, hostId: string): Promise<void> {
     const now = this.now();
-    if (now.getTime() - session.lastSeenWrittenAt < LAST_SEEN_WRITE_MS) return;
+    if (now.getTime() - session.lastSeenWrittenAt < this.lastSeenWriteMs) return;
     session.lastSeenWrittenAt = now.getTime();
     await this.db
       .update(hosts)
