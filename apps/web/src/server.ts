@@ -17,6 +17,7 @@ export interface StartServerOptions {
   logger: Logger;
   heartbeatSeconds?: number;
   offlineAfterSeconds?: number;
+  helloTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -73,6 +74,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     logger,
     heartbeatSeconds: options.heartbeatSeconds,
     offlineAfterSeconds: options.offlineAfterSeconds,
+    helloTimeoutMs: options.helloTimeoutMs,
   });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');

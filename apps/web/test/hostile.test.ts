@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { MAX_SNAPSHOT_MESSAGE_BYTES } from '@vfio-fleet/core';
-import { devices, hosts } from '@vfio-fleet/db';
+import { agentCredentials, devices, hosts } from '@vfio-fleet/db';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -45,7 +45,11 @@ afterAll(async () => {
 describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) => {
   let fleet: Fleet;
   beforeAll(async () => {
-    fleet = await startFleet(driver, { heartbeatSeconds: 30 });
+    fleet = await startFleet(driver, {
+      heartbeatSeconds: 30,
+      offlineAfterSeconds: 6,
+      helloTimeoutMs: 1_000,
+    });
   });
   afterAll(async () => {
     await fleet.close();
@@ -254,6 +258,38 @@ describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) =>
     expect(acks).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
     client.close();
     bystander.close();
+  });
+
+  it('closes a connection that does not say hello in time', async () => {
+    const client = await RawClient.connect(fleet.wsUrl);
+    const error = await client.next('error');
+    expect(error).toMatchObject({ code: 'protocol-violation', fatal: true });
+    expect(error.message).toContain('hello');
+    expect(await client.closed()).toBe(1008);
+  });
+
+  it('disconnects an agent whose credential another server process revoked, at its next heartbeat', async () => {
+    const { client, credential } = await enrolled('revoked-elsewhere');
+    // Straight in the database, as another process's revokeCredential would: no socket to close here.
+    await fleet.db
+      .update(agentCredentials)
+      .set({ revokedAt: new Date() })
+      .where(eq(agentCredentials.agentId, credential.agentId));
+    const revokedAt = Date.now();
+    let nonce = 0;
+    const code = await poll(() => {
+      if (client.closeCode !== null) return client.closeCode;
+      nonce += 1;
+      client.send({ type: 'ping', nonce: `p${nonce}`, sentAt: new Date().toISOString() });
+      return undefined;
+    }, 10_000);
+    expect(code).toBe(1008);
+    // The offline window is 6 s, so last_seen is written (and revocation read) every 2 s.
+    expect(Date.now() - revokedAt).toBeLessThan(5_000);
+    expect(client.received.find((m) => m.type === 'error')).toMatchObject({
+      code: 'auth-failed',
+      fatal: true,
+    });
   });
 
   it('logs and ignores job frames (jobs are not dispatched yet)', async () => {

@@ -366,7 +366,7 @@ export class AgentGateway {
   }
 
   private async onMessage(session: Session, hostId: string, message: AgentMessage): Promise<void> {
-    await this.touch(session, hostId);
+    if (!(await this.touch(session, hostId))) return;
     switch (message.type) {
       case 'hello':
         this.send(session, {
@@ -422,15 +422,28 @@ export class AgentGateway {
     }
   }
 
-  /** Records that the host was heard from, at most once per lastSeenWriteMs. */
-  private async touch(session: Session, hostId: string): Promise<void> {
+  /**
+   * Records that the host was heard from, at most once per lastSeenWriteMs, and in the same
+   * statement reads whether the credential was revoked meanwhile: a revocation made through
+   * another server process (which cannot reach this socket) takes effect here within that period.
+   * Returns false when the connection was closed for it.
+   */
+  private async touch(session: Session, hostId: string): Promise<boolean> {
     const now = this.now();
-    if (now.getTime() - session.lastSeenWrittenAt < this.lastSeenWriteMs) return;
+    if (now.getTime() - session.lastSeenWrittenAt < this.lastSeenWriteMs) return true;
     session.lastSeenWrittenAt = now.getTime();
-    await this.db
+    const [row] = await this.db
       .update(hosts)
       .set({ lastSeenAt: now, state: 'online' })
-      .where(eq(hosts.id, hostId));
+      .where(eq(hosts.id, hostId))
+      .returning({
+        revoked: sql<boolean>`exists (select 1 from ${agentCredentials} where ${agentCredentials.agentId} = ${hosts.agentId} and ${agentCredentials.revokedAt} is not null)`,
+      });
+    if (row === undefined || row.revoked) {
+      this.fatal(session, 'auth-failed', 'the credential was revoked');
+      return false;
+    }
+    return true;
   }
 
   private async onClose(session: Session): Promise<void> {

@@ -27,7 +27,11 @@ export interface Fleet {
 /** A migrated throwaway database and the server on it. */
 export async function startFleet(
   driver: DbDriver,
-  options: { heartbeatSeconds?: number; offlineAfterSeconds?: number } = {},
+  options: {
+    heartbeatSeconds?: number;
+    offlineAfterSeconds?: number;
+    helloTimeoutMs?: number;
+  } = {},
 ): Promise<Fleet> {
   let handle: DbHandle;
   let dispose: () => Promise<void> = async () => {};
