@@ -243,8 +243,10 @@ describe('RebindExecutor: rollback after each injected fault leaves the group ex
     {
       name: 'probe-hangs (past the step timeout)',
       faults: [{ kind: 'probe-hangs', address: GPU }],
-      model: { probeHangMs: 300 },
-      stepTimeoutMs: 200,
+      // Scaled for a loaded CI machine: an ordinary step must fit well inside the step timeout,
+      // the hang must outlast it and end within the executor's one extra timeout of grace.
+      model: { probeHangMs: 3_000 },
+      stepTimeoutMs: 2_000,
       transient: true,
       failedAction: 'probe',
       failedIndex: 3,
@@ -298,7 +300,7 @@ describe('RebindExecutor: rollback after each injected fault leaves the group ex
   }
 
   it('a group on vfio without its /dev/vfio node is rolled back', async () => {
-    const h = await host('dual-gpu', { deps: { stepTimeoutMs: 100 } });
+    const h = await host('dual-gpu', { deps: { stepTimeoutMs: 2_000 } });
     // The kernel model creates the node; a host where it never appears is simulated by removing it.
     const io: KernelIo = {
       write: async (p, value) => {
@@ -319,7 +321,7 @@ describe('RebindExecutor: rollback after each injected fault leaves the group ex
   it('a probe that never returns: rollback incomplete, status failed, names the device left behind', async () => {
     const h = await host('dual-gpu', {
       faults: [{ kind: 'probe-hangs', address: GPU }],
-      deps: { stepTimeoutMs: 100 },
+      deps: { stepTimeoutMs: 1_500 },
     });
     const outcome = await h.executor.execute(job('hang-forever'));
     expect(outcome.status).toBe('failed');

@@ -247,13 +247,16 @@ describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) =>
     const pinged = Date.now();
     bystander.send({ type: 'ping', nonce: 'calm', sentAt: new Date().toISOString() });
     expect((await bystander.next('pong')).nonce).toBe('calm');
-    expect(Date.now() - pinged).toBeLessThan(2_000);
+    const answered = Date.now();
     // Every frame of the flood is handled, in order, none dropped or reordered.
     const last = await poll(
       () => client.received.slice(from).filter((m) => m.type === 'ack').length === 200 || undefined,
-      30_000,
+      60_000,
     );
     expect(last).toBe(true);
+    // Not starved: the bystander was answered well before the flood was worked through. A ratio,
+    // not an absolute time, so a loaded CI machine does not turn it red.
+    expect(answered - pinged).toBeLessThan((Date.now() - pinged) / 2);
     const acks = client.received.slice(from).flatMap((m) => (m.type === 'ack' ? [m.seq] : []));
     expect(acks).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
     client.close();

@@ -159,7 +159,7 @@ describe('fnmatch', () => {
     expect(fnmatch(pattern, text)).toBe(false);
     expect(fnmatch(pattern, `${text}b`)).toBe(true);
     // Generous bound: only an exponential algorithm could come anywhere near it.
-    expect(performance.now() - started).toBeLessThan(2000);
+    expect(performance.now() - started).toBeLessThan(10_000);
   });
 
   it('agrees with a RegExp translation on patterns made of literals, `*` and `?`', () => {

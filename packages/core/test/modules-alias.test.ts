@@ -58,7 +58,7 @@ describe('parseModulesAlias on the real files', () => {
     const started = performance.now();
     const parsed = parseModulesAlias(text);
     // A loose bound, far above the ~10 ms it takes, that only a quadratic parser would break.
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(5_000);
     expect(parsed.totalLines).toBeGreaterThan(30_000);
   });
 });
