@@ -9,7 +9,15 @@ export type ServerErrorCode =
   | 'protocol-violation'
   | 'unsupported-protocol'
   | 'invalid-message'
-  | 'internal';
+  | 'internal'
+  // API callers (the tRPC layer maps each to an HTTP status):
+  | 'bad-request'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not-found'
+  /** A rule of the current state refuses it (group busy, job already finished, stale preview). */
+  | 'conflict'
+  | 'rate-limited';
 
 export class ServerError extends Error {
   override readonly name = 'ServerError';

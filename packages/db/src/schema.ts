@@ -268,6 +268,17 @@ export const jobs = pgTable(
     leaseUntil: timestamp('lease_until', { withTimezone: true }),
     dispatchedAt: timestamp('dispatched_at', { withTimezone: true }),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
+    /** The agent's job-accepted: from here the job may have written to sysfs. */
+    acceptedAt: timestamp('accepted_at', { withTimezone: true }),
+    /** An operator asked to cancel a job already handed to its agent (the agent decides). */
+    cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true }),
+    /** The server process that delivered it last (its instance id), for logs and leases. */
+    leaseOwner: text('lease_owner'),
+    /** Why the job ended as it did (a stable code and a sentence), for lists without the result. */
+    reasonCode: text('reason_code'),
+    reasonMessage: text('reason_message'),
+    /** Hash of the preview the operator acknowledged: creating needs the current one. */
+    previewHash: text('preview_hash'),
     attempt: integer('attempt').notNull().default(0),
     /** Canary bulk runs: the canary job this one waits for. */
     canaryOf: uuid('canary_of').references((): AnyPgColumn => jobs.id, { onDelete: 'set null' }),
@@ -285,6 +296,7 @@ export const jobs = pgTable(
     index('jobs_host_state_idx').on(t.hostId, t.state),
     index('jobs_bulk_idx').on(t.bulkId),
     index('jobs_created_at_idx').on(t.createdAt),
+    index('jobs_canary_of_idx').on(t.canaryOf),
   ],
 );
 
