@@ -21,6 +21,7 @@ import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
 import { parseDbEnv } from './env';
+import { type Listen, pgliteListen, postgresListen } from './notify';
 import * as schema from './schema';
 
 export type Schema = typeof schema;
@@ -37,6 +38,11 @@ export interface DbHandle {
   driver: DbDriver;
   /** Applies the committed migrations; idempotent, and serialized across processes on PostgreSQL. */
   migrate(): Promise<void>;
+  /**
+   * LISTEN on `channel` (see notify.ts): `onPayload` gets each NOTIFY payload, from this process
+   * or any other on the same database. Resolves to the function that stops listening.
+   */
+  listen: Listen;
   close(): Promise<void>;
 }
 
@@ -107,6 +113,7 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
   return {
     db,
     driver: 'postgres',
+    listen: postgresListen(client),
     async migrate() {
       // A session-level advisory lock belongs to one connection, so the lock and the migration
       // run on a dedicated single-connection client: a second server process starting at the
@@ -149,6 +156,7 @@ async function openPglite(dataDir: string, migrationsFolder: string): Promise<Db
   return {
     db,
     driver: 'pglite',
+    listen: pgliteListen(client),
     migrate() {
       const run = migrating.then(() => migratePglite(db, { migrationsFolder }));
       migrating = run.catch(() => {});

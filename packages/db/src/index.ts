@@ -27,4 +27,13 @@ export {
   type UpsertResult,
 } from './devices';
 export { type DbEnv, dbEnvSchema, parseDbEnv } from './env';
+export {
+  assertChannel,
+  type Listen,
+  MAX_NOTIFY_PAYLOAD_BYTES,
+  notify,
+  pgliteListen,
+  postgresListen,
+  type Unlisten,
+} from './notify';
 export * from './schema';
