@@ -139,8 +139,11 @@ export function ingestDelta(
   });
 }
 
-/** The stored state of a host as a snapshot (devices in address order, as core keeps them). */
-async function loadSnapshot(
+/**
+ * The stored state of a host as a snapshot (devices in address order, as core keeps them): what
+ * deltas apply to, and what the jobs service plans on.
+ */
+export async function loadSnapshot(
   tx: Database,
   hostId: string,
   host: NonNullable<typeof hosts.$inferSelect.host>,
@@ -149,7 +152,9 @@ async function loadSnapshot(
   const deviceRows = await tx
     .select({ facts: devices.facts })
     .from(devices)
-    .where(eq(devices.hostId, hostId));
+    .where(eq(devices.hostId, hostId))
+    // Canonical addresses are fixed-width lowercase hex, so text order is address order.
+    .orderBy(asc(devices.address));
   const groupRows = await tx
     .select({ id: iommuGroups.groupId, devices: iommuGroups.devices })
     .from(iommuGroups)

@@ -1,0 +1,90 @@
+/**
+ * The rules every job creation (one job or a bulk) applies before it writes: an acknowledged
+ * preview, a deadline within bounds, a plan that can run (force only past warnings, as the agent
+ * decides), and the database's one-active-job-per-group index turned into a clear conflict.
+ */
+import type { UserRole } from '@vfio-fleet/db';
+import { ServerError } from '../errors';
+import type { JobPreview } from './job-preview';
+
+export interface Actor {
+  userId: string | null;
+  username: string;
+  role: UserRole;
+}
+
+export const DEFAULT_DEADLINE_SECONDS = 15 * 60;
+export const MIN_DEADLINE_SECONDS = 30;
+export const MAX_DEADLINE_SECONDS = 86_400;
+export const MAX_JOB_PAGE = 200;
+
+export function deadlineFrom(deadlineSeconds: number | undefined, now = new Date()): Date {
+  const seconds = deadlineSeconds ?? DEFAULT_DEADLINE_SECONDS;
+  if (
+    !Number.isInteger(seconds) ||
+    seconds < MIN_DEADLINE_SECONDS ||
+    seconds > MAX_DEADLINE_SECONDS
+  ) {
+    throw new ServerError(
+      'bad-request',
+      `deadlineSeconds must be an integer from ${MIN_DEADLINE_SECONDS} to ${MAX_DEADLINE_SECONDS}`,
+    );
+  }
+  return new Date(now.getTime() + seconds * 1000);
+}
+
+/** The router's zod has `z.literal(true)`; this is for callers that bypass it. */
+export function requireAcknowledged(acknowledge: unknown): void {
+  if (acknowledge !== true) {
+    throw new ServerError(
+      'bad-request',
+      'the preview must be acknowledged (acknowledge: true) before a job is created',
+    );
+  }
+}
+
+/**
+ * Why a preview cannot become a job, as the conflict the API returns; null when it can.
+ * `force` lets warnings through (the agent's rule), never a refusal.
+ */
+export function previewProblem(preview: JobPreview, force: boolean): string | null {
+  if (preview.refusal !== null) return `${preview.refusal.code}: ${preview.refusal.message}`;
+  if (preview.plan === null) return 'no plan';
+  if (preview.plan.alreadyDone) {
+    return `nothing-to-do: IOMMU group ${preview.iommuGroup ?? '-'} of ${preview.address} is already on its vfio drivers`;
+  }
+  if (preview.iommuGroup === null) {
+    return `no-iommu-group: ${preview.address} has no IOMMU group, so no job can hold it`;
+  }
+  if (preview.needsForce.length > 0 && !force) {
+    return `needs-force: moving ${preview.address} to ${preview.target} needs force (${preview.needsForce.join(', ')})`;
+  }
+  return null;
+}
+
+export function groupBusy(iommuGroup: number, hostname: string, jobId: string | null): ServerError {
+  return new ServerError(
+    'conflict',
+    jobId === null
+      ? `IOMMU group ${iommuGroup} on ${hostname} already has an active job`
+      : `IOMMU group ${iommuGroup} on ${hostname} already has an active job ${jobId}`,
+  );
+}
+
+/**
+ * The partial unique index refused an insert. drizzle wraps driver errors (DrizzleQueryError),
+ * so the PostgreSQL error may be the cause; PGlite and postgres.js both carry SQLSTATE in `code`
+ * (and the constraint as `constraint` or `constraint_name`).
+ */
+export function isActiveGroupViolation(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
+    const e = current as { code?: unknown; constraint?: unknown; constraint_name?: unknown };
+    if (e.code === '23505') {
+      const constraint = e.constraint ?? e.constraint_name;
+      return constraint === undefined || constraint === 'jobs_one_active_per_group_idx';
+    }
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}

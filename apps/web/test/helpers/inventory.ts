@@ -1,0 +1,109 @@
+// Hosts with a real inventory in the database without an agent process: a fixture scenario's tree,
+// `scan --json` of it by the real agent bundle (a real snapshot), a host row, and the server's own
+// ingestSnapshot. For tests of what the server does with stored state (previews, jobs, bulk).
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { type HostSnapshot, type SnapshotMessage, snapshotMessageSchema } from '@vfio-fleet/core';
+import { createDb, type Database, type DbDriver, type DbHandle, hosts } from '@vfio-fleet/db';
+import { buildScenario, type ScenarioName } from '@vfio-fleet/host-fixtures';
+import postgres from 'postgres';
+import { ingestSnapshot } from '../../src/gateway/ingest';
+import { scanJson } from './harness';
+
+const maintenanceUrl = process.env.DATABASE_URL || undefined;
+
+/** A migrated throwaway database (harness.ts's rule: PGlite in memory, or a fresh PostgreSQL database). */
+export async function openTestDb(
+  driver: DbDriver,
+): Promise<{ db: Database; close(): Promise<void> }> {
+  let handle: DbHandle;
+  let dispose: () => Promise<void> = async () => {};
+  if (driver === 'pglite') {
+    handle = await createDb({ dataDir: 'memory://', env: {} });
+  } else {
+    if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
+    const name = `vf_test_${randomBytes(6).toString('hex')}`;
+    const admin = postgres(maintenanceUrl, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`CREATE DATABASE "${name}"`);
+    const url = new URL(maintenanceUrl);
+    url.pathname = `/${name}`;
+    handle = await createDb({ url: url.toString(), env: {} });
+    dispose = async () => {
+      await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await admin.end({ timeout: 5 });
+    };
+  }
+  await handle.migrate();
+  return {
+    db: handle.db,
+    async close() {
+      await handle.close();
+      await dispose();
+    },
+  };
+}
+
+/** One scan per scenario per test run: the snapshot is data, each host gets its own copy. */
+const scans = new Map<ScenarioName, Promise<HostSnapshot>>();
+
+export function scenarioSnapshot(tmp: string, scenario: ScenarioName): Promise<HostSnapshot> {
+  let scan = scans.get(scenario);
+  if (scan === undefined) {
+    scan = (async () => {
+      const root = path.join(tmp, `scan-${scenario}`);
+      await mkdir(root, { recursive: true });
+      await buildScenario(root, scenario);
+      return snapshotMessage(scanJson(root), 1).snapshot;
+    })();
+    scans.set(scenario, scan);
+  }
+  return scan.then((snapshot) => structuredClone(snapshot));
+}
+
+/** Parsed with the wire schema, as the gateway parses what an agent sends. */
+export function snapshotMessage(
+  snapshot: unknown,
+  seq: number,
+  epoch = 'test-epoch',
+): SnapshotMessage {
+  return snapshotMessageSchema.parse({ type: 'snapshot', epoch, seq, snapshot });
+}
+
+export interface IngestedHost {
+  hostId: string;
+  hostname: string;
+  snapshot: HostSnapshot;
+}
+
+/**
+ * A host row (offline: no agent is connected) holding the scenario's inventory, as if its agent had
+ * sent one snapshot. `hostname` replaces the scenario's, so several hosts of one scenario differ.
+ */
+export async function ingestScenario(
+  db: Database,
+  tmp: string,
+  scenario: ScenarioName,
+  options: { hostname?: string; labels?: Record<string, string> } = {},
+): Promise<IngestedHost> {
+  const snapshot = await scenarioSnapshot(tmp, scenario);
+  if (options.hostname !== undefined) snapshot.host.hostname = options.hostname;
+  const [row] = await db
+    .insert(hosts)
+    .values({ agentId: `test-${randomUUID()}`, hostname: snapshot.host.hostname })
+    .returning({ id: hosts.id });
+  if (row === undefined) throw new Error('no host row returned');
+  await ingestSnapshot(db, row.id, snapshotMessage(snapshot, 1), options.labels ?? {});
+  return { hostId: row.id, hostname: snapshot.host.hostname, snapshot };
+}
+
+/** A later snapshot of the same host (a new seq), e.g. one where a binding changed. */
+export async function reingest(
+  db: Database,
+  host: IngestedHost,
+  snapshot: HostSnapshot,
+  seq: number,
+  labels: Record<string, string> = {},
+): Promise<void> {
+  await ingestSnapshot(db, host.hostId, snapshotMessage(snapshot, seq), labels);
+}
