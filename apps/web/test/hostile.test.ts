@@ -295,12 +295,16 @@ describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) =>
     });
   });
 
-  it('logs and ignores job frames (jobs are not dispatched yet)', async () => {
+  it('answers job frames about a job this host does not have with a non-fatal error', async () => {
     const { client } = await enrolled('jobs');
     client.send({ type: 'job-accepted', jobId: 'j1' });
     client.send({ type: 'ping', nonce: 'after-job', sentAt: new Date().toISOString() });
     expect((await client.next('pong')).nonce).toBe('after-job');
-    expect(client.received.some((m) => m.type === 'error')).toBe(false);
+    expect(client.received.find((m) => m.type === 'error')).toMatchObject({
+      code: 'protocol-violation',
+      fatal: false,
+    });
+    expect(client.closeCode).toBeNull();
     client.close();
   });
 });
