@@ -1,0 +1,47 @@
+/**
+ * The tRPC API on the server's own HTTP server, under `/api/trpc/` (the standalone adapter's node
+ * request handler), with the session user resolved from the cookie once per request.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { SlidingWindowLimiter } from '../auth/rate-limit';
+import { DEFAULT_SESSION_TTL_HOURS, readSessionToken, resolveSession } from '../auth/sessions';
+import { appRouter } from './root';
+import type { ApiContext, ApiDeps, LoginLimiters } from './trpc';
+
+export const TRPC_PATH = '/api/trpc';
+/** API inputs are small; a bulk job's host list is the largest. */
+const MAX_BODY_BYTES = 1024 * 1024;
+
+/** 5 failed logins per username, 50 per client address, in 5 minutes. */
+export function defaultLoginLimiters(): LoginLimiters {
+  const windowMs = 5 * 60_000;
+  return {
+    byUsername: new SlidingWindowLimiter({ limit: 5, windowMs }),
+    byIp: new SlidingWindowLimiter({ limit: 50, windowMs }),
+  };
+}
+
+export type ApiHandlerDeps = Omit<ApiDeps, 'loginLimiters' | 'sessionTtlHours' | 'dispatcher'> &
+  Partial<Pick<ApiDeps, 'loginLimiters' | 'sessionTtlHours' | 'dispatcher'>>;
+
+export function createApiHandler(
+  deps: ApiHandlerDeps,
+): (req: IncomingMessage, res: ServerResponse) => void {
+  const shared: ApiDeps = {
+    ...deps,
+    dispatcher: deps.dispatcher ?? null,
+    loginLimiters: deps.loginLimiters ?? defaultLoginLimiters(),
+    sessionTtlHours: deps.sessionTtlHours ?? DEFAULT_SESSION_TTL_HOURS,
+  };
+  return createHTTPHandler({
+    router: appRouter,
+    basePath: `${TRPC_PATH}/`,
+    maxBodySize: MAX_BODY_BYTES,
+    async createContext({ req, res }): Promise<ApiContext> {
+      const token = readSessionToken(req);
+      const user = token === null ? null : await resolveSession(shared.db, token);
+      return { ...shared, req, res, user };
+    },
+  });
+}

@@ -1,0 +1,214 @@
+/**
+ * hosts.list (device counts by status, search, label and state filters, three sort orders,
+ * keyset-paginated) and hosts.get (one host with its labels, facts, problems, and its IOMMU groups
+ * with their devices and any active job).
+ */
+import type { Host, Problem } from '@vfio-fleet/core';
+import type { Database, HostState } from '@vfio-fleet/db';
+import { type SQL, sql } from 'drizzle-orm';
+import { ServerError } from '../errors';
+import { type CursorKey, decodeCursor, page } from './cursor';
+import { DEVICE_COLUMNS, type DeviceView, deviceView } from './device-view';
+import { hostHasLabels, type LabelFilter } from './filters';
+import { type ActiveJob, activeJobsOf } from './groups';
+import { allOf, containsPattern, rowsOf, toInt, toIso, toStringOrNull } from './sql-rows';
+
+export type HostSort = 'hostname' | 'lastSeen' | 'devices';
+
+export interface HostListInput {
+  search?: string;
+  state?: HostState;
+  labels?: LabelFilter;
+  sort: HostSort;
+  dir: 'asc' | 'desc';
+  limit: number;
+  cursor?: string | null;
+}
+
+export interface DeviceCounts {
+  total: number;
+  bound: number;
+  ready: number;
+  blocked: number;
+}
+
+export interface HostListItem {
+  id: string;
+  hostname: string;
+  state: HostState;
+  lastSeenAt: string | null;
+  kernelRelease: string | null;
+  cpuVendor: string | null;
+  iommuEnabled: boolean;
+  problemCount: number;
+  labels: Record<string, string>;
+  devices: DeviceCounts;
+}
+
+/** The sort key of each order, as a column of the inner query (comparable in a row comparison). */
+const SORT_KEYS: Record<HostSort, { expr: SQL; cast: (v: CursorKey[number]) => SQL }> = {
+  hostname: { expr: sql`h.hostname`, cast: (v) => sql`${String(v)}::text` },
+  // Microseconds since the epoch as bigint: a cursor holding an ISO string would lose PostgreSQL's
+  // microseconds and skip or repeat rows; never-seen hosts sort as the epoch.
+  lastSeen: {
+    expr: sql`coalesce((extract(epoch FROM h.last_seen_at) * 1000000)::bigint, 0)`,
+    cast: (v) => sql`${String(v)}::bigint`,
+  },
+  devices: { expr: sql`coalesce(c.total, 0)::bigint`, cast: (v) => sql`${String(v)}::bigint` },
+};
+
+function labelsOf(value: unknown): Record<string, string> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return {};
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
+}
+
+function countsOf(r: Record<string, unknown>): DeviceCounts {
+  return {
+    total: toInt(r.total),
+    bound: toInt(r.bound),
+    ready: toInt(r.ready),
+    blocked: toInt(r.blocked),
+  };
+}
+
+export async function listHosts(
+  db: Database,
+  input: HostListInput,
+): Promise<{ items: HostListItem[]; nextCursor: string | null }> {
+  const after = decodeCursor(input.cursor, 2);
+  const key = SORT_KEYS[input.sort];
+  const search = input.search?.trim();
+  const filters = allOf([
+    search === undefined || search === ''
+      ? undefined
+      : sql`h.hostname ILIKE ${containsPattern(search)}`,
+    input.state === undefined ? undefined : sql`h.state = ${input.state}`,
+    hostHasLabels(sql`h.id`, input.labels),
+  ]);
+  const desc = input.dir === 'desc';
+  const keyset =
+    after === null
+      ? sql`TRUE`
+      : desc
+        ? sql`(s.sort_key, s.id) < (${key.cast(after[0] ?? null)}, ${String(after[1])}::uuid)`
+        : sql`(s.sort_key, s.id) > (${key.cast(after[0] ?? null)}, ${String(after[1])}::uuid)`;
+  const order = desc ? sql`s.sort_key DESC, s.id DESC` : sql`s.sort_key ASC, s.id ASC`;
+  const rows = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      SELECT s.* FROM (
+        SELECT h.id, h.hostname, h.state, h.last_seen_at, h.kernel_release, h.cpu_vendor,
+               h.iommu_enabled, jsonb_array_length(h.problems)::int AS problem_count,
+               coalesce(c.total, 0)::int AS total, coalesce(c.bound, 0)::int AS bound,
+               coalesce(c.ready, 0)::int AS ready, coalesce(c.blocked, 0)::int AS blocked,
+               (SELECT jsonb_object_agg(l.key, l.value) FROM host_labels l WHERE l.host_id = h.id) AS labels,
+               ${key.expr} AS sort_key
+        FROM hosts h
+        LEFT JOIN LATERAL (
+          SELECT count(*) AS total,
+                 count(*) FILTER (WHERE d.status = 'bound') AS bound,
+                 count(*) FILTER (WHERE d.status = 'ready') AS ready,
+                 count(*) FILTER (WHERE d.status = 'blocked') AS blocked
+          FROM devices d WHERE d.host_id = h.id
+        ) c ON TRUE
+        WHERE ${filters}
+      ) s
+      WHERE ${keyset}
+      ORDER BY ${order}
+      LIMIT ${input.limit + 1}`),
+  );
+  const items = rows.map((r) => ({
+    row: {
+      id: String(r.id),
+      hostname: String(r.hostname),
+      state: (r.state === 'online' ? 'online' : 'offline') as HostState,
+      lastSeenAt: toIso(r.last_seen_at),
+      kernelRelease: toStringOrNull(r.kernel_release),
+      cpuVendor: toStringOrNull(r.cpu_vendor),
+      iommuEnabled: r.iommu_enabled === true,
+      problemCount: toInt(r.problem_count),
+      labels: labelsOf(r.labels),
+      devices: countsOf(r),
+    } satisfies HostListItem,
+    sortKey: typeof r.sort_key === 'number' ? r.sort_key : String(r.sort_key),
+  }));
+  const result = page(items, input.limit, (item) => [item.sortKey, item.row.id]);
+  return { items: result.items.map((item) => item.row), nextCursor: result.nextCursor };
+}
+
+export interface HostGroup {
+  /** Null collects the devices without an IOMMU group (IOMMU off). */
+  group: number | null;
+  devices: DeviceView[];
+  activeJob: ActiveJob | null;
+}
+
+export interface HostDetail {
+  id: string;
+  agentId: string;
+  hostname: string;
+  machineId: string | null;
+  state: HostState;
+  lastSeenAt: string | null;
+  connectedAt: string | null;
+  kernelRelease: string | null;
+  cpuVendor: string | null;
+  iommuEnabled: boolean;
+  interruptRemapping: string | null;
+  labels: Record<string, string>;
+  /** The agent's host facts (cmdline, IOMMU units, vfio modules, critical devices...). */
+  facts: Host | null;
+  problems: Problem[];
+  devices: DeviceCounts;
+  groups: HostGroup[];
+}
+
+export async function getHost(db: Database, hostId: string): Promise<HostDetail> {
+  const [host] = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      SELECT h.*, (SELECT jsonb_object_agg(l.key, l.value) FROM host_labels l WHERE l.host_id = h.id) AS labels
+      FROM hosts h WHERE h.id = ${hostId}::uuid`),
+  );
+  if (host === undefined) throw new ServerError('not-found', `no host ${hostId}`);
+  // One host's devices are a few hundred at most: grouping them here is bounded.
+  const deviceRows = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.host_id = ${hostId}::uuid
+      ORDER BY d.iommu_group NULLS LAST, d.address`),
+  );
+  const jobs = await activeJobsOf(db, hostId);
+  const groups = new Map<number | null, HostGroup>();
+  const counts: DeviceCounts = { total: 0, bound: 0, ready: 0, blocked: 0 };
+  for (const row of deviceRows) {
+    const device = deviceView(row);
+    counts.total += 1;
+    counts[device.status] += 1;
+    let group = groups.get(device.iommuGroup);
+    if (group === undefined) {
+      group = {
+        group: device.iommuGroup,
+        devices: [],
+        activeJob: device.iommuGroup === null ? null : (jobs.get(device.iommuGroup) ?? null),
+      };
+      groups.set(device.iommuGroup, group);
+    }
+    group.devices.push(device);
+  }
+  return {
+    id: String(host.id),
+    agentId: String(host.agent_id),
+    hostname: String(host.hostname),
+    machineId: toStringOrNull(host.machine_id),
+    state: host.state === 'online' ? 'online' : 'offline',
+    lastSeenAt: toIso(host.last_seen_at),
+    connectedAt: toIso(host.connected_at),
+    kernelRelease: toStringOrNull(host.kernel_release),
+    cpuVendor: toStringOrNull(host.cpu_vendor),
+    iommuEnabled: host.iommu_enabled === true,
+    interruptRemapping: toStringOrNull(host.interrupt_remapping),
+    labels: labelsOf(host.labels),
+    facts: (host.host ?? null) as Host | null,
+    problems: Array.isArray(host.problems) ? (host.problems as Problem[]) : [],
+    devices: counts,
+    groups: [...groups.values()],
+  };
+}

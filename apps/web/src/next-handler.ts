@@ -1,0 +1,49 @@
+/**
+ * Next.js inside our own HTTP server (a "custom server"): Next only renders the UI; the agents'
+ * WebSocket, the tRPC API, /api/health and /metrics are served by server.ts before a request
+ * reaches Next. Production mode only: `next build` (the package's build script, run by
+ * `npm install`'s prepare) must have produced apps/web/.next.
+ */
+import { existsSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import path from 'node:path';
+import { ServerError } from './errors';
+
+export type NextHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+
+/** apps/web: where app/, next.config.ts and .next live. */
+export const WEB_DIR = path.resolve(import.meta.dirname, '..');
+
+export interface NextApp {
+  handle: NextHandler;
+  close(): Promise<void>;
+}
+
+export function hasNextBuild(dir: string = WEB_DIR): boolean {
+  return existsSync(path.join(dir, '.next', 'BUILD_ID'));
+}
+
+export async function createNextHandler(options: { dir?: string } = {}): Promise<NextApp> {
+  const dir = options.dir ?? WEB_DIR;
+  if (!hasNextBuild(dir)) {
+    throw new ServerError(
+      'bad-config',
+      `no Next.js build in ${path.join(dir, '.next')}: run \`npm run build --workspace @vfio-fleet/web\``,
+    );
+  }
+  // Imported here, not at the top: Next is large, and the tests and tools that start the server
+  // without a UI should not pay for loading it.
+  const imported = await import('next');
+  // Next is CommonJS: its function is the default export (or that export's own default).
+  const mod = imported.default as unknown as { default?: unknown };
+  const createNext = (
+    typeof mod === 'function' ? mod : mod.default
+  ) as typeof import('next').default;
+  const app = createNext({ dev: false, dir });
+  await app.prepare();
+  const handle = app.getRequestHandler();
+  return {
+    handle: (req, res) => handle(req, res),
+    close: () => app.close(),
+  };
+}

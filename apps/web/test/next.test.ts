@@ -1,0 +1,101 @@
+// Next.js inside the one server process: the real server (port 0) with Next's production handler
+// serves the page, while the tRPC API and the agents' WebSocket keep working on the same port.
+// Uses the existing `next build` output (the package's build script, run by `npm install`) and
+// builds once when there is none.
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { hosts, users } from '@vfio-fleet/db';
+import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../src/auth/passwords';
+import { createEnrollmentToken } from '../src/gateway/credentials';
+import { createNextHandler, hasNextBuild, type NextApp, WEB_DIR } from '../src/next-handler';
+import { apiClient } from './helpers/api-client';
+import {
+  type AgentProcess,
+  drivers,
+  type Fleet,
+  poll,
+  startAgent,
+  startFleet,
+} from './helpers/harness';
+
+let tmp: string;
+let ui: NextApp;
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(tmpdir(), 'web-next-'));
+  if (!hasNextBuild()) {
+    const nextBin = createRequire(import.meta.url).resolve('next/dist/bin/next');
+    execFileSync(process.execPath, [nextBin, 'build'], {
+      cwd: WEB_DIR,
+      env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' },
+      stdio: 'ignore',
+      timeout: 280_000,
+    });
+  }
+  ui = await createNextHandler();
+}, 300_000);
+afterAll(async () => {
+  await ui?.close();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe.each(drivers)('Next.js on the server port (%s)', (driver) => {
+  let fleet: Fleet;
+  let agent: AgentProcess | undefined;
+  beforeAll(async () => {
+    fleet = await startFleet(driver, { next: ui.handle });
+  });
+  afterAll(async () => {
+    await agent?.kill();
+    await fleet?.close();
+  });
+
+  it('serves the page at /, and Next 404s for unknown paths', async () => {
+    const res = await fetch(`${fleet.url}/`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/html/);
+    const html = await res.text();
+    expect(html).toContain('vfio-fleet');
+    expect(html).toContain('/api/health');
+    expect((await fetch(`${fleet.url}/no-such-page`)).status).toBe(404);
+  });
+
+  it('keeps /api/health, /api/trpc and the agents WebSocket on the same port', async () => {
+    expect((await fetch(`${fleet.url}/api/health`)).status).toBe(200);
+
+    await fleet.db.insert(users).values({
+      username: 'nina',
+      role: 'viewer',
+      passwordHash: await hashPassword('a long enough password'),
+    });
+    const client = apiClient(fleet.url);
+    await client.api.auth.login.mutate({ username: 'nina', password: 'a long enough password' });
+    expect(await client.api.auth.me.query()).toMatchObject({ username: 'nina' });
+
+    const root = path.join(tmp, driver, 'host');
+    await buildScenario(root, 'dual-gpu');
+    const { token } = await createEnrollmentToken(fleet.db, { ttlSeconds: 600, maxUses: 1 });
+    agent = startAgent([
+      '--server',
+      fleet.url,
+      '--token',
+      token,
+      '--simulate',
+      root,
+      '--state-dir',
+      path.join(tmp, driver, 'state'),
+    ]);
+    const host = await poll(async () => {
+      const [row] = await fleet.db.select().from(hosts);
+      return row?.lastSeq !== null && row?.lastSeq !== undefined ? row : undefined;
+    }, 30_000);
+    expect(host?.state).toBe('online');
+    const listed = await client.api.hosts.list.query({});
+    expect(listed.items.map((h) => h.id)).toEqual([host?.id]);
+  });
+});
