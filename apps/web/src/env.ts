@@ -20,6 +20,33 @@ export const serverEnvSchema = z.object({
     emptyToUndefined,
     z.coerce.number().int().min(1).max(3600).default(30),
   ),
+  /** The first admin's password on an empty database; unset: a one-time one is printed. */
+  ADMIN_PASSWORD: z.preprocess(
+    emptyToUndefined,
+    z.string().min(12, 'ADMIN_PASSWORD needs at least 12 characters').max(1024).optional(),
+  ),
+  /** How long a login lasts. */
+  SESSION_TTL_HOURS: z.preprocess(
+    emptyToUndefined,
+    z.coerce
+      .number()
+      .positive()
+      .max(24 * 90)
+      .default(12),
+  ),
+  /** `0` serves no UI (API, agents, health and metrics only), e.g. without a Next.js build. */
+  VFIO_FLEET_UI: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('1')),
+  /** When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. */
+  METRICS_TOKEN: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, 'METRICS_TOKEN needs at least 16 characters').max(1024).optional(),
+  ),
+  /** `1`: a reverse proxy in front sets X-Forwarded-For (agents' addresses for rate limits). */
+  VFIO_FLEET_TRUST_PROXY: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('0')),
+  /** `0`: no read-only agent for this host next to the server. */
+  VFIO_FLEET_LOCAL_AGENT: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('1')),
+  /** The local agent reads this tree instead of / (`--root`; a fixture tree in tests, demos). */
+  VFIO_FLEET_LOCAL_AGENT_ROOT: z.preprocess(emptyToUndefined, z.string().min(1).optional()),
 });
 export type ServerEnv = z.infer<typeof serverEnvSchema>;
 
@@ -29,6 +56,13 @@ export function parseServerEnv(env: Record<string, string | undefined> = process
     HOST: env.HOST,
     VFIO_FLEET_LOG_LEVEL: env.VFIO_FLEET_LOG_LEVEL,
     VFIO_FLEET_HEARTBEAT_SECONDS: env.VFIO_FLEET_HEARTBEAT_SECONDS,
+    ADMIN_PASSWORD: env.ADMIN_PASSWORD,
+    SESSION_TTL_HOURS: env.SESSION_TTL_HOURS,
+    VFIO_FLEET_UI: env.VFIO_FLEET_UI,
+    METRICS_TOKEN: env.METRICS_TOKEN,
+    VFIO_FLEET_TRUST_PROXY: env.VFIO_FLEET_TRUST_PROXY,
+    VFIO_FLEET_LOCAL_AGENT: env.VFIO_FLEET_LOCAL_AGENT,
+    VFIO_FLEET_LOCAL_AGENT_ROOT: env.VFIO_FLEET_LOCAL_AGENT_ROOT,
   });
   if (!parsed.success) {
     throw new ServerError('bad-config', `invalid environment: ${z.prettifyError(parsed.error)}`);

@@ -3,10 +3,14 @@
  * a clean shutdown on SIGTERM/SIGINT (agents are told the server is going away and reconnect to
  * another process or to this one when it is back).
  */
-import { createDb } from '@vfio-fleet/db';
+import path from 'node:path';
+import { createDb, DEFAULT_DATA_DIR } from '@vfio-fleet/db';
+import { ensureAdmin } from './auth/bootstrap-admin';
 import { parseServerEnv } from './env';
 import { errorMessage } from './errors';
+import { type LocalAgent, localServerUrl, startLocalAgent } from './local-agent';
 import { createLogger } from './logger';
+import { createNextHandler, hasNextBuild, type NextApp } from './next-handler';
 import { startServer } from './server';
 
 async function main(): Promise<void> {
@@ -15,20 +19,52 @@ async function main(): Promise<void> {
   const handle = await createDb({ env: process.env });
   await handle.migrate();
   logger.info({ driver: handle.driver }, 'database migrated');
+  await ensureAdmin(handle.db, { password: env.ADMIN_PASSWORD }, logger);
+  // Next.js is prepared before the port opens, so the first page request is not the slow one.
+  // Without a build the fleet still runs (agents, API, health, metrics), and the log says why
+  // there is no UI rather than the process refusing to start.
+  let ui: NextApp | null = null;
+  if (env.VFIO_FLEET_UI === '1') {
+    if (hasNextBuild()) ui = await createNextHandler();
+    else logger.warn('no Next.js build (run `npm run build`): serving no UI');
+  }
   const server = await startServer({
     port: env.PORT,
     host: env.HOST,
     db: handle.db,
+    listen: handle.listen,
     logger,
     heartbeatSeconds: env.VFIO_FLEET_HEARTBEAT_SECONDS,
+    sessionTtlHours: env.SESSION_TTL_HOURS,
+    next: ui?.handle,
+    metricsToken: env.METRICS_TOKEN,
+    trustProxy: env.VFIO_FLEET_TRUST_PROXY === '1',
   });
+  // This host as the fleet's first member (read-only). Its state dir sits in the data dir
+  // (`./.data/local-agent` by default, under PostgreSQL too), resolved like PGlite's own.
+  let localAgent: LocalAgent | null = null;
+  if (env.VFIO_FLEET_LOCAL_AGENT === '1') {
+    const dataDir = process.env.VFIO_FLEET_DATA_DIR || DEFAULT_DATA_DIR;
+    localAgent = startLocalAgent({
+      serverUrl: localServerUrl(server.url),
+      stateDir: path.resolve(
+        dataDir.startsWith('memory://') ? DEFAULT_DATA_DIR : dataDir,
+        'local-agent',
+      ),
+      db: handle.db,
+      logger,
+      root: env.VFIO_FLEET_LOCAL_AGENT_ROOT,
+    });
+  }
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    server
-      .close()
+    // The local agent first: it leaves cleanly instead of redialling a server that is closing.
+    Promise.resolve(localAgent?.stop())
+      .then(() => server.close())
+      .then(() => ui?.close())
       .then(() => handle.close())
       .then(
         () => process.exit(0),
@@ -38,8 +74,10 @@ async function main(): Promise<void> {
         },
       );
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  // `on`, not `once`: a Ctrl-C reaches this process both from the terminal and through
+  // scripts/start.mjs, and a repeat must not hit the default handler and kill the shutdown.
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
 }
 
 main().catch((error: unknown) => {

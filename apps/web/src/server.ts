@@ -1,13 +1,21 @@
 /**
- * The one server process: an HTTP server with the agent gateway on `/api/agent` and, for now,
- * `GET /api/health`. Next.js and the tRPC API join this same server (and port) in the next step.
+ * The one server process: an HTTP server with the agent gateway on `/api/agent`, `GET /api/health`,
+ * the tRPC API on `/api/trpc/*`, and Next.js (when given) for every other path — one port.
  */
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { type Database, hosts, ping } from '@vfio-fleet/db';
+import { type Database, hosts, type Listen, ping } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
+import { createApiHandler, TRPC_PATH } from './api/http-handler';
+import type { LoginLimiters } from './api/trpc';
 import { AgentGateway } from './gateway/agent-gateway';
+import type { FailedHelloLimits, FrameLimits } from './gateway/rate-limit';
+import { JobDispatcher, type JobDispatcherDeps } from './jobs/dispatcher';
 import type { Logger } from './logger';
+import type { NextHandler } from './next-handler';
+import { withDeadline } from './ops/deadline';
+import { FleetMetrics } from './ops/metrics';
 
 export interface StartServerOptions {
   port: number;
@@ -18,11 +26,34 @@ export interface StartServerOptions {
   heartbeatSeconds?: number;
   offlineAfterSeconds?: number;
   helloTimeoutMs?: number;
+  /** When set, GET /metrics needs `Authorization: Bearer <token>` (METRICS_TOKEN). */
+  metricsToken?: string;
+  /** Take agents' addresses from X-Forwarded-For (VFIO_FLEET_TRUST_PROXY=1). */
+  trustProxy?: boolean;
+  /** Per-connection frame rate (tests shorten it). */
+  frameLimits?: FrameLimits;
+  /** Failed hellos per address before 429 (tests shorten it). */
+  failedHelloLimits?: FailedHelloLimits;
+  /**
+   * The DbHandle's LISTEN: how a job created through another server process reaches an agent
+   * connected to this one at once. Without it, only the dispatcher's poll finds such jobs.
+   */
+  listen?: Listen;
+  /** Next.js's request handler (next-handler.ts): every path not served here goes to it. */
+  next?: NextHandler;
+  /** How long a login lasts (SESSION_TTL_HOURS, default 12). */
+  sessionTtlHours?: number;
+  /** Failed-login limits (tests shorten them). */
+  loginLimiters?: LoginLimiters;
+  /** Dispatcher timings (tests shorten them). */
+  jobs?: Pick<JobDispatcherDeps, 'leaseSeconds' | 'pollMs' | 'runningGraceSeconds'>;
 }
 
 export interface RunningServer {
   url: string;
   gateway: AgentGateway;
+  metrics: FleetMetrics;
+  dispatcher: JobDispatcher;
   close(): Promise<void>;
 }
 
@@ -33,13 +64,26 @@ export interface Health {
   agents: number;
 }
 
-export async function health(db: Database, gateway: AgentGateway): Promise<Health> {
+/** /api/health says the database is down when it does not answer within this (see ops/deadline). */
+const HEALTH_DATABASE_TIMEOUT_MS = 3_000;
+
+export async function health(
+  db: Database,
+  gateway: AgentGateway,
+  timeoutMs = HEALTH_DATABASE_TIMEOUT_MS,
+): Promise<Health> {
   try {
-    await ping(db);
-    const rows = await db
-      .select({ state: hosts.state, count: sql<number>`count(*)::int` })
-      .from(hosts)
-      .groupBy(hosts.state);
+    const rows = await withDeadline(
+      (async () => {
+        await ping(db);
+        return db
+          .select({ state: hosts.state, count: sql<number>`count(*)::int` })
+          .from(hosts)
+          .groupBy(hosts.state);
+      })(),
+      timeoutMs,
+      'the database',
+    );
     const count = (state: string) => rows.find((r) => r.state === state)?.count ?? 0;
     return {
       ok: true,
@@ -69,12 +113,44 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 
 export async function startServer(options: StartServerOptions): Promise<RunningServer> {
   const { db, logger } = options;
+  // The gateway reports into the metrics and the metrics read the gateway's connection count at
+  // scrape time, so the count is reached through a closure made before the gateway exists.
+  let connected = () => 0;
+  const metrics = new FleetMetrics({
+    db,
+    logger,
+    agentsConnected: () => connected(),
+    token: options.metricsToken,
+  });
+  const dispatcher = new JobDispatcher({
+    db,
+    logger,
+    // Names this process in lease_owner; a restarted process is a new owner.
+    instanceId: randomUUID(),
+    listen: options.listen,
+    ...options.jobs,
+  });
+  await dispatcher.start();
   const gateway = new AgentGateway({
     db,
     logger,
+    dispatcher,
     heartbeatSeconds: options.heartbeatSeconds,
     offlineAfterSeconds: options.offlineAfterSeconds,
     helloTimeoutMs: options.helloTimeoutMs,
+    metrics,
+    trustProxy: options.trustProxy,
+    frameLimits: options.frameLimits,
+    failedHelloLimits: options.failedHelloLimits,
+  });
+  connected = () => gateway.connectedAgents;
+  const api = createApiHandler({
+    db,
+    logger,
+    gateway,
+    dispatcher,
+    sessionTtlHours: options.sessionTtlHours,
+    loginLimiters: options.loginLimiters,
   });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -86,6 +162,26 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
           sendJson(res, 500, { ok: false });
         },
       );
+      return;
+    }
+    if (req.method === 'GET' && url.pathname === '/metrics') {
+      metrics.handle(req, res).catch((error: unknown) => {
+        logger.error({ err: error }, 'metrics scrape failed');
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal' });
+        else res.destroy();
+      });
+      return;
+    }
+    if (url.pathname === TRPC_PATH || url.pathname.startsWith(`${TRPC_PATH}/`)) {
+      api(req, res);
+      return;
+    }
+    if (options.next !== undefined) {
+      options.next(req, res).catch((error: unknown) => {
+        logger.error({ err: error }, 'next.js request failed');
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal' });
+        else res.destroy();
+      });
       return;
     }
     sendJson(res, 404, { error: 'not found' });
@@ -105,8 +201,12 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   return {
     url,
     gateway,
+    metrics,
+    dispatcher,
     async close() {
       await gateway.stop();
+      metrics.close();
+      await dispatcher.stop();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -20,10 +20,12 @@ import {
   type ServerMessage,
 } from '@vfio-fleet/core';
 import { agentCredentials, type Database, hosts } from '@vfio-fleet/db';
-import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, lte, sql } from 'drizzle-orm';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { ServerError } from '../errors';
+import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
+import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
 import {
   issueCredential,
   registerDisconnect,
@@ -31,6 +33,16 @@ import {
   spendEnrollmentToken,
 } from './credentials';
 import { ingestDelta, ingestSnapshot } from './ingest';
+import {
+  DEFAULT_FAILED_HELLO_LIMITS,
+  DEFAULT_FRAME_LIMITS,
+  FailedHelloLimiter,
+  type FailedHelloLimits,
+  FrameBucket,
+  type FrameLimits,
+  refuseUpgrade,
+  remoteAddress,
+} from './rate-limit';
 
 export interface AgentGatewayDeps {
   db: Database;
@@ -44,11 +56,23 @@ export interface AgentGatewayDeps {
   helloTimeoutMs?: number;
   /** Unparseable frames tolerated on one connection before it is closed. */
   maxBadFrames?: number;
+  /** Counters and histograms for /metrics (default: none). */
+  metrics?: GatewayMetrics;
+  /** Frames per connection (default DEFAULT_FRAME_LIMITS). */
+  frameLimits?: FrameLimits;
+  /** Failed hellos per remote address before its upgrades get 429 (default DEFAULT_FAILED_HELLO_LIMITS). */
+  failedHelloLimits?: FailedHelloLimits;
+  /** Take the client address from X-Forwarded-For (VFIO_FLEET_TRUST_PROXY=1). */
+  trustProxy?: boolean;
+  /** Delivers jobs to the agents connected here and takes their job messages (default: none). */
+  dispatcher?: JobDispatcher;
 }
 
 /** Close codes (RFC 6455): policy violation, and going away when the server stops. */
 const CLOSE_POLICY = 1008;
 const CLOSE_GOING_AWAY = 1001;
+/** The server could not handle a message (the database is down): the agent reconnects and resends. */
+const CLOSE_INTERNAL_ERROR = 1011;
 /** last_seen_at is written at most this often per host: thousands of pings must not be thousands of writes. */
 const LAST_SEEN_WRITE_MS = 5_000;
 /**
@@ -70,6 +94,15 @@ interface Session {
   queue: Promise<void>;
   /** Frames received but not yet handled. */
   pending: number;
+  /** The remote address failed hellos are counted against. */
+  address: string;
+  bucket: FrameBucket;
+  /** Set while reading is paused because the connection is over its frame rate. */
+  throttle: NodeJS.Timeout | null;
+  /** Type of the message being handled, for the metrics of one that fails. */
+  handling: string;
+  /** The hosts.connected_at this connection wrote at hello. */
+  connectedAt: Date | null;
 }
 
 export class AgentGateway {
@@ -88,9 +121,17 @@ export class AgentGateway {
   private sweeper: NodeJS.Timeout | null = null;
   private unregister: (() => void) | null = null;
   private readonly detachers: (() => void)[] = [];
+  private readonly metrics: GatewayMetrics;
+  private readonly frameLimits: FrameLimits;
+  private readonly failedHellos: FailedHelloLimiter;
+  private readonly trustProxy: boolean;
+  private readonly dispatcher: JobDispatcher | null;
+  /** Each authenticated session's send, as handed to the dispatcher (to unregister that one). */
+  private readonly jobSenders = new WeakMap<Session, (message: ServerMessage) => void>();
 
   constructor(deps: AgentGatewayDeps) {
     this.db = deps.db;
+    this.dispatcher = deps.dispatcher ?? null;
     this.logger = deps.logger.child({ component: 'agent-gateway' });
     this.heartbeatSeconds = deps.heartbeatSeconds ?? 30;
     this.offlineAfterMs = (deps.offlineAfterSeconds ?? 3 * this.heartbeatSeconds) * 1000;
@@ -103,7 +144,13 @@ export class AgentGateway {
     // ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
     // largest legal message (a snapshot) is ever held in memory.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES });
-    this.wss.on('connection', (ws) => this.accept(ws));
+    this.wss.on('connection', (ws, request: IncomingMessage) => this.accept(ws, request));
+    this.metrics = deps.metrics ?? NO_GATEWAY_METRICS;
+    this.frameLimits = deps.frameLimits ?? DEFAULT_FRAME_LIMITS;
+    this.failedHellos = new FailedHelloLimiter(
+      deps.failedHelloLimits ?? DEFAULT_FAILED_HELLO_LIMITS,
+    );
+    this.trustProxy = deps.trustProxy ?? false;
   }
 
   /** Number of authenticated agent connections. */
@@ -116,6 +163,13 @@ export class AgentGateway {
       const url = new URL(request.url ?? '/', 'http://localhost');
       // Other paths belong to whoever else listens for upgrades (Next.js's dev HMR, later).
       if (url.pathname !== path) return;
+      const address = remoteAddress(request, this.trustProxy);
+      if (this.failedHellos.blocked(address)) {
+        this.metrics.rateLimited('failed-hellos');
+        this.logger.warn({ address }, 'agent upgrade refused: too many failed hellos');
+        refuseUpgrade(socket, this.failedHellos.retryAfterSeconds(address));
+        return;
+      }
       this.wss.handleUpgrade(request, socket, head, (ws) =>
         this.wss.emit('connection', ws, request),
       );
@@ -153,7 +207,10 @@ export class AgentGateway {
       s.hostId === null ? [] : [s.hostId],
     );
     if (hostIds.length > 0) await this.markOffline(hostIds).catch(() => undefined);
-    for (const session of this.sessions) session.ws.terminate();
+    for (const session of this.sessions) {
+      if (session.throttle !== null) clearTimeout(session.throttle);
+      session.ws.terminate();
+    }
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
@@ -180,7 +237,7 @@ export class AgentGateway {
     }
   }
 
-  private accept(ws: WebSocket): void {
+  private accept(ws: WebSocket, request: IncomingMessage): void {
     const session: Session = {
       ws,
       agentId: null,
@@ -190,28 +247,79 @@ export class AgentGateway {
       lastSeenWrittenAt: 0,
       queue: Promise.resolve(),
       pending: 0,
+      address: remoteAddress(request, this.trustProxy),
+      bucket: new FrameBucket(this.frameLimits),
+      throttle: null,
+      handling: 'invalid',
+      connectedAt: null,
     };
     this.sessions.add(session);
     const helloTimer = setTimeout(() => {
-      if (session.agentId === null) this.fatal(session, 'protocol-violation', 'no hello in time');
+      // Only silence is a violation: a hello still being handled (a slow or unreachable database)
+      // ends in welcome or an error of its own, and cutting it off here as `protocol-violation`,
+      // which is fatal, would stop an agent for good over a database outage.
+      if (session.agentId === null && session.pending === 0) {
+        this.fatal(session, 'protocol-violation', 'no hello in time');
+      }
     }, this.helloTimeoutMs);
     ws.on('error', (error) => this.logger.debug({ err: error }, 'agent socket error'));
     ws.on('message', (data, isBinary) => {
       session.pending += 1;
       if (session.pending >= MAX_PENDING_FRAMES) ws.pause();
+      // Every frame received is handled; one over the rate only stops further reading a while.
+      this.limitRate(session);
       session.queue = session.queue
         .then(() => this.onFrame(session, data, isBinary))
         .catch((error: unknown) => this.onHandlerError(session, error))
         .finally(() => {
           session.pending -= 1;
-          if (session.pending < MAX_PENDING_FRAMES && ws.isPaused) ws.resume();
+          this.resumeIfAllowed(session);
         });
     });
     ws.on('close', () => {
       clearTimeout(helloTimer);
+      if (session.throttle !== null) clearTimeout(session.throttle);
+      session.throttle = null;
       this.sessions.delete(session);
       session.queue = session.queue.then(() => this.onClose(session));
     });
+  }
+
+  /** Counts a frame against the connection's bucket: pauses reading, or closes the connection. */
+  private limitRate(session: Session): void {
+    const verdict = session.bucket.take();
+    if (verdict.kind === 'ok' || session.throttle !== null) return;
+    if (verdict.kind === 'close') {
+      this.metrics.rateLimited('frames');
+      this.logger.warn(
+        { agentId: session.agentId, address: session.address, ms: verdict.throttledForMs },
+        'agent connection closed: over its frame rate for too long',
+      );
+      this.fatal(
+        session,
+        'rate-limited',
+        `more than ${this.frameLimits.perSecond} frames a second for over ${Math.round(this.frameLimits.maxThrottledMs / 1000)} s`,
+      );
+      return;
+    }
+    this.metrics.rateLimited('frames');
+    this.logger.debug(
+      { agentId: session.agentId, pauseMs: verdict.pauseMs },
+      'agent connection over its frame rate: reading paused',
+    );
+    session.ws.pause();
+    session.throttle = setTimeout(() => {
+      session.throttle = null;
+      this.resumeIfAllowed(session);
+    }, verdict.pauseMs);
+  }
+
+  /** Reading resumes only when neither the frame rate nor the queue of pending frames holds it. */
+  private resumeIfAllowed(session: Session): void {
+    const { ws } = session;
+    if (session.throttle === null && session.pending < MAX_PENDING_FRAMES && ws.isPaused) {
+      ws.resume();
+    }
   }
 
   private async onFrame(session: Session, data: RawData, isBinary: boolean): Promise<void> {
@@ -219,6 +327,7 @@ export class AgentGateway {
     const raw = toBytes(data);
     const parsed = parseAgentMessage(raw);
     if (!parsed.ok) {
+      this.metrics.message('invalid', 'rejected');
       session.badFrames += 1;
       this.logger.warn(
         { agentId: session.agentId, code: parsed.error.code, binary: isBinary },
@@ -243,8 +352,10 @@ export class AgentGateway {
       return;
     }
     const message = parsed.message;
+    session.handling = message.type;
     if (session.agentId === null || session.hostId === null) {
       if (message.type !== 'hello') {
+        this.metrics.message(message.type, 'rejected');
         this.fatal(
           session,
           'protocol-violation',
@@ -260,6 +371,7 @@ export class AgentGateway {
 
   private async onHello(session: Session, hello: HelloMessage): Promise<void> {
     if (hello.protocolVersion !== PROTOCOL_VERSION) {
+      this.metrics.message('hello', 'rejected');
       this.fatal(
         session,
         'unsupported-protocol',
@@ -290,6 +402,7 @@ export class AgentGateway {
         return { hostId: host.id, issued };
       });
       if (enrolled === null) {
+        this.authFailed(session);
         this.fatal(
           session,
           'auth-failed',
@@ -313,6 +426,7 @@ export class AgentGateway {
         row.revokedAt !== null ||
         row.hostId === null
       ) {
+        this.authFailed(session);
         this.fatal(
           session,
           'auth-failed',
@@ -335,6 +449,7 @@ export class AgentGateway {
       .where(eq(hosts.id, hostId))
       .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
     if (host === undefined) {
+      this.authFailed(session);
       this.fatal(session, 'auth-failed', 'the credential belongs to no host');
       return;
     }
@@ -349,6 +464,7 @@ export class AgentGateway {
     session.hostId = hostId;
     session.labels = hello.labels;
     session.lastSeenWrittenAt = now.getTime();
+    session.connectedAt = now;
     this.byAgent.set(agentId, session);
     const resumable =
       hello.resume !== null &&
@@ -362,13 +478,27 @@ export class AgentGateway {
       resume: resumable ? 'ok' : 'snapshot',
       heartbeatSeconds: this.heartbeatSeconds,
     });
+    this.metrics.message('hello', 'ok');
     this.logger.info({ agentId, resume: resumable ? 'ok' : 'snapshot' }, 'agent connected');
+    if (this.dispatcher !== null) {
+      // After welcome, so the agent's first job comes after its session is established.
+      const send = (message: ServerMessage) => this.send(session, message);
+      this.jobSenders.set(session, send);
+      this.dispatcher.agentConnected(hostId, send);
+    }
+  }
+
+  private authFailed(session: Session): void {
+    this.metrics.message('hello', 'auth-failed');
+    this.metrics.authFailure();
+    this.failedHellos.record(session.address);
   }
 
   private async onMessage(session: Session, hostId: string, message: AgentMessage): Promise<void> {
     if (!(await this.touch(session, hostId))) return;
     switch (message.type) {
       case 'hello':
+        this.metrics.message('hello', 'rejected');
         this.send(session, {
           type: 'error',
           code: 'protocol-violation',
@@ -379,6 +509,12 @@ export class AgentGateway {
       case 'snapshot': {
         const started = performance.now();
         const result = await ingestSnapshot(this.db, hostId, message, session.labels);
+        this.metrics.ingest(
+          'snapshot',
+          (performance.now() - started) / 1000,
+          result.devicesWritten,
+        );
+        this.metrics.message('snapshot', 'ok');
         this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
         this.logger.debug(
           {
@@ -392,12 +528,20 @@ export class AgentGateway {
         return;
       }
       case 'delta': {
+        const started = performance.now();
         const outcome = await ingestDelta(this.db, hostId, message);
         if (!outcome.applied) {
+          this.metrics.message('delta', 'resync');
           this.logger.info({ agentId: session.agentId, reason: outcome.reason }, 'resync');
           this.send(session, { type: 'resync', reason: outcome.reason });
           return;
         }
+        this.metrics.ingest(
+          'delta',
+          (performance.now() - started) / 1000,
+          outcome.result.devicesWritten,
+        );
+        this.metrics.message('delta', 'ok');
         this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
         this.logger.debug(
           { agentId: session.agentId, seq: message.seq, ...outcome.result },
@@ -406,19 +550,36 @@ export class AgentGateway {
         return;
       }
       case 'ping':
+        this.metrics.message('ping', 'ok');
         this.send(session, { type: 'pong', nonce: message.nonce });
         return;
       case 'pong':
+        this.metrics.message('pong', 'ok');
         return;
       case 'job-accepted':
       case 'job-step':
-      case 'job-result':
-        // Jobs come with the job queue (next step); until then these are only logged.
-        this.logger.info(
-          { agentId: session.agentId, type: message.type, jobId: message.jobId },
-          'job message ignored',
-        );
+      case 'job-result': {
+        if (this.dispatcher === null) {
+          this.logger.info(
+            { agentId: session.agentId, type: message.type, jobId: message.jobId },
+            'job message ignored (no dispatcher)',
+          );
+          return;
+        }
+        // The host is the credential's: a message about another host's job changes nothing.
+        const outcome = await this.dispatcher.handleAgentMessage(hostId, message);
+        this.metrics.message(message.type, outcome.ok ? 'ok' : 'rejected');
+        if (!outcome.ok) {
+          // Not fatal: a replayed result is what an honest agent may send after a reconnect.
+          this.send(session, {
+            type: 'error',
+            code: 'protocol-violation',
+            message: outcome.message,
+            fatal: false,
+          });
+        }
         return;
+      }
     }
   }
 
@@ -452,32 +613,50 @@ export class AgentGateway {
     if (this.byAgent.get(agentId) === session) this.byAgent.delete(agentId);
     // A connection replaced by a newer one has hostId null: the host is still online there.
     if (hostId === null || this.byAgent.has(agentId)) return;
-    await this.markOffline([hostId]).catch((error: unknown) =>
+    this.dispatcher?.agentDisconnected(hostId, this.jobSenders.get(session));
+    await this.markOffline([hostId], session.connectedAt).catch((error: unknown) =>
       this.logger.error({ err: error, agentId }, 'marking the host offline failed'),
     );
     this.logger.info({ agentId }, 'agent disconnected');
   }
 
-  private async markOffline(hostIds: string[]): Promise<void> {
+  /**
+   * With `connectedAt` (a closed connection's own hello time), only while no newer connection
+   * has logged in since: the write of a connection that closed during a database outage can land
+   * after its agent's reconnect (here or on another server process) and must not turn that host
+   * offline.
+   */
+  private async markOffline(hostIds: string[], connectedAt: Date | null = null): Promise<void> {
     await this.db
       .update(hosts)
       .set({ state: 'offline', lastSeenAt: sql`coalesce(${hosts.lastSeenAt}, now())` })
-      .where(and(inArray(hosts.id, hostIds), eq(hosts.state, 'online')));
+      .where(
+        and(
+          inArray(hosts.id, hostIds),
+          eq(hosts.state, 'online'),
+          connectedAt === null ? undefined : lte(hosts.connectedAt, connectedAt),
+        ),
+      );
   }
 
   private onHandlerError(session: Session, error: unknown): void {
+    this.metrics.message(session.handling, 'error');
     if (error instanceof ServerError) {
       this.fatal(session, error.code, error.message);
       return;
     }
     // A database failure or a bug: the agent gets no details, and re-sends after reconnecting
-    // (nothing unacknowledged is lost, since the ack only follows a committed write).
+    // (nothing unacknowledged is lost, since the ack only follows a committed write). Not fatal:
+    // an agent stops for good after a fatal error, and a database that is back in a minute must
+    // not leave the fleet's agents stopped; the close makes it redial with its backoff instead.
     this.logger.error({ err: error, agentId: session.agentId }, 'handling an agent message failed');
-    this.fatal(
-      session,
-      'internal',
-      'the server could not handle the message; reconnect and resend',
-    );
+    this.send(session, {
+      type: 'error',
+      code: 'internal',
+      message: 'the server could not handle the message; reconnect and resend',
+      fatal: false,
+    });
+    session.ws.close(CLOSE_INTERNAL_ERROR, 'internal');
   }
 
   private fatal(session: Session, code: string, message: string): void {

@@ -9,18 +9,23 @@ import { createDb, type Database, type DbDriver, type DbHandle } from '@vfio-fle
 import postgres from 'postgres';
 import { WebSocket } from 'ws';
 import { createLogger } from '../../src/logger';
-import { type RunningServer, startServer } from '../../src/server';
+import { type RunningServer, type StartServerOptions, startServer } from '../../src/server';
 
 const maintenanceUrl = process.env.DATABASE_URL || undefined;
 export const drivers: DbDriver[] = maintenanceUrl ? ['pglite', 'postgres'] : ['pglite'];
 
 export interface Fleet {
   db: Database;
+  /** The database handle (its listen, for a second server on the same database). */
+  handle: DbHandle;
+  /** The current server (restart() replaces it). */
   server: RunningServer;
   /** http://127.0.0.1:PORT */
   url: string;
   /** ws://127.0.0.1:PORT/api/agent */
   wsUrl: string;
+  /** Stops the server (as a crash or a deploy would) and starts a new one on the same port and database. */
+  restart(): Promise<RunningServer>;
   close(): Promise<void>;
 }
 
@@ -31,7 +36,17 @@ export async function startFleet(
     heartbeatSeconds?: number;
     offlineAfterSeconds?: number;
     helloTimeoutMs?: number;
-  } = {},
+    jobs?: StartServerOptions['jobs'];
+  } & Pick<
+    StartServerOptions,
+    | 'frameLimits'
+    | 'failedHelloLimits'
+    | 'trustProxy'
+    | 'metricsToken'
+    | 'next'
+    | 'loginLimiters'
+    | 'sessionTtlHours'
+  > = {},
 ): Promise<Fleet> {
   let handle: DbHandle;
   let dispose: () => Promise<void> = async () => {};
@@ -52,17 +67,30 @@ export async function startFleet(
     };
   }
   await handle.migrate();
-  const server = await startServer({
-    port: 0,
-    db: handle.db,
-    logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
-    ...options,
-  });
+  const start = (port: number) =>
+    startServer({
+      port,
+      db: handle.db,
+      listen: handle.listen,
+      logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
+      ...options,
+    });
+  let server = await start(0);
+  const port = Number(new URL(server.url).port);
   return {
     db: handle.db,
-    server,
+    handle,
+    get server() {
+      return server;
+    },
     url: server.url,
     wsUrl: `${server.url.replace('http', 'ws')}/api/agent`,
+    async restart() {
+      await server.close();
+      // The same port, so agents started with this URL find the new server when they redial.
+      server = await start(port);
+      return server;
+    },
     async close() {
       await server.close();
       await handle.close();

@@ -1,0 +1,174 @@
+/**
+ * Per-agent rate limits of the gateway.
+ *
+ * - FrameBucket: a token bucket per connection. An honest agent sends a snapshot, then one delta
+ *   at a time (each waits for its ack), a ping per heartbeat and a few job frames per job: far
+ *   below the refill rate, and its bursts (a job's steps) fit the bucket. A connection that empties
+ *   it is not dropped frame by frame (every frame is still handled, in order: a lost delta would
+ *   only cost a resync); the gateway stops reading its socket until the debt is refilled, so TCP
+ *   pushes back on the sender. One that stays throttled for long is closed.
+ * - FailedHelloLimiter: failed hellos (wrong token or credential) per remote address in a sliding
+ *   window. Past the limit the address's upgrade requests are refused with 429 before the
+ *   WebSocket handshake, so guessing credentials costs the server no handshake and no database
+ *   read.
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+export interface FrameLimits {
+  /** Frames a connection may send at once (the bucket's size). */
+  burst: number;
+  /** Frames per second the bucket refills. */
+  perSecond: number;
+  /** A connection throttled without a break for longer than this is closed (`rate-limited`). */
+  maxThrottledMs: number;
+}
+
+export const DEFAULT_FRAME_LIMITS: FrameLimits = {
+  burst: 60,
+  perSecond: 20,
+  maxThrottledMs: 30_000,
+};
+
+export interface FailedHelloLimits {
+  /** Failed hellos from one address within `windowMs` before its upgrades get 429. */
+  maxFailures: number;
+  windowMs: number;
+}
+
+export const DEFAULT_FAILED_HELLO_LIMITS: FailedHelloLimits = {
+  maxFailures: 20,
+  windowMs: 60_000,
+};
+
+export type TakeResult =
+  /** Within the limit. */
+  | { kind: 'ok' }
+  /** Over it: stop reading for `pauseMs`; `throttledForMs`: how long this stretch has lasted. */
+  | { kind: 'throttle'; pauseMs: number; throttledForMs: number }
+  /** Throttled without a break for longer than maxThrottledMs. */
+  | { kind: 'close'; throttledForMs: number };
+
+/**
+ * A token bucket that may go into debt: a frame already received is always counted (and handled),
+ * and the debt says how long reading must pause before the sender has earned its next frame.
+ */
+export class FrameBucket {
+  private tokens: number;
+  private refilledAt: number;
+  /** Start of the current throttled stretch; cleared once the bucket is full again. */
+  private throttledSince: number | null = null;
+
+  constructor(
+    private readonly limits: FrameLimits,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.tokens = limits.burst;
+    this.refilledAt = now();
+  }
+
+  /** Counts one received frame. */
+  take(): TakeResult {
+    const now = this.now();
+    this.tokens = Math.min(
+      this.limits.burst,
+      this.tokens + ((now - this.refilledAt) / 1000) * this.limits.perSecond,
+    );
+    this.refilledAt = now;
+    // A full bucket means the sender stayed quiet long enough to earn a whole burst back: whatever
+    // it did before is forgiven. A flooder resumed at a zero balance never gets here.
+    if (this.tokens >= this.limits.burst) this.throttledSince = null;
+    this.tokens -= 1;
+    if (this.tokens >= 0) return { kind: 'ok' };
+    this.throttledSince ??= now;
+    const throttledForMs = now - this.throttledSince;
+    if (throttledForMs > this.limits.maxThrottledMs) return { kind: 'close', throttledForMs };
+    // Until the debt is paid and one more frame is earned.
+    const pauseMs = Math.ceil(((1 - this.tokens) / this.limits.perSecond) * 1000);
+    return { kind: 'throttle', pauseMs, throttledForMs };
+  }
+}
+
+/** Failed hellos per address in a sliding window. */
+export class FailedHelloLimiter {
+  private readonly failures = new Map<string, number[]>();
+
+  constructor(
+    private readonly limits: FailedHelloLimits,
+    private readonly now: () => number = () => Date.now(),
+  ) {}
+
+  record(address: string): void {
+    const now = this.now();
+    const times = this.recent(address, now);
+    times.push(now);
+    // Only the newest maxFailures matter for the verdict: memory per address stays bounded.
+    if (times.length > this.limits.maxFailures)
+      times.splice(0, times.length - this.limits.maxFailures);
+    this.failures.set(address, times);
+    // Addresses that went quiet are forgotten now and then, so a scan from many addresses cannot
+    // grow the map without bound.
+    if (this.failures.size > 10_000) this.prune(now);
+  }
+
+  /** True when `address` has used up its failures in the window: refuse it before the handshake. */
+  blocked(address: string): boolean {
+    const times = this.recent(address, this.now());
+    if (times.length === 0) this.failures.delete(address);
+    return times.length >= this.limits.maxFailures;
+  }
+
+  /** Seconds until the oldest failure in the window expires: the 429's Retry-After. */
+  retryAfterSeconds(address: string): number {
+    const times = this.recent(address, this.now());
+    const oldest = times[0];
+    if (oldest === undefined) return 0;
+    return Math.max(1, Math.ceil((oldest + this.limits.windowMs - this.now()) / 1000));
+  }
+
+  private recent(address: string, now: number): number[] {
+    const times = this.failures.get(address) ?? [];
+    const cutoff = now - this.limits.windowMs;
+    const fresh = times.filter((t) => t > cutoff);
+    if (fresh.length !== times.length) this.failures.set(address, fresh);
+    return fresh;
+  }
+
+  private prune(now: number): void {
+    for (const address of [...this.failures.keys()]) {
+      if (this.recent(address, now).length === 0) this.failures.delete(address);
+    }
+  }
+}
+
+/**
+ * The address a request came from. Behind a reverse proxy (VFIO_FLEET_TRUST_PROXY=1) that is the
+ * last entry of X-Forwarded-For — the one the proxy appended; entries before it are whatever the
+ * client sent and can be forged. Without a trusted proxy the header is ignored entirely.
+ */
+export function remoteAddress(request: IncomingMessage, trustProxy: boolean): string {
+  if (trustProxy) {
+    const header = request.headers['x-forwarded-for'];
+    const value = Array.isArray(header) ? header.join(',') : header;
+    const last = value
+      ?.split(',')
+      .map((part) => part.trim())
+      .filter((part) => part !== '')
+      .at(-1);
+    if (last !== undefined) return last;
+  }
+  return normalizeAddress(request.socket.remoteAddress ?? 'unknown');
+}
+
+/** `::ffff:1.2.3.4` (IPv4 on a dual-stack socket) is 1.2.3.4: one address, one budget. */
+function normalizeAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** Writes a 429 on a raw upgrade socket (no handshake happened) and closes it. */
+export function refuseUpgrade(socket: Duplex, retryAfterSeconds: number): void {
+  const body = 'too many failed agent logins from this address\n';
+  socket.end(
+    `HTTP/1.1 429 Too Many Requests\r\nRetry-After: ${retryAfterSeconds}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,258 @@
+// Per-agent rate limits against the real server: a connection flooding frames is slowed (every
+// frame still answered, in order) and counted, one that keeps flooding is closed `rate-limited`,
+// an honest real agent on the same server is untouched, and an address that keeps failing hellos
+// gets 429 before the WebSocket handshake. Limits are shortened here so the test takes seconds;
+// assertions count things, never milliseconds.
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { hosts } from '@vfio-fleet/db';
+import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { createEnrollmentToken } from '../src/gateway/credentials';
+import { FailedHelloLimiter, FrameBucket, remoteAddress } from '../src/gateway/rate-limit';
+import {
+  type AgentProcess,
+  drivers,
+  type Fleet,
+  hello,
+  poll,
+  RawClient,
+  startAgent,
+  startFleet,
+} from './helpers/harness';
+import { scrape } from './helpers/scrape';
+
+let tmp: string;
+const agents: AgentProcess[] = [];
+
+beforeAll(async () => {
+  tmp = await mkdtemp(path.join(tmpdir(), 'web-rate-limit-'));
+});
+afterAll(async () => {
+  for (const agent of agents.splice(0)) await agent.kill();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+const FRAME_LIMITS = { burst: 20, perSecond: 50, maxThrottledMs: 5_000 };
+const FAILED_HELLO_LIMITS = { maxFailures: 5, windowMs: 60_000 };
+
+/** Opens a WebSocket as if through the trusted proxy, for `address`; the HTTP status it got. */
+function upgradeStatus(wsUrl: string, forwardedFor: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl, { headers: { 'x-forwarded-for': forwardedFor } });
+    ws.once('open', () => {
+      ws.terminate();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      res.resume();
+      ws.terminate();
+    });
+    ws.once('error', reject);
+  });
+}
+
+describe('the limiters on a fake clock', () => {
+  it('lets a burst through, then throttles by the debt, closes after long, forgives after a full refill', () => {
+    let now = 0;
+    const bucket = new FrameBucket({ burst: 3, perSecond: 2, maxThrottledMs: 2_000 }, () => now);
+    expect([bucket.take(), bucket.take(), bucket.take()].map((r) => r.kind)).toEqual([
+      'ok',
+      'ok',
+      'ok',
+    ]);
+    // One frame over: -1 token, paused until 1 frame is earned back (2 tokens at 2/s = 1 s).
+    expect(bucket.take()).toEqual({ kind: 'throttle', pauseMs: 1_000, throttledForMs: 0 });
+    // A flooder: sends again the moment reading resumes. Every frame it sends is counted (and the
+    // gateway handles each), but over time no faster than the refill rate allows, with one frame
+    // of debt; once throttled without a break for over maxThrottledMs, it is closed.
+    let frames = 5; // the burst of 3 and the 2 over it, at 0 ms
+    let verdict = bucket.take();
+    while (verdict.kind !== 'close') {
+      if (verdict.kind === 'throttle') now += verdict.pauseMs;
+      frames += 1;
+      verdict = bucket.take();
+    }
+    expect(verdict.throttledForMs).toBeGreaterThan(2_000);
+    expect(frames).toBeLessThanOrEqual(3 + (now / 1000) * 2 + 2);
+    expect(frames).toBeGreaterThan(5);
+    // Quiet long enough to refill the whole bucket: the throttled stretch is over.
+    now = 10_000;
+    expect(bucket.take().kind).toBe('ok');
+  });
+
+  it('counts failed hellos per address in a sliding window', () => {
+    let now = 0;
+    const limiter = new FailedHelloLimiter({ maxFailures: 2, windowMs: 60_000 }, () => now);
+    limiter.record('a');
+    expect(limiter.blocked('a')).toBe(false);
+    now = 30_000;
+    limiter.record('a');
+    expect(limiter.blocked('a')).toBe(true);
+    expect(limiter.blocked('b')).toBe(false);
+    expect(limiter.retryAfterSeconds('a')).toBe(30);
+    now = 60_001;
+    expect(limiter.blocked('a')).toBe(false);
+  });
+
+  it('reads X-Forwarded-For only behind a trusted proxy, and only its last entry', () => {
+    const request = {
+      headers: { 'x-forwarded-for': '10.9.9.9, 203.0.113.5' },
+      socket: { remoteAddress: '::ffff:127.0.0.1' },
+    } as unknown as IncomingMessage;
+    expect(remoteAddress(request, true)).toBe('203.0.113.5');
+    expect(remoteAddress(request, false)).toBe('127.0.0.1');
+  });
+});
+
+describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
+  let fleet: Fleet;
+  let honest: AgentProcess;
+  let honestHostId: string;
+
+  beforeAll(async () => {
+    fleet = await startFleet(driver, {
+      heartbeatSeconds: 1,
+      helloTimeoutMs: 5_000,
+      frameLimits: FRAME_LIMITS,
+      failedHelloLimits: FAILED_HELLO_LIMITS,
+      trustProxy: true,
+    });
+    // A real agent, pinging every second and rescanning every second: it must never be slowed.
+    const root = path.join(tmp, `honest-${driver}`);
+    await buildScenario(root, 'dual-gpu');
+    const { token } = await createEnrollmentToken(fleet.db, { ttlSeconds: 600, maxUses: 1 });
+    honest = startAgent([
+      '--server',
+      fleet.url,
+      '--simulate',
+      root,
+      '--interval',
+      '1',
+      '--state-dir',
+      path.join(tmp, `honest-${driver}-state`),
+      '--token',
+      token,
+    ]);
+    agents.push(honest);
+    const host = await poll(async () => {
+      const [row] = await fleet.db.select().from(hosts);
+      return row?.lastSeq !== null ? row : undefined;
+    }, 30_000);
+    if (host === undefined) throw new Error(`the honest agent never stored: ${honest.stderr()}`);
+    honestHostId = host.id;
+  });
+  afterAll(async () => {
+    await honest?.kill();
+    await fleet.close();
+  });
+
+  async function enrolledRaw(): Promise<RawClient> {
+    const { token } = await createEnrollmentToken(fleet.db, { ttlSeconds: 60, maxUses: 1 });
+    const client = await RawClient.connect(fleet.wsUrl);
+    client.send(hello({ kind: 'enroll', token }));
+    await client.next('welcome');
+    return client;
+  }
+
+  it('slows a flooding connection without dropping a frame, counts it, and leaves an honest agent alone', async () => {
+    const before = await scrape(fleet.url);
+    const limitedBefore =
+      before.samples.get('vfio_fleet_agent_rate_limited_total{limit="frames"}') ?? 0;
+    const pingsBefore =
+      before.samples.get('vfio_fleet_agent_messages_total{type="ping",result="ok"}') ?? 0;
+
+    const flooder = await enrolledRaw();
+    const FLOOD = 100; // 5 × the burst: throttled for ~1.6 s at 50/s, well inside 5 s
+    for (let i = 0; i < FLOOD; i += 1) {
+      flooder.send({ type: 'ping', nonce: `n${i}`, sentAt: new Date().toISOString() });
+    }
+    // Nothing dropped: every ping is answered, in order.
+    const pongs = await poll(() => {
+      const got = flooder.received.filter((m) => m.type === 'pong');
+      return got.length >= FLOOD ? got : undefined;
+    }, 60_000);
+    expect(
+      pongs?.map((m) => (m.type === 'pong' ? m.nonce : '')),
+      JSON.stringify(flooder.received.slice(-3)),
+    ).toEqual(Array.from({ length: FLOOD }, (_, i) => `n${i}`));
+    expect(flooder.received.some((m) => m.type === 'error')).toBe(false);
+    expect(flooder.closeCode).toBeNull();
+
+    const after = await scrape(fleet.url);
+    expect(
+      after.samples.get('vfio_fleet_agent_rate_limited_total{limit="frames"}'),
+    ).toBeGreaterThan(limitedBefore);
+    expect(
+      after.samples.get('vfio_fleet_agent_messages_total{type="ping",result="ok"}'),
+    ).toBeGreaterThanOrEqual(pingsBefore + FLOOD);
+    flooder.close();
+
+    // The honest agent (pinging every second throughout) is still connected, online and ungrudged.
+    expect(fleet.server.gateway.connectedAgents).toBeGreaterThanOrEqual(1);
+    const [row] = await fleet.db.select().from(hosts);
+    expect(row?.id).toBe(honestHostId);
+    expect(row?.state).toBe('online');
+    expect(honest.child.exitCode).toBeNull();
+    expect(honest.stderr()).not.toContain('rate-limited');
+  });
+
+  it('closes a connection that stays over the limit with a fatal rate-limited error', async () => {
+    const flooder = await enrolledRaw();
+    let sent = 0;
+    // Keeps the bucket empty for longer than maxThrottledMs; paused reading makes the client's
+    // own buffer grow, so the loop also stops once plenty is queued.
+    const timer = setInterval(() => {
+      if (flooder.ws.readyState !== WebSocket.OPEN || flooder.ws.bufferedAmount > 4_000_000) return;
+      for (let i = 0; i < 50; i += 1) {
+        flooder.send({ type: 'ping', nonce: `f${sent}`, sentAt: new Date().toISOString() });
+        sent += 1;
+      }
+    }, 20);
+    try {
+      const error = await flooder.next('error', 0, 60_000);
+      expect(error).toMatchObject({ code: 'rate-limited', fatal: true });
+      expect(await flooder.closed(10_000)).toBe(1008);
+    } finally {
+      clearInterval(timer);
+      flooder.close();
+    }
+    // Throttled, not dropped: it got far fewer pongs than it sent pings before being cut off.
+    const pongs = flooder.received.filter((m) => m.type === 'pong').length;
+    expect(pongs).toBeLessThan(sent);
+    expect(honest.child.exitCode).toBeNull();
+    expect(honest.stderr()).not.toContain('rate-limited');
+  });
+
+  it('answers 429 before the handshake to an address with too many failed hellos', async () => {
+    const attacker = '198.51.100.7';
+    const before = await scrape(fleet.url);
+    const authBefore = before.samples.get('vfio_fleet_agent_auth_failures_total') ?? 0;
+    for (let i = 0; i < FAILED_HELLO_LIMITS.maxFailures; i += 1) {
+      const ws = new WebSocket(fleet.wsUrl, { headers: { 'x-forwarded-for': attacker } });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      const closed = new Promise<number>((resolve) => ws.once('close', resolve));
+      ws.send(JSON.stringify(hello({ kind: 'enroll', token: `wrong-token-${i}-padding-padding` })));
+      expect(await closed).toBe(1008);
+    }
+    expect(await upgradeStatus(fleet.wsUrl, attacker)).toBe(429);
+    // The address the trusted proxy appended counts, not what the client put before it.
+    expect(await upgradeStatus(fleet.wsUrl, `10.0.0.1, ${attacker}`)).toBe(429);
+    // Another address, and the honest agent (no proxy header: its socket's address), get through.
+    expect(await upgradeStatus(fleet.wsUrl, '198.51.100.8')).toBe(101);
+    expect(honest.child.exitCode).toBeNull();
+
+    const after = await scrape(fleet.url);
+    expect(after.samples.get('vfio_fleet_agent_auth_failures_total')).toBe(
+      authBefore + FAILED_HELLO_LIMITS.maxFailures,
+    );
+    expect(after.samples.get('vfio_fleet_agent_rate_limited_total{limit="failed-hellos"}')).toBe(2);
+  });
+});
