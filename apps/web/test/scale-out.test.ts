@@ -1,7 +1,7 @@
 // Two real server processes (`src/main.ts`) on one PostgreSQL database, and a real agent: a job
-// created while process B holds the agent reaches it through B (woken by NOTIFY from this test
-// process, as another server process would); after B dies, a job queued meanwhile is delivered
-// through A once the agent comes back there. PostgreSQL only: PGlite cannot be shared by processes.
+// created through process A's API while process B holds the agent reaches it through B (A's
+// NOTIFY wakes B); after B dies, a job queued meanwhile is delivered through A once the agent comes
+// back there. PostgreSQL only: PGlite cannot be shared by processes.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,20 +16,18 @@ import {
   type JobState,
   jobEvents,
   jobs,
-  notify,
 } from '@vfio-fleet/db';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { and, asc, eq } from 'drizzle-orm';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEnrollmentToken } from '../src/gateway/credentials';
-import { JOBS_CHANNEL } from '../src/jobs/dispatcher';
-import { type Actor, createJob, previewJob } from '../src/jobs/job-service';
+import { type ApiClient, apiClient } from './helpers/api-client';
 import { type AgentProcess, poll, startAgent } from './helpers/harness';
 
 const maintenanceUrl = process.env.DATABASE_URL || undefined;
 const webDir = path.resolve(import.meta.dirname, '..');
-const OPERATOR: Actor = { userId: null, username: 'scale-out-test', role: 'operator' };
+const ADMIN_PASSWORD = 'scale-out-admin-password';
 const VF = '0000:41:00.2';
 const TERMINAL: readonly JobState[] = [
   'succeeded',
@@ -55,6 +53,10 @@ async function startMain(databaseUrl: string): Promise<ServerProcess> {
       PORT: '0',
       HOST: '127.0.0.1',
       VFIO_FLEET_HEARTBEAT_SECONDS: '1',
+      ADMIN_PASSWORD,
+      // Neither a local agent for this machine nor the UI: the test's agent is the only host.
+      VFIO_FLEET_LOCAL_AGENT: '0',
+      VFIO_FLEET_UI: '0',
       VFIO_FLEET_LOG_LEVEL: 'info',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -132,26 +134,22 @@ describe.skipIf(!maintenanceUrl)('two server processes on one PostgreSQL', () =>
     return row;
   }
 
-  async function newJob(hostId: string, target: 'vfio' | 'host'): Promise<string> {
-    const preview = await previewJob(handle.db, { hostId, address: VF, target });
+  /** Previews and creates a job through a server process's API, as the dashboard does. */
+  async function newJob(
+    client: ApiClient,
+    hostId: string,
+    target: 'vfio' | 'host',
+  ): Promise<string> {
+    const preview = await client.api.jobs.preview.query({ hostId, address: VF, target });
     expect(preview.ok, JSON.stringify(preview.refusal)).toBe(true);
-    const view = await createJob(
-      handle.db,
-      OPERATOR,
-      {
-        hostId,
-        address: VF,
-        target,
-        force: preview.needsForce.length > 0,
-        acknowledge: true,
-        previewHash: preview.previewHash,
-      },
-      // What a server process's dispatcher.wake does for the others: this test process holds
-      // no agent, so the NOTIFY is the only way it can reach the one holding this host's.
-      (id) => {
-        notify(handle.db, JOBS_CHANNEL, id).catch(() => undefined);
-      },
-    );
+    const view = await client.api.jobs.create.mutate({
+      hostId,
+      address: VF,
+      target,
+      force: preview.needsForce.length > 0,
+      acknowledge: true,
+      previewHash: preview.previewHash,
+    });
     return view.id;
   }
 
@@ -167,6 +165,8 @@ describe.skipIf(!maintenanceUrl)('two server processes on one PostgreSQL', () =>
     const [a, b] = await Promise.all([startMain(databaseUrl), startMain(databaseUrl)]);
     if (a === undefined || b === undefined) throw new Error('unreachable');
     servers.push(a, b);
+    const throughA = apiClient(a.url);
+    await throughA.api.auth.login.mutate({ username: 'admin', password: ADMIN_PASSWORD });
 
     const root = path.join(tmp, 'host');
     const stateDir = path.join(tmp, 'state');
@@ -193,8 +193,8 @@ describe.skipIf(!maintenanceUrl)('two server processes on one PostgreSQL', () =>
     }, 60_000);
     if (hostId === undefined) throw new Error(`the agent never reported:\n${onB.stderr()}`);
 
-    // Created here (neither process), announced by NOTIFY: B holds the agent and delivers.
-    const first = await newJob(hostId, 'vfio');
+    // Created through A, which does not hold the agent: its NOTIFY makes B deliver it.
+    const first = await newJob(throughA, hostId, 'vfio');
     const done = await waitForState(first, TERMINAL);
     expect(done.state, `${JSON.stringify(done.result)}\n${b.output()}`).toBe('succeeded');
     expect(dispatchedBy(b, first)).toBe(1);
@@ -220,7 +220,7 @@ describe.skipIf(!maintenanceUrl)('two server processes on one PostgreSQL', () =>
     await b.kill('SIGKILL');
     await onB.kill();
     // A job queued while no process holds the agent waits...
-    const second = await newJob(hostId, 'host');
+    const second = await newJob(throughA, hostId, 'host');
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     const [waiting] = await handle.db.select().from(jobs).where(eq(jobs.id, second));
     expect(waiting?.state).toBe('queued');
