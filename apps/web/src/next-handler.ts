@@ -19,8 +19,16 @@ export interface NextApp {
   close(): Promise<void>;
 }
 
+/**
+ * The build directory, relative to apps/web: `.next`, or VFIO_FLEET_NEXT_DIST_DIR so that several
+ * builds can live side by side (next.config.ts reads the same variable at build and at start).
+ */
+export function nextDistDir(env: Record<string, string | undefined> = process.env): string {
+  return env.VFIO_FLEET_NEXT_DIST_DIR || '.next';
+}
+
 export function hasNextBuild(dir: string = WEB_DIR): boolean {
-  return existsSync(path.join(dir, '.next', 'BUILD_ID'));
+  return existsSync(path.join(dir, nextDistDir(), 'BUILD_ID'));
 }
 
 export async function createNextHandler(options: { dir?: string } = {}): Promise<NextApp> {
@@ -28,7 +36,7 @@ export async function createNextHandler(options: { dir?: string } = {}): Promise
   if (!hasNextBuild(dir)) {
     throw new ServerError(
       'bad-config',
-      `no Next.js build in ${path.join(dir, '.next')}: run \`npm run build --workspace @vfio-fleet/web\``,
+      `no Next.js build in ${path.join(dir, nextDistDir())}: run \`npm run build --workspace @vfio-fleet/web\``,
     );
   }
   // Imported here, not at the top: Next is large, and the tests and tools that start the server

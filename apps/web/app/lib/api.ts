@@ -1,0 +1,34 @@
+'use client';
+/**
+ * The dashboard's one data source: a typed tRPC client over HTTP to our own server's `/api/trpc`.
+ * Only the router's *type* is imported from src/: no server code reaches the browser bundle.
+ * Pages call it through @tanstack/react-query (`useQuery({ queryKey, queryFn: () => api.x.query() })`).
+ */
+import { createTRPCClient, httpBatchLink, TRPCClientError } from '@trpc/client';
+import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
+import type { AppRouter } from '../../src/api/root';
+
+export type RouterOutputs = inferRouterOutputs<AppRouter>;
+export type RouterInputs = inferRouterInputs<AppRouter>;
+
+export const api = createTRPCClient<AppRouter>({
+  links: [httpBatchLink({ url: '/api/trpc', maxURLLength: 4000 })],
+});
+
+/** The tRPC error code of a failed call (`UNAUTHORIZED`, `FORBIDDEN`, `CONFLICT`...), or null. */
+export function errorCode(error: unknown): string | null {
+  if (error instanceof TRPCClientError) {
+    const data = error.data as { code?: unknown } | undefined;
+    return typeof data?.code === 'string' ? data.code : null;
+  }
+  return null;
+}
+
+/** What to show a user for a failed call: the server's message (it never holds internals). */
+export function errorText(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+/** How often live views poll: the API is cheap aggregates, and a rebind takes seconds. */
+export const LIVE_MS = 2_000;
