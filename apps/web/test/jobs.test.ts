@@ -659,10 +659,7 @@ describe.each(drivers)('job dispatcher on the database (%s)', (driver) => {
     expect(last).toMatchObject({ fromState: 'expired', toState: 'expired' });
     expect(last?.message).toContain('late result');
     // Once no process holds its agent any more, past the grace, it expires as never answered...
-    await fleet.db
-      .update(jobs)
-      .set({ leaseUntil: past })
-      .where(eq(jobs.id, notAccepted));
+    await fleet.db.update(jobs).set({ leaseUntil: past }).where(eq(jobs.id, notAccepted));
     await d.expire();
     expect(await jobRow(fleet, notAccepted)).toMatchObject({
       state: 'expired',
