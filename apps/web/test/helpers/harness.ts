@@ -29,25 +29,14 @@ export interface Fleet {
   close(): Promise<void>;
 }
 
-/** A migrated throwaway database and the server on it. */
-export async function startFleet(
-  driver: DbDriver,
-  options: {
-    heartbeatSeconds?: number;
-    offlineAfterSeconds?: number;
-    helloTimeoutMs?: number;
-    jobs?: StartServerOptions['jobs'];
-  } & Pick<
-    StartServerOptions,
-    | 'frameLimits'
-    | 'failedHelloLimits'
-    | 'trustProxy'
-    | 'metricsToken'
-    | 'next'
-    | 'loginLimiters'
-    | 'sessionTtlHours'
-  > = {},
-): Promise<Fleet> {
+export interface TestDb {
+  handle: DbHandle;
+  db: Database;
+  close(): Promise<void>;
+}
+
+/** A migrated throwaway database: PGlite in memory, or a fresh PostgreSQL database dropped on close. */
+export async function openTestDb(driver: DbDriver): Promise<TestDb> {
   let handle: DbHandle;
   let dispose: () => Promise<void> = async () => {};
   if (driver === 'pglite') {
@@ -67,6 +56,37 @@ export async function startFleet(
     };
   }
   await handle.migrate();
+  return {
+    handle,
+    db: handle.db,
+    async close() {
+      await handle.close();
+      await dispose();
+    },
+  };
+}
+
+/** A migrated throwaway database and the server on it. */
+export async function startFleet(
+  driver: DbDriver,
+  options: {
+    heartbeatSeconds?: number;
+    offlineAfterSeconds?: number;
+    helloTimeoutMs?: number;
+    jobs?: StartServerOptions['jobs'];
+  } & Pick<
+    StartServerOptions,
+    | 'frameLimits'
+    | 'failedHelloLimits'
+    | 'trustProxy'
+    | 'metricsToken'
+    | 'next'
+    | 'loginLimiters'
+    | 'sessionTtlHours'
+  > = {},
+): Promise<Fleet> {
+  const testDb = await openTestDb(driver);
+  const { handle } = testDb;
   const start = (port: number) =>
     startServer({
       port,
@@ -93,8 +113,7 @@ export async function startFleet(
     },
     async close() {
       await server.close();
-      await handle.close();
-      await dispose();
+      await testDb.close();
     },
   };
 }

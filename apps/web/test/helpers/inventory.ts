@@ -1,48 +1,16 @@
 // Hosts with a real inventory in the database without an agent process: a fixture scenario's tree,
 // `scan --json` of it by the real agent bundle (a real snapshot), a host row, and the server's own
 // ingestSnapshot. For tests of what the server does with stored state (previews, jobs, bulk).
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { type HostSnapshot, type SnapshotMessage, snapshotMessageSchema } from '@vfio-fleet/core';
-import { createDb, type Database, type DbDriver, type DbHandle, hosts } from '@vfio-fleet/db';
+import { type Database, hosts } from '@vfio-fleet/db';
 import { buildScenario, type ScenarioName } from '@vfio-fleet/host-fixtures';
-import postgres from 'postgres';
 import { ingestSnapshot } from '../../src/gateway/ingest';
 import { scanJson } from './harness';
 
-const maintenanceUrl = process.env.DATABASE_URL || undefined;
-
-/** A migrated throwaway database (harness.ts's rule: PGlite in memory, or a fresh PostgreSQL database). */
-export async function openTestDb(
-  driver: DbDriver,
-): Promise<{ db: Database; close(): Promise<void> }> {
-  let handle: DbHandle;
-  let dispose: () => Promise<void> = async () => {};
-  if (driver === 'pglite') {
-    handle = await createDb({ dataDir: 'memory://', env: {} });
-  } else {
-    if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
-    const name = `vf_test_${randomBytes(6).toString('hex')}`;
-    const admin = postgres(maintenanceUrl, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`CREATE DATABASE "${name}"`);
-    const url = new URL(maintenanceUrl);
-    url.pathname = `/${name}`;
-    handle = await createDb({ url: url.toString(), env: {} });
-    dispose = async () => {
-      await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await admin.end({ timeout: 5 });
-    };
-  }
-  await handle.migrate();
-  return {
-    db: handle.db,
-    async close() {
-      await handle.close();
-      await dispose();
-    },
-  };
-}
+export { openTestDb } from './harness';
 
 /** One scan per scenario per test run: the snapshot is data, each host gets its own copy. */
 const scans = new Map<ScenarioName, Promise<HostSnapshot>>();
