@@ -1,6 +1,5 @@
 /** `bind`: move a device's whole IOMMU group to its vfio driver, verified, with rollback. */
-import { runLocalRebind } from '../rebind/local-rebind';
-import { DEFAULT_STATE_DIR } from '../rebind/state-dir';
+import { REBIND_COMMON_OPTIONS, runLocalRebind } from '../rebind/local-rebind';
 import type { Command } from './command';
 
 export const bindCommand: Command = {
@@ -19,15 +18,7 @@ Options:
                    never despite blocking ones (host-critical devices)
   --persist        record the binding in STATE_DIR/bindings.json: \`vfio-fleet-agent run\` binds
                    it again at start (a sysfs rebind does not survive a reboot)
-  --state-dir DIR  job outcomes, locks, persisted bindings (default ${DEFAULT_STATE_DIR},
-                   env VFIO_FLEET_STATE_DIR)
-  --root DIR       a fixture or captured tree instead of /; needs --simulate
-  --simulate       write through the kernel model on --root's tree, not the real sysfs
-  --simulate-fault SPEC
-                   with --simulate, inject a kernel fault to watch the rollback (repeatable):
-                   write-fails:PATH:ERRNO, bind-refuses:DRIVER, probe-hangs:ADDRESS,
-                   modprobe-fails:MODULE
-  --pci-ids FILE   pci.ids for device names
+${REBIND_COMMON_OPTIONS}
   --json           print { plan, outcome, persisted } as JSON
   -h, --help       show this help
 

@@ -1,6 +1,5 @@
 /** `restore`: give a device's IOMMU group back to its host drivers, verified, with rollback. */
-import { runLocalRebind } from '../rebind/local-rebind';
-import { DEFAULT_STATE_DIR } from '../rebind/state-dir';
+import { REBIND_COMMON_OPTIONS, runLocalRebind } from '../rebind/local-rebind';
 import type { Command } from './command';
 
 export const restoreCommand: Command = {
@@ -17,15 +16,7 @@ bind them again at its next start. A group already on the host is success (exit 
 Options:
   --dry-run        print the plan and write nothing
   --force          accepted for symmetry with bind (giving a device back never needs it)
-  --state-dir DIR  job outcomes, locks, persisted bindings (default ${DEFAULT_STATE_DIR},
-                   env VFIO_FLEET_STATE_DIR)
-  --root DIR       a fixture or captured tree instead of /; needs --simulate
-  --simulate       write through the kernel model on --root's tree, not the real sysfs
-  --simulate-fault SPEC
-                   with --simulate, inject a kernel fault to watch the rollback (repeatable):
-                   write-fails:PATH:ERRNO, bind-refuses:DRIVER, probe-hangs:ADDRESS,
-                   modprobe-fails:MODULE
-  --pci-ids FILE   pci.ids for device names
+${REBIND_COMMON_OPTIONS}
   --json           print { plan, outcome, forgotten } as JSON
   -h, --help       show this help
 

@@ -23,7 +23,18 @@ import { type JobOutcome, type JobStepEvent, RebindExecutor } from './executor';
 import { exitCodeFor } from './exit-codes';
 import { kernelIoFor, parseSimulatedFault } from './kernel-io-for';
 import { forgetBindings, type PersistedBinding, persistBindings } from './persist';
-import { resolveStateDir } from './state-dir';
+import { DEFAULT_STATE_DIR, resolveStateDir } from './state-dir';
+
+/** The options `bind` and `restore` share, for their usage text (both run through runLocalRebind). */
+export const REBIND_COMMON_OPTIONS = `  --state-dir DIR  job outcomes, locks, persisted bindings (default ${DEFAULT_STATE_DIR},
+                   env VFIO_FLEET_STATE_DIR)
+  --root DIR       a fixture or captured tree instead of /; needs --simulate
+  --simulate       write through the kernel model on --root's tree, not the real sysfs
+  --simulate-fault SPEC
+                   with --simulate, inject a kernel fault to watch the rollback (repeatable):
+                   write-fails:PATH:ERRNO, bind-refuses:DRIVER, probe-hangs:ADDRESS,
+                   modprobe-fails:MODULE
+  --pci-ids FILE   pci.ids for device names`;
 
 const OPTIONS = {
   root: { type: 'string' },
