@@ -18,8 +18,12 @@ export interface DeviceSearchInput {
   classPrefix?: string;
   driver?: string;
   status?: DeviceStatus;
+  /** The first (most severe) readiness reason's code, e.g. `host-critical`. */
+  reason?: string;
   labels?: LabelFilter;
   hostId?: string;
+  /** Only hosts whose hostname contains this (case-insensitive). */
+  hostSearch?: string;
   limit: number;
   cursor?: string | null;
 }
@@ -36,6 +40,7 @@ export async function searchDevices(
   const after = decodeCursor(input.cursor, 3);
   const q = input.q?.trim();
   const pattern = q === undefined || q === '' ? undefined : containsPattern(q);
+  const hostSearch = input.hostSearch?.trim() || undefined;
   const where = allOf([
     pattern === undefined
       ? undefined
@@ -47,7 +52,9 @@ export async function searchDevices(
     input.classPrefix === undefined ? undefined : sql`d.class_code LIKE ${`${input.classPrefix}%`}`,
     input.driver === undefined ? undefined : sql`d.driver = ${input.driver}`,
     input.status === undefined ? undefined : sql`d.status = ${input.status}`,
+    input.reason === undefined ? undefined : sql`d.first_reason = ${input.reason}`,
     input.hostId === undefined ? undefined : sql`d.host_id = ${input.hostId}::uuid`,
+    hostSearch === undefined ? undefined : sql`h.hostname ILIKE ${containsPattern(hostSearch)}`,
     hostHasLabels(sql`d.host_id`, input.labels),
     after === null
       ? undefined

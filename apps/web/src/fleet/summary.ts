@@ -59,8 +59,10 @@ export async function fleetSummary(
   const reasons = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       SELECT d.first_reason AS code, count(*)::int AS count,
-             min(d.reasons -> 0 ->> 'message') AS message,
-             min(d.reasons -> 0 ->> 'remedy') AS remedy
+             -- One device's message and remedy together: min over [message, remedy] pairs, so
+             -- the remedy shown is the one for the message shown.
+             (min(ARRAY[d.reasons -> 0 ->> 'message', d.reasons -> 0 ->> 'remedy']))[1] AS message,
+             (min(ARRAY[d.reasons -> 0 ->> 'message', d.reasons -> 0 ->> 'remedy']))[2] AS remedy
       FROM devices d JOIN hosts h ON h.id = d.host_id
       WHERE d.status = 'blocked' AND d.first_reason IS NOT NULL AND ${hostFilter}
       GROUP BY d.first_reason

@@ -2,8 +2,10 @@
 import { z } from 'zod';
 import { fleetCapacity } from '../../fleet/capacity';
 import { searchDevices } from '../../fleet/devices';
+import { DRIFT_DEFAULT_LIMIT, fleetDrift } from '../../fleet/drift';
 import { getGroup } from '../../fleet/groups';
 import { getHost, listHosts } from '../../fleet/hosts';
+import { fleetLabelKeys } from '../../fleet/labels';
 import { fleetSummary } from '../../fleet/summary';
 import { cursorInput, hex4Input, labelsInput, limitInput, uuidInput } from '../inputs';
 import { createRouter, viewerProcedure } from '../trpc';
@@ -20,10 +22,28 @@ export const fleetRouter = createRouter({
           labels: labelsInput,
           hostIds: z.array(uuidInput).max(1000).optional(),
           groupBy: z.enum(['type', 'numa']).default('type'),
+          /** Also split each type by this host label's value (rack, cluster, role). */
+          labelKey: z.string().min(1).max(63).optional(),
+          hostSearch: z.string().max(200).optional(),
         })
         .default({ groupBy: 'type' }),
     )
     .query(({ ctx, input }) => fleetCapacity(ctx.db, input)),
+
+  /** Device types whose identical boards resolve to different vfio drivers (across kernels). */
+  drift: viewerProcedure
+    .input(
+      z
+        .object({
+          labels: labelsInput,
+          limit: z.number().int().min(1).max(100).default(DRIFT_DEFAULT_LIMIT),
+        })
+        .default({ limit: DRIFT_DEFAULT_LIMIT }),
+    )
+    .query(({ ctx, input }) => fleetDrift(ctx.db, input)),
+
+  /** The host label keys in use, for "split by label" pickers. */
+  labelKeys: viewerProcedure.query(({ ctx }) => fleetLabelKeys(ctx.db)),
 });
 
 export const hostsRouter = createRouter({
@@ -63,8 +83,13 @@ export const devicesRouter = createRouter({
             .optional(),
           driver: z.string().min(1).max(64).optional(),
           status: z.enum(['bound', 'ready', 'blocked']).optional(),
+          reason: z
+            .string()
+            .regex(/^[a-z0-9-]{1,64}$/, 'expected a reason code')
+            .optional(),
           labels: labelsInput,
           hostId: uuidInput.optional(),
+          hostSearch: z.string().max(200).optional(),
           limit: limitInput,
           cursor: cursorInput,
         })
