@@ -3,6 +3,7 @@ import { agentsRouter, tokensRouter, usersRouter } from './routers/admin';
 import { auditRouter } from './routers/audit';
 import { authRouter } from './routers/auth';
 import { devicesRouter, fleetRouter, groupsRouter, hostsRouter } from './routers/fleet';
+import { hostViewRouter } from './routers/host-view';
 import { jobsRouter } from './routers/jobs';
 import { createRouter } from './trpc';
 
@@ -10,6 +11,7 @@ export const appRouter = createRouter({
   auth: authRouter,
   fleet: fleetRouter,
   hosts: hostsRouter,
+  hostView: hostViewRouter,
   devices: devicesRouter,
   groups: groupsRouter,
   jobs: jobsRouter,
