@@ -85,9 +85,9 @@ function SignedIn({ pathname, children }: { pathname: string; children: ReactNod
           ))}
         </nav>
         <div className="whoami">
-          <span>
+          <Link href="/account" className="whoami-link" title="Account: change my password">
             {user.username} <span className="muted">({user.role})</span>
-          </span>
+          </Link>
           <button
             type="button"
             className="btn btn-small"

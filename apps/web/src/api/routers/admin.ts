@@ -2,15 +2,18 @@
  * Admin-only: enrollment tokens, agent revocation, users. Every change is one transaction with its
  * audit_log row, so the trail cannot miss an action that happened (or record one that did not).
  */
+import { helloMessageSchema } from '@vfio-fleet/core';
 import {
   agentCredentials,
   type Database,
   enrollmentTokens,
+  type HostState,
+  hosts,
   USER_ROLES,
   type UserRole,
   users,
 } from '@vfio-fleet/db';
-import { and, asc, eq, gt, isNull, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, isNotNull, isNull, type SQL, sql } from 'drizzle-orm';
 import { z } from 'zod';
 import { recordAudit } from '../../audit/audit-log';
 import { hashPassword, verifyPassword } from '../../auth/passwords';
@@ -47,6 +50,27 @@ function tokenState(row: typeof enrollmentTokens.$inferSelect, now: Date): Token
   return 'active';
 }
 
+/**
+ * One word of a POSIX shell command line: left bare when it holds only characters no shell treats
+ * specially, else single-quoted (a `'` inside becomes `'\''`). Label values are the admin's free
+ * text and end up in a command someone pastes into a root shell on another host.
+ */
+export function shellWord(word: string): string {
+  if (/^[A-Za-z0-9_./:=@,+%-]+$/.test(word)) return word;
+  return `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/** The command line an admin runs on a new host: the agent, this server, the token, its labels. */
+export function agentCommand(
+  server: string,
+  token: string,
+  labels: Record<string, string>,
+): string {
+  const words = ['vfio-fleet-agent', 'run', '--server', server, '--token', token];
+  for (const [key, value] of Object.entries(labels)) words.push('--label', `${key}=${value}`);
+  return words.map(shellWord).join(' ');
+}
+
 /** created_at as exact text (microseconds): a Date cursor would skip rows within a millisecond. */
 const tokenCreatedKey = sql<string>`to_char(${enrollmentTokens.createdAt} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 
@@ -60,10 +84,17 @@ export const tokensRouter = createRouter({
           .positive()
           .max(24 * 365),
         maxUses: z.number().int().min(1).max(1_000_000).optional(),
+        /**
+         * Labels the enrolled host should get: they travel in the command line as `--label k=v`
+         * (the agent sends them in every hello), not with the token. Validated by the protocol's own
+         * schema, so a command we print is never one the agent refuses.
+         */
+        labels: helloMessageSchema.shape.labels.optional(),
       }),
     )
     .mutation(async ({ ctx, input }) => {
       const server = publicUrl(ctx.req);
+      const labels = input.labels ?? {};
       const token = newSecret();
       const expiresAt = new Date(Date.now() + input.ttlHours * 3_600_000);
       const row = await ctx.db.transaction(async (tx) => {
@@ -87,6 +118,7 @@ export const tokensRouter = createRouter({
             label: inserted.label,
             expiresAt: expiresAt.toISOString(),
             maxUses: inserted.maxUses,
+            labels,
           },
         });
         return inserted;
@@ -97,7 +129,9 @@ export const tokensRouter = createRouter({
         token,
         expiresAt: row.expiresAt.toISOString(),
         maxUses: row.maxUses,
-        command: `vfio-fleet-agent run --server ${server} --token ${token}`,
+        server,
+        labels,
+        command: agentCommand(server, token, labels),
       };
     }),
 
@@ -162,7 +196,90 @@ export const tokensRouter = createRouter({
 
 // --- agents -------------------------------------------------------------------------------------
 
+export interface AgentView {
+  agentId: string;
+  /** Null until the agent's first hello created its host row (or when the host was deleted). */
+  hostId: string | null;
+  hostname: string | null;
+  hostState: HostState | null;
+  lastSeenAt: string | null;
+  labels: Record<string, string>;
+  enrolledAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+
+const credentialCreatedKey = sql<string>`to_char(${agentCredentials.createdAt} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+/** The host's labels as one object, from a correlated subquery (the page has at most 200 rows). */
+const hostLabelsJson = sql<Record<
+  string,
+  string
+> | null>`(SELECT jsonb_object_agg(l.key, l.value) FROM host_labels l WHERE l.host_id = ${hosts.id})`;
+
+function labelsOf(value: unknown): Record<string, string> {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return {};
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
+}
+
 export const agentsRouter = createRouter({
+  /** Enrolled agents (one credential each) with their host, newest first; keyset-paginated. */
+  list: adminProcedure
+    .input(
+      z
+        .object({
+          limit: limitInput,
+          cursor: cursorInput,
+          state: z.enum(['live', 'revoked']).optional(),
+        })
+        .default({ limit: 50 }),
+    )
+    .query(async ({ ctx, input }) => {
+      const after = decodeCursor(input.cursor, 2);
+      const where: SQL[] = [];
+      if (after !== null) {
+        where.push(
+          sql`(${agentCredentials.createdAt}, ${agentCredentials.agentId}) < (${String(after[0])}::timestamptz, ${String(after[1])})`,
+        );
+      }
+      if (input.state === 'live') where.push(isNull(agentCredentials.revokedAt));
+      if (input.state === 'revoked') where.push(isNotNull(agentCredentials.revokedAt));
+      const rows = await ctx.db
+        .select({
+          credential: agentCredentials,
+          hostname: hosts.hostname,
+          hostState: hosts.state,
+          lastSeenAt: hosts.lastSeenAt,
+          labels: hostLabelsJson,
+          key: credentialCreatedKey,
+        })
+        .from(agentCredentials)
+        .leftJoin(hosts, eq(hosts.id, agentCredentials.hostId))
+        .where(where.length > 0 ? and(...where) : undefined)
+        .orderBy(sql`${agentCredentials.createdAt} DESC, ${agentCredentials.agentId} DESC`)
+        .limit(input.limit + 1);
+      const items = rows.slice(0, input.limit);
+      const last = items.at(-1);
+      return {
+        items: items.map(
+          (r): AgentView => ({
+            agentId: r.credential.agentId,
+            hostId: r.credential.hostId,
+            hostname: r.hostname,
+            hostState: r.hostState,
+            lastSeenAt: r.lastSeenAt?.toISOString() ?? null,
+            labels: labelsOf(r.labels),
+            enrolledAt: r.credential.createdAt.toISOString(),
+            lastUsedAt: r.credential.lastUsedAt?.toISOString() ?? null,
+            revokedAt: r.credential.revokedAt?.toISOString() ?? null,
+          }),
+        ),
+        nextCursor:
+          rows.length > input.limit && last !== undefined
+            ? encodeCursor([last.key, last.credential.agentId])
+            : null,
+      };
+    }),
+
   /** Revokes an agent's credential (by agent id, or every live one of a host): it is disconnected at once. */
   revoke: adminProcedure
     .input(
