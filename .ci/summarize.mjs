@@ -1,5 +1,6 @@
-// Adds up the vitest JSON reports of every package into one closing line, "N passed, N failed",
-// so a reader (and CI's log scanner) sees the whole suite's result at a glance.
+// Adds up the vitest JSON reports of every package and the e2e suite's Playwright report into one
+// closing line, "N passed, N failed", so a reader (and CI's log scanner) sees the whole suite's
+// result at a glance.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -17,5 +18,14 @@ for (const dir of dirs) {
   passed += report.numPassedTests ?? 0;
   failed += report.numFailedTests ?? 0;
   skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+}
+// The e2e suite's Playwright JSON report: `expected` passed, `flaky` passed on a retry,
+// `unexpected` failed.
+const e2eReport = path.join('e2e', 'test-results', 'playwright.json');
+if (existsSync(e2eReport)) {
+  const stats = JSON.parse(readFileSync(e2eReport, 'utf8')).stats ?? {};
+  passed += (stats.expected ?? 0) + (stats.flaky ?? 0);
+  failed += stats.unexpected ?? 0;
+  skipped += stats.skipped ?? 0;
 }
 console.log(`Tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);

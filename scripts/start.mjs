@@ -26,7 +26,9 @@ function missingOutputs() {
   ];
   const webPackage = JSON.parse(readFileSync(path.join(root, 'apps/web/package.json'), 'utf8'));
   if (typeof webPackage.scripts?.build === 'string') {
-    needed.push({ file: path.join(root, 'apps/web/.next/BUILD_ID'), what: 'the Next.js build' });
+    // The same directory the server serves from (next-handler.ts's nextDistDir()).
+    const distDir = process.env.VFIO_FLEET_NEXT_DIST_DIR || '.next';
+    needed.push({ file: path.join(root, 'apps/web', distDir, 'BUILD_ID'), what: 'the Next.js build' });
   }
   return needed.filter((output) => !existsSync(output.file));
 }

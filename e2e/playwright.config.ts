@@ -1,0 +1,48 @@
+/**
+ * The dashboard end to end: the real server and real agents (started by global setup, one fleet per
+ * database) and Debian's Chromium (`/usr/bin/chromium`, never a downloaded browser). One worker:
+ * CI is a 2-core machine that also runs the server, the agents and PostgreSQL.
+ */
+import { existsSync } from 'node:fs';
+import { defineConfig } from '@playwright/test';
+
+const CHROMIUM = '/usr/bin/chromium';
+if (!existsSync(CHROMIUM)) {
+  // Failing, not skipping: a suite that silently tests nothing would read as green.
+  throw new Error(
+    `${CHROMIUM} is missing: the e2e tests drive Debian's Chromium. Install it with \`apt-get install -y chromium\` (.ci/run does this in CI).`,
+  );
+}
+
+export default defineConfig({
+  testDir: './tests',
+  outputDir: './test-results/artifacts',
+  globalSetup: './src/global-setup.ts',
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  forbidOnly: process.env.CI !== undefined,
+  // Generous: a loaded 2-core machine stretches every page load and agent round trip.
+  timeout: 180_000,
+  expect: { timeout: 30_000 },
+  reporter: [['list'], ['json', { outputFile: './test-results/playwright.json' }]],
+  use: {
+    browserName: 'chromium',
+    headless: true,
+    launchOptions: {
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    },
+    viewport: { width: 1400, height: 900 },
+    actionTimeout: 30_000,
+    navigationTimeout: 60_000,
+    screenshot: 'only-on-failure',
+    trace: 'retain-on-failure',
+    acceptDownloads: true,
+  },
+  projects: [
+    { name: 'pglite' },
+    // PostgreSQL too when DATABASE_URL is set, as CI does (a throwaway vf_e2e_* database).
+    ...(process.env.DATABASE_URL ? [{ name: 'postgres' }] : []),
+  ],
+});

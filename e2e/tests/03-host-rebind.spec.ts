@@ -1,0 +1,98 @@
+// An operator opens the mlx5-vf host, finds its IOMMU groups drawn with their devices, moves the
+// ConnectX-6 Dx VF's group to vfio through the confirmation (plan, blast radius, acknowledgement),
+// watches the job succeed on the live job page, sees the VF on mlx5_vfio_pci, and restores it.
+import { MLX5_VF } from '../src/fleet-info';
+import { deviceCard, driverOf, groupBox, jobState } from '../src/host-page';
+import { expect, type Page, test } from '../src/test';
+
+/** Opens the confirmation for `button` in the VF's group, checks what it shows, queues it. */
+async function confirmRebind(
+  page: Page,
+  options: { group: number; hostname: string; button: string; shot?: () => Promise<void> },
+): Promise<void> {
+  await groupBox(page, options.group).getByRole('button', { name: options.button }).click();
+  const dialog = page.getByRole('dialog', {
+    name: `Rebind IOMMU group ${options.group} on ${options.hostname}`,
+  });
+  await expect(dialog).toBeVisible();
+  // The plan: ordered sysfs steps, and the blast radius naming the VF (alone in its group).
+  const steps = dialog.getByRole('table', { name: 'Steps' });
+  await expect(steps).toBeVisible();
+  await expect(steps.getByRole('row')).not.toHaveCount(1);
+  await expect(steps).toContainText('driver_override');
+  const blast = dialog.getByRole('table', { name: 'Blast radius' });
+  await expect(blast).toContainText(MLX5_VF);
+  await expect(dialog.getByRole('heading', { name: /Blast radius: 1 device move/ })).toBeVisible();
+  // Nothing is queued before the explicit acknowledgement.
+  const queue = dialog.getByRole('button', { name: 'Queue rebind' });
+  await expect(queue).toBeDisabled();
+  await dialog.getByRole('checkbox', { name: /I understand/ }).check();
+  await expect(queue).toBeEnabled();
+  if (options.shot !== undefined) await options.shot();
+  await queue.click();
+}
+
+/** On the job page the rebind opened: the state reaches `succeeded` while the page stays open. */
+async function jobSucceeds(page: Page): Promise<void> {
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
+  // The live view updates itself: no reload anywhere in this test.
+  await expect(jobState(page)).toHaveText('succeeded', { timeout: 120_000 });
+  await expect(page.getByRole('table', { name: 'Step log' })).toContainText('driver_override');
+}
+
+test('an operator rebinds the Mellanox VF to mlx5_vfio_pci and restores it', async ({
+  page,
+  fleet,
+  signIn,
+  shot,
+}) => {
+  const host = fleet.hosts.find((h) => h.scenario === 'mlx5-vf');
+  if (host === undefined) throw new Error('no mlx5-vf host in the fleet');
+  const vf = host.devices.find((d) => d.address === MLX5_VF);
+  if (vf === undefined || vf.iommuGroup === null) throw new Error(`no VF ${MLX5_VF} in a group`);
+  expect(vf).toMatchObject({ driver: 'mlx5_core', vfioDriver: 'mlx5_vfio_pci', status: 'ready' });
+
+  await signIn('operator', `/hosts/${host.hostId}`);
+  await expect(page.getByRole('heading', { name: host.hostname, level: 1 })).toBeVisible();
+  // Every IOMMU group of the fixture, drawn as a box holding exactly its devices.
+  const groups = new Map<number | null, string[]>();
+  for (const d of host.devices)
+    groups.set(d.iommuGroup, [...(groups.get(d.iommuGroup) ?? []), d.address]);
+  for (const [group, addresses] of groups) {
+    const box = groupBox(page, group);
+    await expect(box).toBeVisible();
+    for (const address of addresses) {
+      await expect(box.getByRole('listitem', { name: address, exact: true })).toBeVisible();
+    }
+  }
+  await expect(driverOf(page, MLX5_VF)).toHaveText('mlx5_core');
+  await expect(deviceCard(page, MLX5_VF)).toContainText('mlx5_vfio_pci');
+  await shot('host');
+
+  await confirmRebind(page, {
+    group: vf.iommuGroup,
+    hostname: host.hostname,
+    button: 'Move group to vfio',
+    shot: () => shot('rebind-confirmation', { fullPage: false }),
+  });
+  await jobSucceeds(page);
+  const drivers = page.getByRole('table', { name: 'Drivers before and after' });
+  await expect(drivers.getByRole('row').filter({ hasText: MLX5_VF })).toContainText(
+    /mlx5_core\s*mlx5_vfio_pci/,
+  );
+  await shot('job');
+
+  // The host page follows the agent's rescan on its own.
+  await page.goto(`${fleet.url}/hosts/${host.hostId}`);
+  await expect(driverOf(page, MLX5_VF)).toHaveText('mlx5_vfio_pci', { timeout: 60_000 });
+  await shot('host-vf-on-vfio');
+
+  await confirmRebind(page, {
+    group: vf.iommuGroup,
+    hostname: host.hostname,
+    button: 'Restore host drivers',
+  });
+  await jobSucceeds(page);
+  await page.goto(`${fleet.url}/hosts/${host.hostId}`);
+  await expect(driverOf(page, MLX5_VF)).toHaveText('mlx5_core', { timeout: 60_000 });
+});
