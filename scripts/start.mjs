@@ -28,7 +28,10 @@ function missingOutputs() {
   if (typeof webPackage.scripts?.build === 'string') {
     // The same directory the server serves from (next-handler.ts's nextDistDir()).
     const distDir = process.env.VFIO_FLEET_NEXT_DIST_DIR || '.next';
-    needed.push({ file: path.join(root, 'apps/web', distDir, 'BUILD_ID'), what: 'the Next.js build' });
+    needed.push({
+      file: path.join(root, 'apps/web', distDir, 'BUILD_ID'),
+      what: 'the Next.js build',
+    });
   }
   return needed.filter((output) => !existsSync(output.file));
 }
