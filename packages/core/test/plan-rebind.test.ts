@@ -6,7 +6,7 @@ import {
   type ReadinessReason,
   type VfioSelection,
 } from '../src/inventory/schema';
-import { type PlanResult, planRebind } from '../src/plan/plan-rebind';
+import { type PlanResult, planRebind, warningsNeedingForce } from '../src/plan/plan-rebind';
 import {
   type PlanStep,
   planRefusalSchema,
@@ -487,6 +487,8 @@ describe('planRebind to vfio', () => {
     ]);
     // The same warning on both functions is listed once; info reasons come along.
     expect(p.warnings.map((w) => w.code)).toEqual(['no-flr', 'gpu-rom']);
+    // Only the warning needs force; the info reason rides along.
+    expect(warningsNeedingForce(p).map((w) => w.code)).toEqual(['no-flr']);
     const after = applyAll(new KernelSim(snap, {}), p.steps).state();
     expect(after['0000:00:03.1']).toEqual({ driver: 'pcieport', override: null });
     expectRollbackRestores(snap, p);
@@ -757,6 +759,8 @@ describe('planRebind to host', () => {
     const warned = plan(snapshot(off, vf, MLX_VF1), vf.address, 'host').warnings;
     expect(warned.map((w) => w.code)).toContain('vf-autoprobe-off');
     expect(warned.find((w) => w.code === 'vf-autoprobe-off')?.related).toEqual([MLX_PF.address]);
+    // Giving a device back never needs force, warned or not.
+    expect(warningsNeedingForce(plan(snapshot(off, vf, MLX_VF1), vf.address, 'host'))).toEqual([]);
     const quiet = plan(snapshot(MLX_PF, vf, MLX_VF1), vf.address, 'host').warnings;
     expect(quiet.map((w) => w.code)).not.toContain('vf-autoprobe-off');
   });

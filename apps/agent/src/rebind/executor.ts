@@ -28,6 +28,7 @@ import {
   type ReadinessReason,
   type RebindPlan,
   type VerifyExpectation,
+  warningsNeedingForce,
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
@@ -294,10 +295,7 @@ export class RebindExecutor {
         `${plan.address} moved from IOMMU group ${lockedGroup ?? 'none'} to ${plan.iommuGroup ?? 'none'} while the job waited`,
       );
     }
-    // Warnings are about whether a device may go to vfio; giving one back to the host must always
-    // be possible, so only the vfio direction needs force.
-    const needForce =
-      plan.target === 'vfio' ? plan.warnings.filter((r) => r.severity === 'warning') : [];
+    const needForce = warningsNeedingForce(plan);
     if (needForce.length > 0 && !job.force) {
       return this.refused(
         job,

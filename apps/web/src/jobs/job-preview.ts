@@ -13,6 +13,7 @@ import {
   planRebind,
   type RebindPlan,
   type RebindTarget,
+  warningsNeedingForce,
 } from '@vfio-fleet/core';
 import { ACTIVE_JOB_STATES, type Database, type HostState, hosts, jobs } from '@vfio-fleet/db';
 import { and, eq, inArray } from 'drizzle-orm';
@@ -172,11 +173,8 @@ export function buildPreview(
     refusal: null,
     warnings: plan.warnings,
     blastRadius: plan.blastRadius,
-    // The agent's rule (executor.ts): only the vfio direction needs force, for warning severity.
-    needsForce:
-      target === 'vfio'
-        ? [...new Set(plan.warnings.filter((r) => r.severity === 'warning').map((r) => r.code))]
-        : [],
+    // The agent applies the same core rule before it writes.
+    needsForce: [...new Set(warningsNeedingForce(plan).map((r) => r.code))],
     previewHash: canonicalHash({
       hostId: host.id,
       target,

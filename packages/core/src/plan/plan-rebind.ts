@@ -28,6 +28,16 @@ import {
 
 export type PlanResult = { ok: true; plan: RebindPlan } | { ok: false; refusal: PlanRefusal };
 
+/**
+ * The warnings a plan may run past only with `force` (the agent refuses without it, and the server
+ * asks for it before queuing): warning-severity reasons when moving to vfio. Giving a device back to
+ * its host drivers must always be possible, so that direction never needs force; refusals (blocking
+ * reasons) never become plans at all, so force cannot get past them.
+ */
+export function warningsNeedingForce(plan: RebindPlan): RebindPlan['warnings'] {
+  return plan.target === 'vfio' ? plan.warnings.filter((r) => r.severity === 'warning') : [];
+}
+
 /** Refusal messages quote operator input; keep them within the wire schema's bounds. */
 const MAX_QUOTED_INPUT = 64;
 const MAX_NAME = 512;
