@@ -91,11 +91,13 @@ describe.each(drivers)('GET /metrics (%s)', (driver) => {
     ]);
     agents.push(agent);
 
-    // Fresh scrapes (the database gauges are cached for 2 s) until the snapshot is in.
+    // Fresh scrapes until the snapshot is in: the database gauges are cached for 2 s, so a scrape
+    // right after the ingest may still carry the devices gauges read before it committed.
     const scraped = await poll(async () => {
       const got = await scrape(fleet.url);
       return got.samples.get('vfio_fleet_hosts{state="online"}') === 1 &&
-        (got.samples.get('vfio_fleet_ingest_seconds_count{kind="snapshot"}') ?? 0) >= 1
+        (got.samples.get('vfio_fleet_ingest_seconds_count{kind="snapshot"}') ?? 0) >= 1 &&
+        (got.samples.get('vfio_fleet_devices{status="blocked"}') ?? 0) > 0
         ? got
         : undefined;
     }, 30_000);

@@ -1,12 +1,11 @@
 'use client';
 import { useMutation, useQueryClient } from '@tanstack/react-query';
-import { useRouter, useSearchParams } from 'next/navigation';
-import { type FormEvent, Suspense, useState } from 'react';
+import { useRouter } from 'next/navigation';
+import { type FormEvent, useState } from 'react';
 import { api, errorText } from '../lib/api';
 
-function LoginForm() {
+export default function LoginPage() {
   const router = useRouter();
-  const params = useSearchParams();
   const queryClient = useQueryClient();
   const [username, setUsername] = useState('');
   const [password, setPassword] = useState('');
@@ -14,8 +13,10 @@ function LoginForm() {
     mutationFn: () => api.auth.login.mutate({ username, password }),
     onSuccess: async () => {
       await queryClient.invalidateQueries();
-      // Only a path on this site: an open redirect would let a link send users elsewhere.
-      const next = params.get('next');
+      // Read at submit time, not with useSearchParams: the form then renders on the server too,
+      // usable before the page's script has loaded. Only a path on this site: an open redirect
+      // would let a link send users elsewhere.
+      const next = new URLSearchParams(window.location.search).get('next');
       router.replace(next?.startsWith('/') && !next.startsWith('//') ? next : '/');
     },
   });
@@ -60,14 +61,5 @@ function LoginForm() {
         On the first start the server printed the password of the user <code>admin</code>.
       </p>
     </form>
-  );
-}
-
-export default function LoginPage() {
-  // useSearchParams needs a Suspense boundary in a statically rendered page.
-  return (
-    <Suspense>
-      <LoginForm />
-    </Suspense>
   );
 }

@@ -23,7 +23,13 @@ export function secretMatches(secret: string, storedHash: string): boolean {
 
 /** A fresh random secret in the wire's secret alphabet (base64url, 43 characters). */
 export function newSecret(): string {
-  return randomBytes(32).toString('base64url');
+  // A token goes on a command line (`--token TOKEN`), where one starting with '-' reads as an
+  // option (node's parseArgs refuses it as ambiguous): drawn again until it starts with a letter
+  // or digit, which costs well under one bit of its 256.
+  for (;;) {
+    const secret = randomBytes(32).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(secret)) return secret;
+  }
 }
 
 export interface EnrollmentTokenOptions {
