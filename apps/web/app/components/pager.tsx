@@ -25,6 +25,8 @@ export function Pager({
   onNext: (cursor: string) => void;
   onPrev: () => void;
 }) {
+  // A list that fits on one page gets no pager: two dead buttons only distract.
+  if (page <= 1 && (nextCursor === null || nextCursor === undefined)) return null;
   return (
     <nav className="pager" aria-label="Pages">
       <button type="button" className="btn btn-small" disabled={page <= 1} onClick={onPrev}>

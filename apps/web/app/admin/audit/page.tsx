@@ -157,15 +157,12 @@ function AuditView() {
               </tbody>
             </table>
           </div>
-          {/* One page only: no pager to distract. */}
-          {pager.page > 1 || audit.data.nextCursor !== null ? (
-            <Pager
-              page={pager.page}
-              nextCursor={audit.data.nextCursor}
-              onNext={pager.next}
-              onPrev={pager.prev}
-            />
-          ) : null}
+          <Pager
+            page={pager.page}
+            nextCursor={audit.data.nextCursor}
+            onNext={pager.next}
+            onPrev={pager.prev}
+          />
         </>
       )}
     </>

@@ -359,15 +359,12 @@ function TokenList() {
               </tbody>
             </table>
           </div>
-          {/* One page only: no pager to distract. */}
-          {pager.page > 1 || tokens.data.nextCursor !== null ? (
-            <Pager
-              page={pager.page}
-              nextCursor={tokens.data.nextCursor}
-              onNext={pager.next}
-              onPrev={pager.prev}
-            />
-          ) : null}
+          <Pager
+            page={pager.page}
+            nextCursor={tokens.data.nextCursor}
+            onNext={pager.next}
+            onPrev={pager.prev}
+          />
         </>
       )}
       <ConfirmDialog
@@ -533,15 +530,12 @@ function AgentList() {
               </tbody>
             </table>
           </div>
-          {/* One page only: no pager to distract. */}
-          {pager.page > 1 || agents.data.nextCursor !== null ? (
-            <Pager
-              page={pager.page}
-              nextCursor={agents.data.nextCursor}
-              onNext={pager.next}
-              onPrev={pager.prev}
-            />
-          ) : null}
+          <Pager
+            page={pager.page}
+            nextCursor={agents.data.nextCursor}
+            onNext={pager.next}
+            onPrev={pager.prev}
+          />
         </>
       )}
       <ConfirmDialog

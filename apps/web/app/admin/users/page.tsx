@@ -238,15 +238,12 @@ function UserList() {
               </tbody>
             </table>
           </div>
-          {/* One page only: no pager to distract. */}
-          {pager.page > 1 || users.data.nextCursor !== null ? (
-            <Pager
-              page={pager.page}
-              nextCursor={users.data.nextCursor}
-              onNext={pager.next}
-              onPrev={pager.prev}
-            />
-          ) : null}
+          <Pager
+            page={pager.page}
+            nextCursor={users.data.nextCursor}
+            onNext={pager.next}
+            onPrev={pager.prev}
+          />
         </>
       )}
       <ConfirmDialog
