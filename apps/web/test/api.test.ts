@@ -415,10 +415,15 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
     });
     const audit = await admin.api.audit.list.query({ action: 'agent-revoked' });
     expect(audit.items.map((a) => [a.username, a.hostId])).toEqual([['ada', hostId]]);
-    const summary = await poll(async () => {
-      const s = await viewer.api.fleet.summary.query({});
-      return s.hosts.offline === 1 ? s : undefined;
-    }, 15_000);
-    expect(summary?.hosts).toEqual({ online: 2, offline: 1, total: 3 });
+    // The revoked host goes offline and stays counted. (Not "exactly 2 online": with a 1 s
+    // heartbeat and a 5 s offline window, a loaded CI machine may briefly mark another one offline.)
+    const revoked = await poll(async () => {
+      const host = await viewer.api.hosts.get.query({ hostId });
+      return host.state === 'offline' ? host : undefined;
+    }, 30_000);
+    expect(revoked?.state).toBe('offline');
+    const summary = await viewer.api.fleet.summary.query({});
+    expect(summary.hosts.total).toBe(3);
+    expect(summary.hosts.offline).toBeGreaterThanOrEqual(1);
   });
 });
