@@ -65,6 +65,13 @@ export const hosts = pgTable(
     /** The whole core Host object, for display; the columns above are what queries filter on. */
     host: jsonb('host').$type<Host>(),
     problems: jsonb('problems').$type<Problem[]>().notNull().default([]),
+    /** The version the agent reported in its last hello (null: never connected since 0002). */
+    agentVersion: text('agent_version'),
+    /**
+     * sha256 of the assessed inventory last stored (devices, groups, host facts, problems): a resent
+     * snapshot with the same hash skips every device, group and label write.
+     */
+    inventoryHash: text('inventory_hash'),
     ...timestamps,
   },
   (t) => [
