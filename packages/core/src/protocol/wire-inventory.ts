@@ -117,6 +117,12 @@ export const wireDeviceSchema = deviceSchema.extend({
   readiness: wireReadinessSchema,
 });
 
+/**
+ * A device without its readiness: what the server keeps of an agent's device, since it discards
+ * the agent's verdicts and assesses the facts itself. zod drops the `readiness` member unvalidated.
+ */
+export const wireDeviceFactsSchema = wireDeviceSchema.omit({ readiness: true });
+
 export const wireIommuGroupSchema = iommuGroupSchema.extend({ devices: addresses });
 
 export const wireProblemSchema = problemSchema.extend({ source: text, message: text });
@@ -127,4 +133,9 @@ export const wireHostSnapshotSchema = hostSnapshotSchema.extend({
   devices: z.array(wireDeviceSchema).max(MAX_WIRE_DEVICES),
   groups: z.array(wireIommuGroupSchema).max(MAX_WIRE_GROUPS),
   problems: z.array(wireProblemSchema).max(MAX_WIRE_PROBLEMS),
+});
+
+/** A snapshot as the server keeps it: HostFactsSnapshot, the devices without readiness. */
+export const wireHostFactsSnapshotSchema = wireHostSnapshotSchema.extend({
+  devices: z.array(wireDeviceFactsSchema).max(MAX_WIRE_DEVICES),
 });
