@@ -1,3 +1,4 @@
+import type { Device } from '@vfio-fleet/core';
 import { and, count, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -112,20 +113,92 @@ describe.each(drivers)('devices on %s', (driver) => {
       }
     }));
 
-  it('splits a write larger than the 65,535 bind-parameter limit into several statements', () =>
+  it('writes more rows than a VALUES insert could bind in one statement', () =>
     inRollback(handle.db, async (tx) => {
       const hostId = await newHost(tx);
       const total = DEVICE_ROWS_PER_STATEMENT * 2 + 17;
-      // One statement for all of them would need more parameters than PostgreSQL accepts.
+      // As a multi-row VALUES insert this would need more parameters than PostgreSQL accepts.
       expect(total * DEVICE_ROW_PARAMETERS).toBeGreaterThan(MAX_BIND_PARAMETERS * 2);
       const list = Array.from({ length: total }, (_, i) => makeDevice(i));
 
       const first = await bulkUpsertDevices(tx, hostId, list);
-      expect(first).toMatchObject({ written: total, statements: 3 });
+      expect(first).toMatchObject({ written: total, statements: 1 });
       expect(await deviceCount(tx, hostId)).toBe(total);
 
       const again = await bulkUpsertDevices(tx, hostId, list);
-      expect(again).toMatchObject({ written: 0, statements: 3 });
+      expect(again).toMatchObject({ written: 0, statements: 1 });
+    }));
+
+  it('derives exactly the columns deviceRow() computes, nulls and reason order included', () =>
+    inRollback(handle.db, async (tx) => {
+      const hostId = await newHost(tx);
+      const plain = makeDevice(0);
+      const variants: Device[] = [
+        plain,
+        blocked(makeDevice(1), 'shared-group'),
+        {
+          ...makeDevice(2),
+          subsystemVendorId: null,
+          subsystemDeviceId: null,
+          revision: null,
+          driver: null,
+          driverModule: null,
+          driverOverride: 'vfio-pci',
+          iommuGroup: null,
+          numaNode: null,
+          parent: addressOf(0),
+          physfn: addressOf(1),
+          sriov: {
+            totalVfs: 8,
+            numVfs: 2,
+            driversAutoprobe: true,
+            vfs: [addressOf(3), addressOf(4)],
+          },
+          names: { vendor: null, device: null, subsystem: null, className: 'Unclassified' },
+          vfio: null,
+          vfioDriver: null,
+          readiness: {
+            status: 'blocked',
+            reasons: ['z-last', 'a-first', 'm-middle'].map((code) => ({
+              code,
+              severity: 'error' as const,
+              message: `"quoted" \\ ${code} ünïcode`,
+              remedy: null,
+              related: [],
+            })),
+          },
+        },
+        { ...makeDevice(3), readiness: { status: 'ready', reasons: [] } },
+      ];
+      await bulkUpsertDevices(tx, hostId, variants);
+      const rows = await tx.select().from(devices).where(eq(devices.hostId, hostId));
+      const byAddress = new Map(rows.map((row) => [row.address, row]));
+      for (const device of variants) {
+        const { updatedAt: _expectedAt, ...expected } = deviceRow(hostId, device);
+        const { updatedAt, ...stored } = byAddress.get(device.address) ?? {};
+        expect(updatedAt).toBeInstanceOf(Date);
+        expect(stored).toEqual(expected);
+      }
+    }));
+
+  it('takes an empty list without a statement', () =>
+    inRollback(handle.db, async (tx) => {
+      const hostId = await newHost(tx);
+      expect(await bulkUpsertDevices(tx, hostId, [])).toEqual({
+        written: 0,
+        writtenAddresses: [],
+        statements: 0,
+      });
+    }));
+
+  it('keeps the last report of an address listed twice', () =>
+    inRollback(handle.db, async (tx) => {
+      const hostId = await newHost(tx);
+      const first = makeDevice(0);
+      const second = { ...makeDevice(0), driver: 'vfio-pci' };
+      expect((await bulkUpsertDevices(tx, hostId, [first, second])).written).toBe(1);
+      const [row] = await tx.select().from(devices).where(eq(devices.hostId, hostId));
+      expect(row?.driver).toBe('vfio-pci');
     }));
 
   it('proves the limit is real: one statement over it is refused', () =>
@@ -133,8 +206,8 @@ describe.each(drivers)('devices on %s', (driver) => {
       const hostId = await newHost(tx);
       const total = Math.floor(MAX_BIND_PARAMETERS / DEVICE_ROW_PARAMETERS) + 1;
       const list = Array.from({ length: total }, (_, i) => makeDevice(i));
-      // Bypass the chunking by inserting directly: the driver or server must refuse it, which
-      // is why bulkUpsertDevices chunks. Run in a savepoint so the transaction survives.
+      // A multi-row VALUES insert of that many rows: the driver or server must refuse it, which
+      // is why bulkUpsertDevices sends one jsonb document instead. Run in a savepoint so the transaction survives.
       const direct = tx.transaction(async (sp) => {
         await sp.insert(devices).values(list.map((device) => deviceRow(hostId, device)));
       });
