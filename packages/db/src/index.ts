@@ -36,4 +36,10 @@ export {
   postgresListen,
   type Unlisten,
 } from './notify';
+export {
+  boundToVfioSql,
+  type RollupSyncResult,
+  rebuildAllRollups,
+  syncHostRollups,
+} from './rollups';
 export * from './schema';

@@ -24,6 +24,7 @@ import {
   primaryKey,
   text,
   timestamp,
+  unique,
   uniqueIndex,
   uuid,
 } from 'drizzle-orm/pg-core';
@@ -146,6 +147,69 @@ export const devices = pgTable(
     index('devices_host_group_idx').on(t.hostId, t.iommuGroup),
     index('devices_driver_idx').on(t.driver),
   ],
+);
+
+/**
+ * Per-host rollups of the devices table, rewritten by syncHostRollups (rollups.ts) inside each
+ * ingest transaction. The dashboard polls fleet.summary and fleet.capacity every few seconds per
+ * open browser; at 5,000 hosts x 200 devices those would count 1M rows each time, while these
+ * hold a few rows per host (one per device type and NUMA node; one per blocking reason), so the
+ * fleet-wide aggregates read ~50,000 rows instead. Every figure is additive (counts, sums, min,
+ * max), so summing the hosts' rows gives exactly what the aggregate over devices gave.
+ */
+export const hostDeviceStats = pgTable(
+  'host_device_stats',
+  {
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    vendorId: text('vendor_id').notNull(),
+    deviceId: text('device_id').notNull(),
+    numaNode: integer('numa_node'),
+    /** max() over the host's rows of the type, so max() over hosts is the fleet's max(). */
+    vendorName: text('vendor_name'),
+    deviceName: text('device_name'),
+    className: text('class_name'),
+    /**
+     * 1 on exactly one of the host's rows of this vendor:device (its lowest NUMA node), else 0:
+     * summed, the hosts having the type, without a count(DISTINCT host_id) that must sort.
+     */
+    typeHosts: integer('type_hosts').notNull(),
+    total: integer('total').notNull(),
+    /** status = 'bound' (summary's figure). */
+    statusBound: integer('status_bound').notNull(),
+    /** Bound to a vfio driver, whatever the readiness (capacity's figure; see boundToVfioSql). */
+    vfioBound: integer('vfio_bound').notNull(),
+    ready: integer('ready').notNull(),
+    blocked: integer('blocked').notNull(),
+    vfHeadroom: integer('vf_headroom').notNull(),
+  },
+  (t) => [
+    // NULLS NOT DISTINCT: a device without a NUMA node is one group, as in GROUP BY, and the
+    // rollup's upsert can name this constraint as its conflict target.
+    unique('host_device_stats_key')
+      .on(t.hostId, t.vendorId, t.deviceId, t.numaNode)
+      .nullsNotDistinct(),
+  ],
+);
+
+/** Per host and first (most severe) reason code, the blocked devices: summary's top reasons. */
+export const hostBlockingReasons = pgTable(
+  'host_blocking_reasons',
+  {
+    hostId: uuid('host_id')
+      .notNull()
+      .references(() => hosts.id, { onDelete: 'cascade' }),
+    reason: text('reason').notNull(),
+    count: integer('count').notNull(),
+    /**
+     * The smallest [message, remedy] pair of the reason's first entries on this host (min over
+     * text arrays, in the database's collation): min over hosts of these is the fleet's sample.
+     */
+    message: text('message'),
+    remedy: text('remedy'),
+  },
+  (t) => [primaryKey({ columns: [t.hostId, t.reason] })],
 );
 
 export const iommuGroups = pgTable(
@@ -346,6 +410,8 @@ export type NewHostRow = typeof hosts.$inferInsert;
 export type DeviceRow = typeof devices.$inferSelect;
 export type NewDeviceRow = typeof devices.$inferInsert;
 export type IommuGroupRow = typeof iommuGroups.$inferSelect;
+export type HostDeviceStatsRow = typeof hostDeviceStats.$inferSelect;
+export type HostBlockingReasonRow = typeof hostBlockingReasons.$inferSelect;
 export type EnrollmentTokenRow = typeof enrollmentTokens.$inferSelect;
 export type AgentCredentialRow = typeof agentCredentials.$inferSelect;
 export type UserRow = typeof users.$inferSelect;

@@ -16,6 +16,8 @@ const TABLES = [
   'audit_log',
   'devices',
   'enrollment_tokens',
+  'host_blocking_reasons',
+  'host_device_stats',
   'host_labels',
   'hosts',
   'iommu_groups',

@@ -1,4 +1,7 @@
-/** Filters shared by the fleet queries: hosts by label, devices bound to a vfio driver. */
+/**
+ * Filters shared by the fleet queries: hosts by label. (Devices bound to a vfio driver:
+ * boundToVfioSql in @vfio-fleet/db, which the capacity rollups count at ingest.)
+ */
 import { type SQL, sql } from 'drizzle-orm';
 
 export type LabelFilter = Record<string, string>;
@@ -17,13 +20,4 @@ export function hostHasLabels(hostId: SQL, labels: LabelFilter | undefined): SQL
     ),
     sql` AND `,
   );
-}
-
-/**
- * A device whose bound driver is a vfio one: `vfio-pci` and the variant drivers
- * (`mlx5_vfio_pci`, `nvgrace_gpu_vfio_pci`...), or whatever vfio driver core selected for it.
- * In LIKE `_` matches any one character, so '%vfio_pci' covers both `vfio_pci` and `vfio-pci`.
- */
-export function boundToVfio(d: SQL): SQL {
-  return sql`(${d}.driver LIKE 'vfio%' OR ${d}.driver LIKE '%vfio_pci' OR (${d}.vfio_driver IS NOT NULL AND ${d}.driver = ${d}.vfio_driver))`;
 }

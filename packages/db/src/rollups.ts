@@ -1,0 +1,134 @@
+/**
+ * The per-host rollups behind the fleet dashboard (host_device_stats, host_blocking_reasons; see
+ * schema.ts): what fleet.summary and fleet.capacity aggregate instead of the 1M-row devices table.
+ *
+ * They are computed by the database from the host's device rows, in the ingest transaction right
+ * after those rows were written, rather than in JavaScript from the snapshot: the dashboard shows
+ * max() of names and min() of [message, remedy] pairs, and only the database's own collation
+ * orders text the way the aggregate over devices did, so computing them here keeps every figure
+ * identical to it. Reading a host's ~200 rows back by primary key costs far less than the upsert
+ * that wrote them, and an unchanged rollup row is not rewritten (IS DISTINCT FROM), so a delta
+ * that flips one driver rewrites one or two small rows.
+ */
+import { type SQL, sql } from 'drizzle-orm';
+import type { Database } from './client';
+
+/**
+ * A device (`d`, a devices row alias) bound to a vfio driver: `vfio-pci` and the variant drivers
+ * (`mlx5_vfio_pci`, `nvgrace_gpu_vfio_pci`...), or whatever vfio driver core selected for it.
+ * In LIKE `_` matches any one character, so '%vfio_pci' covers both `vfio_pci` and `vfio-pci`.
+ * Defined here because the rollups count it; the web app's filters use the same expression.
+ */
+export function boundToVfioSql(d: SQL): SQL {
+  return sql`(${d}.driver LIKE 'vfio%' OR ${d}.driver LIKE '%vfio_pci' OR (${d}.vfio_driver IS NOT NULL AND ${d}.driver = ${d}.vfio_driver))`;
+}
+
+export interface RollupSyncResult {
+  /** Rollup rows inserted or changed. */
+  written: number;
+  /** Rollup rows deleted (a type, node or reason the host no longer has). */
+  deleted: number;
+}
+
+/**
+ * The rollup statements for the devices matching `scope` (a condition on `devices d`): one host's
+ * in ingest, every host's when a bench or a repair fills them in bulk. Same SQL both ways, so a
+ * bulk fill produces exactly what ingest would have.
+ */
+function upsertTypeStats(scope: SQL): SQL {
+  return sql`
+    INSERT INTO host_device_stats AS s (host_id, vendor_id, device_id, numa_node, vendor_name,
+      device_name, class_name, type_hosts, total, status_bound, vfio_bound, ready, blocked, vf_headroom)
+    SELECT d.host_id, d.vendor_id, d.device_id, d.numa_node,
+           max(d.vendor_name), max(d.device_name), max(d.class_name),
+           CASE WHEN row_number() OVER (PARTITION BY d.host_id, d.vendor_id, d.device_id
+                                        ORDER BY d.numa_node NULLS FIRST) = 1
+                THEN 1 ELSE 0 END,
+           count(*)::int,
+           count(*) FILTER (WHERE d.status = 'bound')::int,
+           count(*) FILTER (WHERE ${boundToVfioSql(sql`d`)})::int,
+           count(*) FILTER (WHERE d.status = 'ready')::int,
+           count(*) FILTER (WHERE d.status = 'blocked')::int,
+           coalesce(sum(greatest(d.sriov_total_vfs - coalesce(d.sriov_num_vfs, 0), 0)), 0)::int
+    FROM devices d
+    WHERE ${scope}
+    GROUP BY d.host_id, d.vendor_id, d.device_id, d.numa_node
+    ON CONFLICT ON CONSTRAINT host_device_stats_key DO UPDATE SET
+      vendor_name = excluded.vendor_name, device_name = excluded.device_name,
+      class_name = excluded.class_name, type_hosts = excluded.type_hosts, total = excluded.total,
+      status_bound = excluded.status_bound, vfio_bound = excluded.vfio_bound,
+      ready = excluded.ready, blocked = excluded.blocked, vf_headroom = excluded.vf_headroom
+    WHERE (s.vendor_name, s.device_name, s.class_name, s.type_hosts, s.total, s.status_bound,
+           s.vfio_bound, s.ready, s.blocked, s.vf_headroom)
+      IS DISTINCT FROM (excluded.vendor_name, excluded.device_name, excluded.class_name,
+           excluded.type_hosts, excluded.total, excluded.status_bound, excluded.vfio_bound, excluded.ready,
+           excluded.blocked, excluded.vf_headroom)
+    RETURNING 1`;
+}
+
+function upsertReasonStats(scope: SQL): SQL {
+  return sql`
+    INSERT INTO host_blocking_reasons AS r (host_id, reason, count, message, remedy)
+    SELECT g.host_id, g.first_reason, g.n, g.sample[1], g.sample[2]
+    FROM (
+      SELECT d.host_id, d.first_reason, count(*)::int AS n,
+             -- As fleet.summary did over devices: one device's message and remedy together.
+             min(ARRAY[d.reasons -> 0 ->> 'message', d.reasons -> 0 ->> 'remedy']) AS sample
+      FROM devices d
+      WHERE d.status = 'blocked' AND d.first_reason IS NOT NULL AND ${scope}
+      GROUP BY d.host_id, d.first_reason
+    ) g
+    ON CONFLICT (host_id, reason) DO UPDATE SET
+      count = excluded.count, message = excluded.message, remedy = excluded.remedy
+    WHERE (r.count, r.message, r.remedy)
+      IS DISTINCT FROM (excluded.count, excluded.message, excluded.remedy)
+    RETURNING 1`;
+}
+
+function rowCount(result: unknown): number {
+  if (Array.isArray(result)) return result.length;
+  const rows = (result as { rows?: unknown }).rows;
+  return Array.isArray(rows) ? rows.length : 0;
+}
+
+/**
+ * Makes the host's rollup rows match its device rows. Call it in the ingest transaction after
+ * the devices were upserted and the removed ones deleted; a host whose devices did not change
+ * may skip it (the rollups depend on the device rows only).
+ */
+export async function syncHostRollups(tx: Database, hostId: string): Promise<RollupSyncResult> {
+  const scope = sql`d.host_id = ${hostId}::uuid`;
+  let written = rowCount(await tx.execute(upsertTypeStats(scope)));
+  written += rowCount(await tx.execute(upsertReasonStats(scope)));
+  let deleted = rowCount(
+    await tx.execute(sql`
+      DELETE FROM host_device_stats s
+      WHERE s.host_id = ${hostId}::uuid AND NOT EXISTS (
+        SELECT 1 FROM devices d
+        WHERE d.host_id = s.host_id AND d.vendor_id = s.vendor_id AND d.device_id = s.device_id
+          AND d.numa_node IS NOT DISTINCT FROM s.numa_node)
+      RETURNING 1`),
+  );
+  deleted += rowCount(
+    await tx.execute(sql`
+      DELETE FROM host_blocking_reasons r
+      WHERE r.host_id = ${hostId}::uuid AND NOT EXISTS (
+        SELECT 1 FROM devices d
+        WHERE d.host_id = r.host_id AND d.status = 'blocked' AND d.first_reason = r.reason)
+      RETURNING 1`),
+  );
+  return { written, deleted };
+}
+
+/**
+ * Rebuilds every host's rollups from the devices table, in two statements: for bulk loads that
+ * bypass ingest (bench seeding) and for repairing rollups after a manual edit of devices.
+ */
+export async function rebuildAllRollups(db: Database): Promise<void> {
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`DELETE FROM host_device_stats`);
+    await tx.execute(sql`DELETE FROM host_blocking_reasons`);
+    await tx.execute(upsertTypeStats(sql`TRUE`));
+    await tx.execute(upsertReasonStats(sql`TRUE`));
+  });
+}
