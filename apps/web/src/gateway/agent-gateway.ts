@@ -3,7 +3,8 @@
  *
  * It shares the HTTP server with everything else on the port (Next.js next), so it only claims
  * upgrade requests for its own path. Every frame is size-bounded and parsed by core's
- * parseAgentMessage; the host a message is stored under is the one the credential belongs to,
+ * parseAgentMessageForServer (which drops the agent's readiness verdicts unread: the server
+ * assesses the facts itself); the host a message is stored under is the one the credential belongs to,
  * never a name or machine-id the payload claims. A connection's messages are handled one at a time
  * (a promise chain), so an ack always follows the write it acknowledges, in order.
  */
@@ -11,15 +12,15 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
-  type AgentMessage,
+  type AgentMessageForServer,
   encodeMessage,
   type HelloMessage,
   MAX_SNAPSHOT_MESSAGE_BYTES,
   PROTOCOL_VERSION,
-  parseAgentMessage,
+  parseAgentMessageForServer,
   type ServerMessage,
 } from '@vfio-fleet/core';
-import { agentCredentials, type Database, hosts } from '@vfio-fleet/db';
+import { agentCredentials, type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
 import { and, eq, inArray, lt, lte, sql } from 'drizzle-orm';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { ServerError } from '../errors';
@@ -31,6 +32,7 @@ import {
   registerDisconnect,
   secretMatches,
   spendEnrollmentToken,
+  TokenUseCounter,
 } from './credentials';
 import { ingestDelta, ingestSnapshot } from './ingest';
 import {
@@ -66,6 +68,8 @@ export interface AgentGatewayDeps {
   trustProxy?: boolean;
   /** Delivers jobs to the agents connected here and takes their job messages (default: none). */
   dispatcher?: JobDispatcher;
+  /** Large frames (snapshots) parsed and stored at once, server-wide (default 4). */
+  maxConcurrentIngests?: number;
 }
 
 /** Close codes (RFC 6455): policy violation, and going away when the server stops. */
@@ -82,6 +86,40 @@ const LAST_SEEN_WRITE_MS = 5_000;
  * instead of being buffered (up to 8 MiB a frame) in this process.
  */
 const MAX_PENDING_FRAMES = 8;
+/**
+ * Frames larger than this (snapshots; deltas and control messages are smaller) wait for a slot of
+ * the server-wide ingest gate before they are parsed: after a server restart or a fleet-wide
+ * rollout thousands of agents send a ~300 KB snapshot at the same moment, and parsing them all at
+ * once would hold thousands of parsed inventories (megabytes each) while they queue for a handful
+ * of database connections. Waiting unparsed, a frame costs its bytes; and its connection, paused,
+ * sends nothing more.
+ */
+const GATED_FRAME_BYTES = 64 * 1024;
+const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
+
+/** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
+class Gate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly limit: number) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) {
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.active += 1;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      // The slot passes straight to the next waiter, so `active` only drops when none waits.
+      if (next !== undefined) next();
+      else this.active -= 1;
+    };
+  }
+}
 
 interface Session {
   ws: WebSocket;
@@ -90,6 +128,8 @@ interface Session {
   labels: Readonly<Record<string, string>>;
   badFrames: number;
   lastSeenWrittenAt: number;
+  /** When the last frame arrived (before it waited its turn): the sweep spares a host heard from. */
+  lastFrameAt: number;
   /** Messages of one connection are handled in order. */
   queue: Promise<void>;
   /** Frames received but not yet handled. */
@@ -128,6 +168,8 @@ export class AgentGateway {
   private readonly dispatcher: JobDispatcher | null;
   /** Each authenticated session's send, as handed to the dispatcher (to unregister that one). */
   private readonly jobSenders = new WeakMap<Session, (message: ServerMessage) => void>();
+  private readonly ingestGate: Gate;
+  private readonly tokenUses: TokenUseCounter;
 
   constructor(deps: AgentGatewayDeps) {
     this.db = deps.db;
@@ -151,6 +193,12 @@ export class AgentGateway {
       deps.failedHelloLimits ?? DEFAULT_FAILED_HELLO_LIMITS,
     );
     this.trustProxy = deps.trustProxy ?? false;
+    this.tokenUses = new TokenUseCounter(this.db, (error) =>
+      this.logger.error({ err: error }, 'counting enrollment token uses failed'),
+    );
+    this.ingestGate = new Gate(
+      Math.max(1, deps.maxConcurrentIngests ?? DEFAULT_MAX_CONCURRENT_INGESTS),
+    );
   }
 
   /** Number of authenticated agent connections. */
@@ -207,6 +255,7 @@ export class AgentGateway {
       s.hostId === null ? [] : [s.hostId],
     );
     if (hostIds.length > 0) await this.markOffline(hostIds).catch(() => undefined);
+    await this.tokenUses.flush().catch(() => undefined);
     for (const session of this.sessions) {
       if (session.throttle !== null) clearTimeout(session.throttle);
       session.ws.terminate();
@@ -224,11 +273,28 @@ export class AgentGateway {
 
   /** Marks hosts offline whose agent has not been heard from within the window. */
   async sweep(): Promise<void> {
-    const cutoff = new Date(this.now().getTime() - this.offlineAfterMs);
+    const now = this.now().getTime();
+    const cutoff = new Date(now - this.offlineAfterMs);
+    // A connection whose frames wait for the ingest gate has been heard from even though its
+    // last_seen_at is not written yet: under a snapshot storm that wait can outlast the window
+    // (and a connection paused for its queue sends no new frames meanwhile).
+    const heard = [...this.byAgent.values()].flatMap((s) =>
+      s.hostId !== null && (s.pending > 0 || now - s.lastFrameAt < this.offlineAfterMs)
+        ? [s.hostId]
+        : [],
+    );
     const stale = await this.db
       .update(hosts)
       .set({ state: 'offline' })
-      .where(and(eq(hosts.state, 'online'), lt(hosts.lastSeenAt, cutoff)))
+      .where(
+        and(
+          eq(hosts.state, 'online'),
+          lt(hosts.lastSeenAt, cutoff),
+          heard.length === 0
+            ? undefined
+            : sql`${hosts.id} <> ALL(${textArrayLiteral(heard)}::uuid[])`,
+        ),
+      )
       .returning({ id: hosts.id, agentId: hosts.agentId });
     for (const host of stale) {
       this.logger.info({ agentId: host.agentId }, 'host offline: missed heartbeats');
@@ -245,6 +311,7 @@ export class AgentGateway {
       labels: {},
       badFrames: 0,
       lastSeenWrittenAt: 0,
+      lastFrameAt: Date.now(),
       queue: Promise.resolve(),
       pending: 0,
       address: remoteAddress(request, this.trustProxy),
@@ -264,6 +331,7 @@ export class AgentGateway {
     }, this.helloTimeoutMs);
     ws.on('error', (error) => this.logger.debug({ err: error }, 'agent socket error'));
     ws.on('message', (data, isBinary) => {
+      session.lastFrameAt = this.now().getTime();
       session.pending += 1;
       if (session.pending >= MAX_PENDING_FRAMES) ws.pause();
       // Every frame received is handled; one over the rate only stops further reading a while.
@@ -325,7 +393,21 @@ export class AgentGateway {
   private async onFrame(session: Session, data: RawData, isBinary: boolean): Promise<void> {
     if (session.ws.readyState !== session.ws.OPEN) return;
     const raw = toBytes(data);
-    const parsed = parseAgentMessage(raw);
+    if (raw.byteLength <= GATED_FRAME_BYTES) {
+      await this.handleFrame(session, raw, isBinary);
+      return;
+    }
+    const release = await this.ingestGate.acquire();
+    try {
+      // It may have closed while waiting: nothing to store for a connection that is gone.
+      if (session.ws.readyState === session.ws.OPEN) await this.handleFrame(session, raw, isBinary);
+    } finally {
+      release();
+    }
+  }
+
+  private async handleFrame(session: Session, raw: Uint8Array, isBinary: boolean): Promise<void> {
+    const parsed = parseAgentMessageForServer(raw);
     if (!parsed.ok) {
       this.metrics.message('invalid', 'rejected');
       session.badFrames += 1;
@@ -386,7 +468,8 @@ export class AgentGateway {
     if (hello.auth.kind === 'enroll') {
       const token = hello.auth.token;
       const enrolled = await this.db.transaction(async (tx) => {
-        if (!(await spendEnrollmentToken(tx, token, now))) return null;
+        const spent = await spendEnrollmentToken(tx, token, now);
+        if (spent === null) return null;
         const newAgentId = randomUUID();
         const [host] = await tx
           .insert(hosts)
@@ -399,7 +482,7 @@ export class AgentGateway {
           .returning({ id: hosts.id });
         if (host === undefined) throw new Error('inserting the host returned no row');
         const issued = await issueCredential(tx, host.id, newAgentId);
-        return { hostId: host.id, issued };
+        return { hostId: host.id, issued, spent };
       });
       if (enrolled === null) {
         this.authFailed(session);
@@ -410,6 +493,7 @@ export class AgentGateway {
         );
         return;
       }
+      if (!enrolled.spent.counted) this.tokenUses.record(enrolled.spent.id);
       agentId = enrolled.issued.agentId;
       hostId = enrolled.hostId;
       credential = enrolled.issued;
@@ -445,7 +529,8 @@ export class AgentGateway {
     // The host identity is the credential's: hello.host is never used to find or move a host row.
     const [host] = await this.db
       .update(hosts)
-      .set({ state: 'online', lastSeenAt: now, connectedAt: now })
+      // The version with the state: the fleet's agent versions are as fresh as its hellos.
+      .set({ state: 'online', lastSeenAt: now, connectedAt: now, agentVersion: hello.agentVersion })
       .where(eq(hosts.id, hostId))
       .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
     if (host === undefined) {
@@ -494,7 +579,11 @@ export class AgentGateway {
     this.failedHellos.record(session.address);
   }
 
-  private async onMessage(session: Session, hostId: string, message: AgentMessage): Promise<void> {
+  private async onMessage(
+    session: Session,
+    hostId: string,
+    message: AgentMessageForServer,
+  ): Promise<void> {
     if (!(await this.touch(session, hostId))) return;
     switch (message.type) {
       case 'hello':

