@@ -13,6 +13,7 @@ import { type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
 import { buildHostTree, type ScenarioName, scenario } from '@vfio-fleet/host-fixtures';
 import postgres from 'postgres';
 import { signedIn, signedInSession } from './api-client';
+import { writeFakeDist } from './fake-dist';
 import {
   type Counts,
   type DatabaseKind,
@@ -182,7 +183,10 @@ export async function startFleet(kind: DatabaseKind, baseDir: string): Promise<R
       VFIO_FLEET_HEARTBEAT_SECONDS: '2',
       VFIO_FLEET_LOG_LEVEL: 'info',
       NO_COLOR: '1',
+      // The agent it hands out (/downloads, /install.sh, the enrollment page's install commands).
+      VFIO_FLEET_DOWNLOADS_DIR: path.join(dir, 'dist'),
     };
+    await writeFakeDist(path.join(dir, 'dist'));
     if (kind === 'pglite') {
       delete env.DATABASE_URL;
       env.VFIO_FLEET_DATA_DIR = path.join(dir, 'pglite');

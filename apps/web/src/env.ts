@@ -47,6 +47,11 @@ export const serverEnvSchema = z.object({
   VFIO_FLEET_LOCAL_AGENT: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('1')),
   /** The local agent reads this tree instead of / (`--root`; a fixture tree in tests, demos). */
   VFIO_FLEET_LOCAL_AGENT_ROOT: z.preprocess(emptyToUndefined, z.string().min(1).optional()),
+  /**
+   * Where the packaged agent is served from (/downloads, /install.sh): manifest.json and the files
+   * it lists, as `npm run build -w packaging` writes them; default this checkout's packaging/dist.
+   */
+  VFIO_FLEET_DOWNLOADS_DIR: z.preprocess(emptyToUndefined, z.string().min(1).optional()),
 });
 export type ServerEnv = z.infer<typeof serverEnvSchema>;
 
@@ -63,6 +68,7 @@ export function parseServerEnv(env: Record<string, string | undefined> = process
     VFIO_FLEET_TRUST_PROXY: env.VFIO_FLEET_TRUST_PROXY,
     VFIO_FLEET_LOCAL_AGENT: env.VFIO_FLEET_LOCAL_AGENT,
     VFIO_FLEET_LOCAL_AGENT_ROOT: env.VFIO_FLEET_LOCAL_AGENT_ROOT,
+    VFIO_FLEET_DOWNLOADS_DIR: env.VFIO_FLEET_DOWNLOADS_DIR,
   });
   if (!parsed.success) {
     throw new ServerError('bad-config', `invalid environment: ${z.prettifyError(parsed.error)}`);

@@ -12,7 +12,7 @@ export {
 export { ensureAdmin } from './auth/bootstrap-admin';
 export { hashPassword, verifyPassword } from './auth/passwords';
 export { SlidingWindowLimiter } from './auth/rate-limit';
-export { SESSION_COOKIE } from './auth/sessions';
+export { createSession, SESSION_COOKIE } from './auth/sessions';
 export { parseServerEnv, type ServerEnv, serverEnvSchema } from './env';
 export { ServerError, type ServerErrorCode } from './errors';
 export {

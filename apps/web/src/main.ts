@@ -39,6 +39,11 @@ async function main(): Promise<void> {
     next: ui?.handle,
     metricsToken: env.METRICS_TOKEN,
     trustProxy: env.VFIO_FLEET_TRUST_PROXY === '1',
+    // Relative to where the server was started, like VFIO_FLEET_DATA_DIR.
+    downloadsDir:
+      env.VFIO_FLEET_DOWNLOADS_DIR === undefined
+        ? undefined
+        : path.resolve(env.VFIO_FLEET_DOWNLOADS_DIR),
   });
   // This host as the fleet's first member (read-only). Its state dir sits in the data dir
   // (`./.data/local-agent` by default, under PostgreSQL too), resolved like PGlite's own.

@@ -9,6 +9,8 @@ import { type Database, hosts, type Listen, ping } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { createApiHandler, TRPC_PATH } from './api/http-handler';
 import type { LoginLimiters } from './api/trpc';
+import { AgentDownloads, DEFAULT_DOWNLOADS_DIR } from './downloads/agent-downloads';
+import { createDownloadsHandler, isDownloadsPath } from './downloads/downloads-handler';
 import { AgentGateway } from './gateway/agent-gateway';
 import type { FailedHelloLimits, FrameLimits } from './gateway/rate-limit';
 import { JobDispatcher, type JobDispatcherDeps } from './jobs/dispatcher';
@@ -34,6 +36,8 @@ export interface StartServerOptions {
   frameLimits?: FrameLimits;
   /** Failed hellos per address before 429 (tests shorten it). */
   failedHelloLimits?: FailedHelloLimits;
+  /** Snapshots parsed and stored at once, server-wide (the gateway's default: 4). */
+  maxConcurrentIngests?: number;
   /**
    * The DbHandle's LISTEN: how a job created through another server process reaches an agent
    * connected to this one at once. Without it, only the dispatcher's poll finds such jobs.
@@ -47,6 +51,8 @@ export interface StartServerOptions {
   loginLimiters?: LoginLimiters;
   /** Dispatcher timings (tests shorten them). */
   jobs?: Pick<JobDispatcherDeps, 'leaseSeconds' | 'pollMs' | 'runningGraceSeconds'>;
+  /** Where the packaged agent is (VFIO_FLEET_DOWNLOADS_DIR; default this checkout's packaging/dist). */
+  downloadsDir?: string;
 }
 
 export interface RunningServer {
@@ -142,13 +148,17 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     trustProxy: options.trustProxy,
     frameLimits: options.frameLimits,
     failedHelloLimits: options.failedHelloLimits,
+    maxConcurrentIngests: options.maxConcurrentIngests,
   });
   connected = () => gateway.connectedAgents;
+  const downloads = new AgentDownloads(options.downloadsDir ?? DEFAULT_DOWNLOADS_DIR, logger);
+  const serveDownload = createDownloadsHandler(downloads, logger);
   const api = createApiHandler({
     db,
     logger,
     gateway,
     dispatcher,
+    downloads,
     sessionTtlHours: options.sessionTtlHours,
     loginLimiters: options.loginLimiters,
   });
@@ -167,6 +177,14 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     if (req.method === 'GET' && url.pathname === '/metrics') {
       metrics.handle(req, res).catch((error: unknown) => {
         logger.error({ err: error }, 'metrics scrape failed');
+        if (!res.headersSent) sendJson(res, 500, { error: 'internal' });
+        else res.destroy();
+      });
+      return;
+    }
+    if (isDownloadsPath(url.pathname)) {
+      serveDownload(req, res, url.pathname).catch((error: unknown) => {
+        logger.error({ err: error, path: url.pathname }, 'download failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal' });
         else res.destroy();
       });

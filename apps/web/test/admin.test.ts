@@ -10,8 +10,9 @@ import path from 'node:path';
 import { users } from '@vfio-fleet/db';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentCommand, shellWord } from '../src/api/routers/admin';
+import { agentCommand } from '../src/api/routers/admin';
 import { hashPassword } from '../src/auth/passwords';
+import { shellWord } from '../src/shell-word';
 import { type ApiClient, apiClient, failure } from './helpers/api-client';
 import {
   type AgentProcess,

@@ -6,15 +6,16 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import Link from 'next/link';
 import { useState } from 'react';
-import { HostStateBadge } from '../components/badges';
+import { AgentVersion, HostStateBadge } from '../components/badges';
 import { Pager, useCursorPager } from '../components/pager';
 import { RelativeTime } from '../components/relative-time';
 import { Empty, ErrorState, Loading } from '../components/states';
-import { api, LIVE_MS, type RouterInputs } from '../lib/api';
+import { api, LIVE_MS, type RouterInputs, type RouterOutputs } from '../lib/api';
 import styles from './hosts.module.css';
 import { Labels } from './labels';
 
 type ListInput = RouterInputs['hosts']['list'] & object;
+type AgentVersions = RouterOutputs['fleet']['agentVersions'];
 type Sort = 'hostname' | 'lastSeen' | 'devices';
 type Dir = 'asc' | 'desc';
 
@@ -95,6 +96,7 @@ export default function HostsPage() {
   return (
     <>
       <h1>Hosts</h1>
+      <AgentVersionsPanel />
       <search className="toolbar" aria-label="Filter hosts">
         <label>
           Search hostname
@@ -174,6 +176,8 @@ export default function HostsPage() {
                     Blocked
                   </th>
                   <SortHeader label="Last seen" column="lastSeen" {...{ sort, dir, onSort }} />
+                  {/* Last, so the columns before it keep their places for those who know them. */}
+                  <th scope="col">Agent</th>
                 </tr>
               </thead>
               <tbody>
@@ -209,6 +213,9 @@ export default function HostsPage() {
                     <td>
                       <RelativeTime iso={h.lastSeenAt} />
                     </td>
+                    <td>
+                      <AgentVersion version={h.agentVersion} status={h.agentVersionStatus} />
+                    </td>
                   </tr>
                 ))}
               </tbody>
@@ -223,5 +230,63 @@ export default function HostsPage() {
         </>
       )}
     </>
+  );
+}
+
+/** Hosts per agent version, and the outdated ones (older than the agent this server ships). */
+function AgentVersionsPanel() {
+  const versions = useQuery({
+    queryKey: ['fleet.agentVersions'],
+    queryFn: () => api.fleet.agentVersions.query(),
+    refetchInterval: LIVE_MS,
+  });
+  if (versions.isPending) return <Loading what="Loading agent versions" />;
+  if (versions.isError) {
+    return <ErrorState error={versions.error} retry={() => versions.refetch()} />;
+  }
+  const data: AgentVersions = versions.data;
+  if (data.hosts === 0) return null;
+  return (
+    <section className={`card ${styles.versions}`} aria-labelledby="agent-versions-title">
+      <h2 id="agent-versions-title" className={styles.versionsTitle}>
+        Agent versions
+      </h2>
+      <p className="small">
+        This server ships agent <span className="mono">{data.current}</span>.{' '}
+        {data.outdated === 0 ? (
+          <span>No host runs an outdated agent.</span>
+        ) : (
+          <strong>
+            {data.outdated} host{data.outdated === 1 ? '' : 's'} run{data.outdated === 1 ? 's' : ''}{' '}
+            an outdated agent.
+          </strong>
+        )}
+      </p>
+      <table className={styles.versionsTable}>
+        <caption className={styles.caption}>Agent versions in the fleet</caption>
+        <thead>
+          <tr>
+            <th scope="col">Version</th>
+            <th scope="col" className="num">
+              Hosts
+            </th>
+            <th scope="col" className="num">
+              Online
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {data.versions.map((v) => (
+            <tr key={v.version ?? '(none)'}>
+              <td>
+                <AgentVersion version={v.version} status={v.status} />
+              </td>
+              <td className="num">{v.hosts}</td>
+              <td className="num">{v.online}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
   );
 }

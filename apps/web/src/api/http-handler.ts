@@ -22,8 +22,8 @@ export function defaultLoginLimiters(): LoginLimiters {
   };
 }
 
-export type ApiHandlerDeps = Omit<ApiDeps, 'loginLimiters' | 'sessionTtlHours' | 'dispatcher'> &
-  Partial<Pick<ApiDeps, 'loginLimiters' | 'sessionTtlHours' | 'dispatcher'>>;
+type OptionalDeps = 'loginLimiters' | 'sessionTtlHours' | 'dispatcher' | 'downloads';
+export type ApiHandlerDeps = Omit<ApiDeps, OptionalDeps> & Partial<Pick<ApiDeps, OptionalDeps>>;
 
 export function createApiHandler(
   deps: ApiHandlerDeps,
@@ -31,6 +31,7 @@ export function createApiHandler(
   const shared: ApiDeps = {
     ...deps,
     dispatcher: deps.dispatcher ?? null,
+    downloads: deps.downloads ?? null,
     loginLimiters: deps.loginLimiters ?? defaultLoginLimiters(),
     sessionTtlHours: deps.sessionTtlHours ?? DEFAULT_SESSION_TTL_HOURS,
   };

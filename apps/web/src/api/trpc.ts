@@ -10,6 +10,7 @@ import { initTRPC, TRPCError } from '@trpc/server';
 import type { Database, JobRow, UserRole } from '@vfio-fleet/db';
 import type { SlidingWindowLimiter } from '../auth/rate-limit';
 import type { SessionUser } from '../auth/sessions';
+import type { AgentDownloads } from '../downloads/agent-downloads';
 import { ServerError, type ServerErrorCode } from '../errors';
 import type { AgentGateway } from '../gateway/agent-gateway';
 import type { Logger } from '../logger';
@@ -33,6 +34,8 @@ export interface ApiDeps {
   dispatcher: JobNotifier | null;
   loginLimiters: LoginLimiters;
   sessionTtlHours: number;
+  /** The packaged agent (for the install commands); null: none. */
+  downloads: AgentDownloads | null;
 }
 
 export interface ApiContext extends ApiDeps {

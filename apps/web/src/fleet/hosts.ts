@@ -7,6 +7,7 @@ import type { Host, Problem } from '@vfio-fleet/core';
 import type { Database, HostState } from '@vfio-fleet/db';
 import { type SQL, sql } from 'drizzle-orm';
 import { ServerError } from '../errors';
+import { type AgentVersionStatus, agentVersionStatus } from './agent-version';
 import { type CursorKey, decodeCursor, page } from './cursor';
 import { DEVICE_COLUMNS, type DeviceView, deviceView } from './device-view';
 import { hostHasLabels, type LabelFilter } from './filters';
@@ -43,6 +44,10 @@ export interface HostListItem {
   problemCount: number;
   labels: Record<string, string>;
   devices: DeviceCounts;
+  /** What the agent said in its last hello; null before it reported one. */
+  agentVersion: string | null;
+  /** Compared with the version this server ships. */
+  agentVersionStatus: AgentVersionStatus;
 }
 
 /** The sort key of each order, as a column of the inner query (comparable in a row comparison). */
@@ -97,7 +102,7 @@ export async function listHosts(
     await db.execute(sql`
       SELECT s.* FROM (
         SELECT h.id, h.hostname, h.state, h.last_seen_at, h.kernel_release, h.cpu_vendor,
-               h.iommu_enabled, jsonb_array_length(h.problems)::int AS problem_count,
+               h.iommu_enabled, h.agent_version, jsonb_array_length(h.problems)::int AS problem_count,
                coalesce(c.total, 0)::int AS total, coalesce(c.bound, 0)::int AS bound,
                coalesce(c.ready, 0)::int AS ready, coalesce(c.blocked, 0)::int AS blocked,
                (SELECT jsonb_object_agg(l.key, l.value) FROM host_labels l WHERE l.host_id = h.id) AS labels,
@@ -128,6 +133,8 @@ export async function listHosts(
       problemCount: toInt(r.problem_count),
       labels: labelsOf(r.labels),
       devices: countsOf(r),
+      agentVersion: toStringOrNull(r.agent_version),
+      agentVersionStatus: agentVersionStatus(toStringOrNull(r.agent_version)),
     } satisfies HostListItem,
     sortKey: typeof r.sort_key === 'number' ? r.sort_key : String(r.sort_key),
   }));
@@ -154,6 +161,8 @@ export interface HostDetail {
   cpuVendor: string | null;
   iommuEnabled: boolean;
   interruptRemapping: string | null;
+  agentVersion: string | null;
+  agentVersionStatus: AgentVersionStatus;
   labels: Record<string, string>;
   /** The agent's host facts (cmdline, IOMMU units, vfio modules, critical devices...). */
   facts: Host | null;
@@ -205,6 +214,8 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
     cpuVendor: toStringOrNull(host.cpu_vendor),
     iommuEnabled: host.iommu_enabled === true,
     interruptRemapping: toStringOrNull(host.interrupt_remapping),
+    agentVersion: toStringOrNull(host.agent_version),
+    agentVersionStatus: agentVersionStatus(toStringOrNull(host.agent_version)),
     labels: labelsOf(host.labels),
     facts: (host.host ?? null) as Host | null,
     problems: Array.isArray(host.problems) ? (host.problems as Problem[]) : [],

@@ -21,7 +21,7 @@ import {
   JOB_STATES,
   jobs,
 } from '@vfio-fleet/db';
-import { sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { Logger } from '../logger';
 import { withDeadline } from './deadline';
 import { Counter, Gauge, Histogram, PROMETHEUS_CONTENT_TYPE, Registry } from './prometheus';
@@ -78,6 +78,8 @@ interface FleetCounts {
   hosts: Map<string, number>;
   devices: Map<string, number>;
   jobs: Map<string, number>;
+  /** Online hosts by the agent version they reported ('' when none). */
+  agentVersions: Map<string, number>;
 }
 
 export class FleetMetrics implements GatewayMetrics {
@@ -142,6 +144,13 @@ export class FleetMetrics implements GatewayMetrics {
       'vfio_fleet_devices',
       'Devices by passthrough status (whole fleet, from the database).',
       ['status'],
+    ),
+  );
+  private readonly agentVersionsGauge = this.registry.register(
+    new Gauge(
+      'vfio_fleet_agents_online_by_version',
+      'Online hosts by the agent version they reported at hello (whole fleet, from the database; version="" when none).',
+      ['version'],
     ),
   );
   private readonly jobsGauge = this.registry.register(
@@ -219,6 +228,7 @@ export class FleetMetrics implements GatewayMetrics {
     this.hostsGauge.clear();
     this.devicesGauge.clear();
     this.jobsGauge.clear();
+    this.agentVersionsGauge.clear();
     this.databaseUp.set({}, counts === null ? 0 : 1);
     if (counts !== null) {
       // Every known value, zeros included: a state nobody is in is 0, not a missing series.
@@ -227,6 +237,9 @@ export class FleetMetrics implements GatewayMetrics {
         this.devicesGauge.set({ status }, counts.devices.get(status) ?? 0);
       }
       for (const state of JOB_STATES) this.jobsGauge.set({ state }, counts.jobs.get(state) ?? 0);
+      for (const [version, count] of counts.agentVersions) {
+        this.agentVersionsGauge.set({ version }, count);
+      }
     }
     this.agentsGauge.set({}, this.agentsConnected());
     this.collectProcess();
@@ -275,7 +288,7 @@ export class FleetMetrics implements GatewayMetrics {
 
   private async readCounts(): Promise<FleetCounts | null> {
     const read = async (): Promise<FleetCounts> => {
-      const [hostRows, deviceRows, jobRows] = await Promise.all([
+      const [hostRows, deviceRows, jobRows, versionRows] = await Promise.all([
         this.db
           .select({ key: hosts.state, count: sql<number>`count(*)::int` })
           .from(hosts)
@@ -288,10 +301,23 @@ export class FleetMetrics implements GatewayMetrics {
           .select({ key: jobs.state, count: sql<number>`count(*)::int` })
           .from(jobs)
           .groupBy(jobs.state),
+        this.db
+          .select({
+            key: sql<string>`coalesce(${hosts.agentVersion}, '')`,
+            count: sql<number>`count(*)::int`,
+          })
+          .from(hosts)
+          .where(eq(hosts.state, 'online'))
+          .groupBy(hosts.agentVersion),
       ]);
       const toMap = (rows: { key: string; count: number }[]) =>
         new Map(rows.map((r) => [r.key, Number(r.count)]));
-      return { hosts: toMap(hostRows), devices: toMap(deviceRows), jobs: toMap(jobRows) };
+      return {
+        hosts: toMap(hostRows),
+        devices: toMap(deviceRows),
+        jobs: toMap(jobRows),
+        agentVersions: toMap(versionRows),
+      };
     };
     // A database that does not answer (a dropped network, a connect timeout) must not hold the
     // scrape past Prometheus's own timeout: answer without the fleet gauges instead.

@@ -83,6 +83,8 @@ export async function startFleet(
     | 'next'
     | 'loginLimiters'
     | 'sessionTtlHours'
+    | 'downloadsDir'
+    | 'maxConcurrentIngests'
   > = {},
 ): Promise<Fleet> {
   const testDb = await openTestDb(driver);

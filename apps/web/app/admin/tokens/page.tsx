@@ -6,7 +6,7 @@
  */
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import Link from 'next/link';
-import { type FormEvent, useId, useRef, useState } from 'react';
+import { type FormEvent, type ReactNode, useId, useRef, useState } from 'react';
 import { HostStateBadge } from '../../components/badges';
 import { CopyButton } from '../../components/copy-button';
 import { Pager, useCursorPager } from '../../components/pager';
@@ -238,22 +238,117 @@ function CreatedToken({ created, onDone }: { created: Created; onDone: () => voi
           : ` and can enroll ${created.maxUses} host${created.maxUses === 1 ? '' : 's'}.`}
       </p>
       <figure className={styles.figure}>
-        <figcaption className="small muted">Agent command line</figcaption>
+        <figcaption className="small muted">
+          Agent command line (where the agent is installed already)
+        </figcaption>
         <pre className={styles.command} ref={commandRef}>
           {created.command}
         </pre>
       </figure>
       <div className="row">
         <CopyButton text={created.command} label="Copy command" target={commandRef} />
+      </div>
+      <InstallCommands install={created.install} />
+      <p className="small muted">
+        The agent runs as root on the host (add <code>--allow-rebind</code> to its command line, or
+        to <code>VFIO_FLEET_AGENT_ARGS</code> in <code>/etc/vfio-fleet/agent.env</code>, to let this
+        console rebind its devices). Token alone: <code className="mono">{created.token}</code>
+      </p>
+      <div className="row">
         <span className="spacer" />
         <button type="button" className="btn" onClick={onDone}>
           Done
         </button>
       </div>
-      <p className="small muted">
-        The agent runs as root on the host (add <code>--allow-rebind</code> to let this console
-        rebind its devices). Token alone: <code className="mono">{created.token}</code>
-      </p>
+    </section>
+  );
+}
+
+/** One install path: a caption, the command as shown, and its copy button. */
+function InstallBlock({
+  title,
+  hint,
+  text,
+  copyLabel,
+}: {
+  title: string;
+  hint: ReactNode;
+  text: string;
+  copyLabel: string;
+}) {
+  const ref = useRef<HTMLPreElement>(null);
+  const titleId = useId();
+  return (
+    <figure className={styles.figure} aria-labelledby={titleId}>
+      <figcaption id={titleId}>
+        <strong>{title}</strong> <span className="small muted">{hint}</span>
+      </figcaption>
+      <pre className={styles.command} ref={ref}>
+        {text}
+      </pre>
+      <CopyButton text={text} label={copyLabel} target={ref} />
+    </figure>
+  );
+}
+
+/** The install commands for a host without the agent: the script, the .deb, Ansible. */
+function InstallCommands({ install }: { install: Created['install'] }) {
+  return (
+    <section aria-labelledby="install-title" className={styles.install}>
+      <h3 id="install-title">Install the agent on a new host</h3>
+      {install.packaged ? (
+        <p className="small muted">
+          Agent {install.version}, downloaded from this server (the host needs no internet access),
+          each download checked against its SHA-256.
+        </p>
+      ) : (
+        <p className="state state-error small" role="note">
+          <span>
+            The agent has not been packaged on this server, so its downloads and install script
+            answer 503 for now. Build it in the server&apos;s checkout with{' '}
+            <code>npm run build -w packaging</code> (or set <code>VFIO_FLEET_DOWNLOADS_DIR</code>
+            ), then create a new token.
+          </span>
+        </p>
+      )}
+      {install.omittedLabels.length > 0 ? (
+        <p className="state state-error small" role="note">
+          <span>
+            Left out of these commands: the label{install.omittedLabels.length === 1 ? '' : 's'}{' '}
+            {install.omittedLabels.map((key, i) => (
+              <span key={key}>
+                {i > 0 ? ', ' : ''}
+                <code>{key}</code>
+              </span>
+            ))}
+            . The agent&apos;s env file passes its arguments split at spaces, so label values there
+            may hold only letters, digits and <code>_ . : / @ + , = ~ -</code>. The agent command
+            line above carries every label.
+          </span>
+        </p>
+      ) : null}
+      <InstallBlock
+        title="Install script"
+        hint="(any Linux with systemd and curl)"
+        text={install.script}
+        copyLabel="Copy script"
+      />
+      {install.deb !== null ? (
+        <InstallBlock
+          title="Debian package"
+          hint="(Debian, Ubuntu)"
+          text={install.deb}
+          copyLabel="Copy .deb steps"
+        />
+      ) : null}
+      {install.ansible !== null ? (
+        <InstallBlock
+          title="Ansible playbook"
+          hint="(for many hosts at once)"
+          text={install.ansible}
+          copyLabel="Copy playbook"
+        />
+      ) : null}
     </section>
   );
 }

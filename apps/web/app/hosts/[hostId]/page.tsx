@@ -8,7 +8,7 @@ import { useQuery } from '@tanstack/react-query';
 import Link from 'next/link';
 import { useParams } from 'next/navigation';
 import { useState } from 'react';
-import { HostStateBadge } from '../../components/badges';
+import { AgentVersion, HostStateBadge } from '../../components/badges';
 import { GroupBox, type RebindRequest } from '../../components/group-box';
 import { RebindDialog } from '../../components/rebind-dialog';
 import { RelativeTime } from '../../components/relative-time';
@@ -108,6 +108,10 @@ function HostFacts({ host: h }: { host: HostView }) {
       <dl className={styles.facts}>
         <dt>Kernel</dt>
         <dd className="mono">{h.kernelRelease ?? 'unknown'}</dd>
+        <dt>Agent</dt>
+        <dd>
+          <AgentVersion version={h.agentVersion} status={h.agentVersionStatus} />
+        </dd>
         <dt>CPU vendor</dt>
         <dd>
           {h.cpuVendor ?? 'unknown'}

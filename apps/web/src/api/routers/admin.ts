@@ -18,9 +18,11 @@ import { z } from 'zod';
 import { recordAudit } from '../../audit/audit-log';
 import { hashPassword, verifyPassword } from '../../auth/passwords';
 import { revokeUserSessions } from '../../auth/sessions';
+import { installCommands } from '../../downloads/install-commands';
 import { ServerError } from '../../errors';
 import { decodeCursor, encodeCursor } from '../../fleet/cursor';
 import { hashSecret, newSecret, revokeCredential } from '../../gateway/credentials';
+import { shellWord } from '../../shell-word';
 import { cursorInput, limitInput, uuidInput } from '../inputs';
 import { publicUrl } from '../public-url';
 import { adminProcedure, createRouter, viewerProcedure } from '../trpc';
@@ -48,16 +50,6 @@ function tokenState(row: typeof enrollmentTokens.$inferSelect, now: Date): Token
   if (row.expiresAt <= now) return 'expired';
   if (row.maxUses !== null && row.uses >= row.maxUses) return 'used-up';
   return 'active';
-}
-
-/**
- * One word of a POSIX shell command line: left bare when it holds only characters no shell treats
- * specially, else single-quoted (a `'` inside becomes `'\''`). Label values are the admin's free
- * text and end up in a command someone pastes into a root shell on another host.
- */
-export function shellWord(word: string): string {
-  if (/^[A-Za-z0-9_./:=@,+%-]+$/.test(word)) return word;
-  return `'${word.replaceAll("'", "'\\''")}'`;
 }
 
 /** The command line an admin runs on a new host: the agent, this server, the token, its labels. */
@@ -95,6 +87,7 @@ export const tokensRouter = createRouter({
     .mutation(async ({ ctx, input }) => {
       const server = publicUrl(ctx.req);
       const labels = input.labels ?? {};
+      const release = (await ctx.downloads?.release()) ?? null;
       const token = newSecret();
       const expiresAt = new Date(Date.now() + input.ttlHours * 3_600_000);
       const row = await ctx.db.transaction(async (tx) => {
@@ -132,6 +125,8 @@ export const tokensRouter = createRouter({
         server,
         labels,
         command: agentCommand(server, token, labels),
+        /** One command per install path (curl | sh, the .deb, Ansible), from the packaged agent. */
+        install: installCommands({ server, token, labels, release }),
       };
     }),
 

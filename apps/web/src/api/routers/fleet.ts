@@ -1,5 +1,6 @@
 /** The fleet's read side: summary, capacity, hosts, devices, IOMMU groups (viewer and up). */
 import { z } from 'zod';
+import { agentVersionCounts } from '../../fleet/agent-version-counts';
 import { fleetCapacity } from '../../fleet/capacity';
 import { searchDevices } from '../../fleet/devices';
 import { DRIFT_DEFAULT_LIMIT, fleetDrift } from '../../fleet/drift';
@@ -44,6 +45,9 @@ export const fleetRouter = createRouter({
 
   /** The host label keys in use, for "split by label" pickers. */
   labelKeys: viewerProcedure.query(({ ctx }) => fleetLabelKeys(ctx.db)),
+
+  /** Hosts per agent version, and how many run one older than this server's. */
+  agentVersions: viewerProcedure.query(({ ctx }) => agentVersionCounts(ctx.db)),
 });
 
 export const hostsRouter = createRouter({
