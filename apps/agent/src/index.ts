@@ -1,6 +1,7 @@
 /** The agent's library surface, for the `run` daemon and tests: collectors without the CLI. */
 export { captureHost } from './capture/capture-host';
 export { type AgentConfig, loadConfig } from './config';
+export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './daemon/backoff';
 export { AgentError, type AgentErrorCode, EXIT_CODES, type ExitCode } from './errors';
 export { HostFs } from './host-fs';
 export { collectHost, collectHostFacts } from './inventory/collect';

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 
-export const DEFAULT_STATE_DIR = '/var/lib/vfio-fleet-agent';
+export const DEFAULT_STATE_DIR = '/var/lib/vfio-fleet';
 
 export function resolveStateDir(
   flag: string | undefined,
