@@ -7,7 +7,7 @@ import path from 'node:path';
 let passed = 0;
 let failed = 0;
 let skipped = 0;
-const dirs = ['kernel-test'];
+const dirs = ['kernel-test', 'packaging'];
 for (const group of ['packages', 'apps']) {
   if (existsSync(group)) dirs.push(...readdirSync(group).map((name) => path.join(group, name)));
 }

@@ -58,6 +58,30 @@ if (missing.length > 0) {
   }
 }
 
+// The agent's executable and .deb, which the server hands out to new hosts (/install.sh,
+// /downloads/): built on the first start rather than on every `npm install`, and best-effort —
+// it needs Debian's dpkg-deb and binutils, and without them the server still runs and its
+// enrollment page says how to build them.
+const packagingDist = process.env.VFIO_FLEET_DOWNLOADS_DIR || path.join(root, 'packaging/dist');
+if (
+  !existsSync(path.join(packagingDist, 'manifest.json')) &&
+  !process.env.VFIO_FLEET_DOWNLOADS_DIR
+) {
+  process.stderr.write(
+    'vfio-fleet: packaging the agent for download (npm run build -w packaging)\n',
+  );
+  const packaged = spawnSync(
+    'npx',
+    ['turbo', 'run', 'build', '--filter=@vfio-fleet/packaging', '--output-logs=errors-only'],
+    { cwd: root, stdio: 'inherit' },
+  );
+  if (packaged.status !== 0) {
+    process.stderr.write(
+      'vfio-fleet: could not package the agent; the server runs without downloads (see docs/deployment.md)\n',
+    );
+  }
+}
+
 const server = spawn(process.execPath, ['--import', 'tsx', 'apps/web/src/main.ts'], {
   cwd: root,
   stdio: 'inherit',
