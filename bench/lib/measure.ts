@@ -8,7 +8,11 @@ export interface Target {
   measured: number;
   threshold: number;
   unit: string;
+  /** `>=`: at least the threshold (rates, ratios); `<=`: at most (latencies, bytes). */
+  comparison: '>=' | '<=';
   pass: boolean;
+  /** Reported, not judged: the issue's targets are for a fleet on PostgreSQL, not embedded PGlite. */
+  informational?: boolean;
 }
 
 /** What a bench returns; run.ts writes it to bench/results/<scenario>.json and prints it. */
@@ -97,7 +101,17 @@ export function compareInterleaved(options: {
 }
 
 export function target(name: string, measured: number, threshold: number, unit: string): Target {
-  return { name, measured, threshold, unit, pass: measured >= threshold };
+  return { name, measured, threshold, unit, comparison: '>=', pass: measured >= threshold };
+}
+
+/** A ceiling: latencies, memory. NaN (nothing measured) fails. */
+export function targetAtMost(
+  name: string,
+  measured: number,
+  threshold: number,
+  unit: string,
+): Target {
+  return { name, measured, threshold, unit, comparison: '<=', pass: measured <= threshold };
 }
 
 /** Deterministic PRNG (mulberry32), so a fleet is shuffled the same way on every run. */
