@@ -152,9 +152,19 @@ function machineId(i: number): string {
  * Builds the template once (about a second) and derives every host from it: host `i` has its own
  * hostname and machine-id, and GPU number `i % 8` left unbound, so rows differ between hosts.
  */
-export async function syntheticFleet(
-  devicesPerHost = DEFAULT_DEVICES_PER_HOST,
-): Promise<SyntheticFleet> {
+export function syntheticFleet(devicesPerHost = DEFAULT_DEVICES_PER_HOST): Promise<SyntheticFleet> {
+  // Built once per size and run: every bench of a run shares it.
+  let fleet = built.get(devicesPerHost);
+  if (fleet === undefined) {
+    fleet = buildSyntheticFleet(devicesPerHost);
+    built.set(devicesPerHost, fleet);
+  }
+  return fleet;
+}
+
+const built = new Map<number, Promise<SyntheticFleet>>();
+
+async function buildSyntheticFleet(devicesPerHost: number): Promise<SyntheticFleet> {
   const template = await collectSpec(largeHostSpec(devicesPerHost, 'bench-template'));
   const templateJson = JSON.stringify(template);
   const gpus = template.devices.filter((d) => d.vendorId === '10de').map((d) => d.address);

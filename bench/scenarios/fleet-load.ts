@@ -34,6 +34,8 @@ export interface FleetScale {
   repetitions: number;
   steadyMs: number;
   jobs: number;
+  /** Idle time for a server to settle (snapshots after a restart, closes) before measuring. */
+  settleMs: number;
 }
 
 export const FULL_SCALE: FleetScale = {
@@ -43,15 +45,17 @@ export const FULL_SCALE: FleetScale = {
   repetitions: 2,
   steadyMs: 45_000,
   jobs: 1000,
+  settleMs: 5_000,
 };
 
 export const QUICK_SCALE: FleetScale = {
-  agents: 200,
+  agents: 100,
   devicesPerHost: 200,
-  enrollWindowMs: 2_000,
+  enrollWindowMs: 1_000,
   repetitions: 2,
-  steadyMs: 6_000,
+  steadyMs: 5_000,
   jobs: 100,
+  settleMs: 2_000,
 };
 
 /**
@@ -685,7 +689,7 @@ async function runDriver(
     put(collected, 'reconnect-storm', driver, reconnectMetrics, reconnectTargets, reconnect);
     heartbeats.start();
     // Waits for the snapshots the storm asked for, so the memory below is of idle agents.
-    await sleep(5_000);
+    await sleep(scale.settleMs);
 
     // Memory per idle agent: a fresh server's memory before and after the whole pool connects
     // to it (resuming, so no snapshot is stored meanwhile), after a GC each time.
@@ -705,7 +709,7 @@ async function runDriver(
       }
       await connectAll(pool.agents, scale.enrollWindowMs, pool.stats);
       heartbeats.start();
-      await sleep(5_000);
+      await sleep(scale.settleMs);
       const full = await pool.server.stats();
       const connected = full.connected;
       const heapPerAgent =

@@ -50,7 +50,7 @@ interface Sizes {
   repetitions: number;
 }
 
-const QUICK: Sizes = { hosts: 20, rowByRowHosts: 2, repetitions: 3 };
+const QUICK: Sizes = { hosts: 10, rowByRowHosts: 2, repetitions: 3 };
 const FULL: Sizes = { hosts: 200, rowByRowHosts: 5, repetitions: 5 };
 
 /** `SET col = excluded.col` for every column but the key: the old path's conflict clause. */

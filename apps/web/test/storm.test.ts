@@ -19,6 +19,7 @@ import {
   scanJson,
   startFleet,
 } from './helpers/harness';
+import { sample } from './helpers/scrape';
 
 let tmp: string;
 let scanned: { devices: unknown[] };
@@ -107,6 +108,60 @@ describe.each(drivers)('a storm of agents (%s)', (driver) => {
       );
     expect(stored?.n).toBe(12 * scanned.devices.length);
     for (const { client } of clients) client.close();
+  });
+
+  it('acknowledges a resent unchanged snapshot without storing it again, and stores a changed one', async () => {
+    const { client, agentId } = await enroll('resender');
+    const unchanged = () =>
+      sample(fleet.url, 'vfio_fleet_agent_messages_total{type="snapshot",result="unchanged"}');
+    const before = (await unchanged()) ?? 0;
+    const frame = (seq: number, snapshot: unknown) => ({
+      type: 'snapshot',
+      epoch: 'resend',
+      seq,
+      snapshot,
+      padding: PADDING,
+    });
+    client.send(frame(1, scanned));
+    await client.next('ack');
+    const stored = async () => {
+      const [row] = await fleet.db
+        .select({ updatedAt: devices.updatedAt })
+        .from(devices)
+        .innerJoin(hosts, eq(hosts.id, devices.hostId))
+        .where(eq(hosts.agentId, agentId))
+        .limit(1);
+      return row?.updatedAt.getTime();
+    };
+    const firstWrite = await stored();
+    // The same content again (a reconnecting agent's resend): acked unparsed, nothing rewritten.
+    const from = client.received.length;
+    client.send(frame(2, { ...scanned, collectedAt: new Date().toISOString() }));
+    expect(await client.next('ack', from)).toMatchObject({ seq: 2 });
+    expect(((await unchanged()) ?? 0) - before).toBe(1);
+    expect(await stored()).toBe(firstWrite);
+    const [position] = await fleet.db
+      .select({ lastSeq: hosts.lastSeq })
+      .from(hosts)
+      .where(eq(hosts.agentId, agentId));
+    expect(position?.lastSeq).toBe(2);
+    // A changed device is not the stored content: the full path stores it.
+    const changed = structuredClone(scanned) as { devices: { driverOverride: string | null }[] };
+    const first = changed.devices[0];
+    if (first !== undefined) first.driverOverride = 'vfio-pci';
+    const from3 = client.received.length;
+    client.send(frame(3, changed));
+    expect(await client.next('ack', from3)).toMatchObject({ seq: 3 });
+    expect(((await unchanged()) ?? 0) - before).toBe(1);
+    const [override] = await fleet.db
+      .select({ driverOverride: devices.driverOverride })
+      .from(devices)
+      .innerJoin(hosts, eq(hosts.id, devices.hostId))
+      .where(eq(hosts.agentId, agentId))
+      .orderBy(devices.address)
+      .limit(1);
+    expect(override?.driverOverride).toBe('vfio-pci');
+    client.close();
   });
 
   it('does not mark offline a host heard from whose last_seen_at is not written yet', async () => {

@@ -73,6 +73,11 @@ export const hosts = pgTable(
      * snapshot with the same hash skips every device, group and label write.
      */
     inventoryHash: text('inventory_hash'),
+    /**
+     * Hash of the last stored snapshot as the agent sent it, salted per server process: a resend
+     * with the same hash is acknowledged without being validated or assessed again (ingest.ts).
+     */
+    rawInventoryHash: text('raw_inventory_hash'),
     ...timestamps,
   },
   (t) => [

@@ -13,6 +13,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
   type AgentMessageForServer,
+  ackMessageSchema,
   encodeMessage,
   type HelloMessage,
   MAX_SNAPSHOT_MESSAGE_BYTES,
@@ -23,6 +24,7 @@ import {
 import { agentCredentials, type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
 import { and, eq, inArray, lt, lte, sql } from 'drizzle-orm';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
+import { z } from 'zod';
 import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
@@ -34,7 +36,7 @@ import {
   spendEnrollmentToken,
   TokenUseCounter,
 } from './credentials';
-import { ingestDelta, ingestSnapshot } from './ingest';
+import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot, rawSnapshotHash } from './ingest';
 import {
   DEFAULT_FAILED_HELLO_LIMITS,
   DEFAULT_FRAME_LIMITS,
@@ -97,6 +99,13 @@ const MAX_PENDING_FRAMES = 8;
 const GATED_FRAME_BYTES = 64 * 1024;
 const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
 
+/** What resendUnchanged reads of a frame before its content is known to be the stored one. */
+const snapshotEnvelopeSchema = z.object({
+  type: z.literal('snapshot'),
+  epoch: ackMessageSchema.shape.epoch,
+  seq: ackMessageSchema.shape.seq,
+});
+
 /** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
 class Gate {
   private active = 0;
@@ -143,6 +152,8 @@ interface Session {
   handling: string;
   /** The hosts.connected_at this connection wrote at hello. */
   connectedAt: Date | null;
+  /** rawSnapshotHash of the snapshot frame being handled, stored with it (see resendUnchanged). */
+  rawHash: string | null;
 }
 
 export class AgentGateway {
@@ -319,6 +330,7 @@ export class AgentGateway {
       throttle: null,
       handling: 'invalid',
       connectedAt: null,
+      rawHash: null,
     };
     this.sessions.add(session);
     const helloTimer = setTimeout(() => {
@@ -400,10 +412,59 @@ export class AgentGateway {
     const release = await this.ingestGate.acquire();
     try {
       // It may have closed while waiting: nothing to store for a connection that is gone.
-      if (session.ws.readyState === session.ws.OPEN) await this.handleFrame(session, raw, isBinary);
+      if (session.ws.readyState !== session.ws.OPEN) return;
+      if (session.hostId !== null && (await this.resendUnchanged(session, session.hostId, raw))) {
+        return;
+      }
+      await this.handleFrame(session, raw, isBinary);
     } finally {
       release();
     }
+  }
+
+  /**
+   * A snapshot that is exactly the one this process last stored for the host (same raw hash): the
+   * stream position moves and the agent gets its ack, without validating, assessing or storing
+   * the ~300 KB again. Anything else (not JSON, not a snapshot, another content) returns false and
+   * takes the full path, which validates it and reports what is wrong.
+   */
+  private async resendUnchanged(
+    session: Session,
+    hostId: string,
+    raw: Uint8Array,
+  ): Promise<boolean> {
+    session.rawHash = null;
+    let value: unknown;
+    try {
+      value = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
+    } catch {
+      return false;
+    }
+    const envelope = snapshotEnvelopeSchema.safeParse(value);
+    const snapshot = (value as { snapshot?: unknown } | null)?.snapshot;
+    if (
+      !envelope.success ||
+      typeof snapshot !== 'object' ||
+      snapshot === null ||
+      Array.isArray(snapshot)
+    ) {
+      return false;
+    }
+    const rawHash = rawSnapshotHash(snapshot as Record<string, unknown>, session.labels);
+    session.rawHash = rawHash;
+    if (!(await this.touch(session, hostId))) return true;
+    const started = performance.now();
+    const stream = { epoch: envelope.data.epoch, seq: envelope.data.seq };
+    if (!(await ingestUnchangedSnapshot(this.db, hostId, stream, rawHash))) return false;
+    session.rawHash = null;
+    this.metrics.ingest('snapshot', (performance.now() - started) / 1000, 0);
+    this.metrics.message('snapshot', 'unchanged');
+    this.send(session, { type: 'ack', ...stream });
+    this.logger.debug(
+      { agentId: session.agentId, seq: stream.seq },
+      'unchanged snapshot acknowledged',
+    );
+    return true;
   }
 
   private async handleFrame(session: Session, raw: Uint8Array, isBinary: boolean): Promise<void> {
@@ -597,7 +658,9 @@ export class AgentGateway {
         return;
       case 'snapshot': {
         const started = performance.now();
-        const result = await ingestSnapshot(this.db, hostId, message, session.labels);
+        const rawHash = session.rawHash;
+        session.rawHash = null;
+        const result = await ingestSnapshot(this.db, hostId, message, session.labels, rawHash);
         this.metrics.ingest(
           'snapshot',
           (performance.now() - started) / 1000,

@@ -12,7 +12,7 @@
  * with the same hash only moves the stream position (one UPDATE, committed without waiting for
  * the WAL flush) and writes no device, group or label row, nor anything store() derives from them.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import {
   applyDelta,
   assessSnapshot,
@@ -139,6 +139,8 @@ async function store(
   stream: { epoch: string; seq: number },
   labels: Readonly<Record<string, string>> | null,
   hash: string | null,
+  /** rawSnapshotHash of the frame being stored (null: a delta, which no resend can match). */
+  rawHash: string | null,
   /**
    * A delta's store: only these devices differ from the stored ones (the rest are not sent to the
    * database at all), and whether the groups do. Absent: a snapshot, everything is compared there.
@@ -160,6 +162,7 @@ async function store(
       epoch: stream.epoch,
       lastSeq: stream.seq,
       inventoryHash: hash,
+      rawInventoryHash: rawHash,
       updatedAt: new Date(),
     })
     .where(eq(hosts.id, hostId));
@@ -186,6 +189,7 @@ export async function ingestSnapshot(
   hostId: string,
   message: FactsSnapshotMessage | SnapshotMessage,
   labels: Readonly<Record<string, string>>,
+  rawHash: string | null = null,
 ): Promise<IngestResult> {
   const assessed = assessSnapshot(stripReadiness(message.snapshot));
   const hash = inventoryHash(assessed, labels);
@@ -194,16 +198,67 @@ export async function ingestSnapshot(
     // Matches only while the stored inventory is this one; otherwise store() rewrites it all.
     const same = await tx
       .update(hosts)
-      .set({ epoch: stream.epoch, lastSeq: stream.seq, updatedAt: new Date() })
+      .set({
+        epoch: stream.epoch,
+        lastSeq: stream.seq,
+        rawInventoryHash: rawHash,
+        updatedAt: new Date(),
+      })
       .where(and(eq(hosts.id, hostId), eq(hosts.inventoryHash, hash)))
       .returning({ id: hosts.id });
-    if (same.length === 0) return store(tx, hostId, assessed, stream, labels, hash);
+    if (same.length === 0) return store(tx, hostId, assessed, stream, labels, hash, rawHash);
     // Only the stream position was written, and losing it in a database crash is harmless: the
     // agent's next delta then names a base the server does not hold, gets `resync`, and its
     // snapshot comes here again. So this commit does not wait for the WAL flush, which on
     // PostgreSQL is most of what an unchanged resend would otherwise cost.
     await tx.execute(sql`SET LOCAL synchronous_commit = off`);
     return { devicesWritten: 0, devicesDeleted: 0, unchanged: true };
+  });
+}
+
+/**
+ * Salt of rawSnapshotHash, new in every server process: a raw hash only ever matches what this
+ * process stored itself, so a server upgraded with new readiness rules never skips assessing a
+ * host's first snapshot (the inventory hash above then catches an unchanged one).
+ */
+const RAW_HASH_SALT = randomUUID();
+
+/**
+ * Hash of a snapshot frame's `snapshot` as the agent sent it (after JSON.parse, before any
+ * validation), without its collectedAt, and of the session's labels. Equal to the hash stored with
+ * the host's last snapshot means the content is the very one this process validated, assessed and
+ * stored then, so a resend is acknowledged for the cost of a JSON.parse and one UPDATE: agents
+ * resend their whole inventory after every reconnect, and on a fleet that is almost always the
+ * same inventory.
+ */
+export function rawSnapshotHash(
+  snapshot: Readonly<Record<string, unknown>>,
+  labels: Readonly<Record<string, string>>,
+): string {
+  const { collectedAt: _changesEveryRead, ...content } = snapshot;
+  return `r1:${sha256(`${RAW_HASH_SALT}\n${canonicalJson(labels)}\n${JSON.stringify(content)}`)}`;
+}
+
+/**
+ * Moves the stream position to a resent snapshot when its raw hash is the stored one; false when
+ * it is not (the caller then ingests the snapshot in full). Like the inventory-hash path, only the
+ * stream position is written, without waiting for the WAL flush.
+ */
+export async function ingestUnchangedSnapshot(
+  db: Database,
+  hostId: string,
+  stream: { epoch: string; seq: number },
+  rawHash: string,
+): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const moved = await tx
+      .update(hosts)
+      .set({ epoch: stream.epoch, lastSeq: stream.seq, updatedAt: new Date() })
+      .where(and(eq(hosts.id, hostId), eq(hosts.rawInventoryHash, rawHash)))
+      .returning({ id: hosts.id });
+    if (moved.length === 0) return false;
+    await tx.execute(sql`SET LOCAL synchronous_commit = off`);
+    return true;
   });
 }
 
@@ -259,6 +314,7 @@ export function ingestDelta(
       { epoch: message.epoch, seq: message.seq },
       null,
       withInventory(row.inventoryHash, assessed),
+      null,
       { devices: changedDevices, groups: !stableEqual(base.groups, assessed.groups) },
     );
     return { applied: true, result };

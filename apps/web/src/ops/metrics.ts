@@ -34,6 +34,8 @@ export type MessageResult =
   | 'rejected'
   /** A delta that did not fit the stored state: the agent was asked for a snapshot. */
   | 'resync'
+  /** A snapshot byte-for-byte what this process last stored for the host: acked unparsed. */
+  | 'unchanged'
   /** A hello whose token or credential was refused. */
   | 'auth-failed'
   /** Handling it failed (the database, a bug): the connection was closed. */

@@ -1,0 +1,1 @@
+ALTER TABLE "hosts" ADD COLUMN "raw_inventory_hash" text;
