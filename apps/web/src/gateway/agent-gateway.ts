@@ -526,12 +526,16 @@ export class AgentGateway {
     let agentId: string;
     let hostId: string;
     let credential: { agentId: string; secret: string } | null = null;
+    /** Where the server's copy of the agent's inventory stream stands. */
+    let stream: { epoch: string | null; lastSeq: number | null };
     if (hello.auth.kind === 'enroll') {
       const token = hello.auth.token;
       const enrolled = await this.db.transaction(async (tx) => {
         const spent = await spendEnrollmentToken(tx, token, now);
         if (spent === null) return null;
         const newAgentId = randomUUID();
+        // Online from its first row: one transaction (one commit) per enrollment, which is what
+        // bounds an enrollment storm.
         const [host] = await tx
           .insert(hosts)
           .values({
@@ -539,6 +543,10 @@ export class AgentGateway {
             hostname: hello.host.hostname,
             machineId: hello.host.machineId,
             kernelRelease: hello.host.kernelRelease,
+            state: 'online',
+            lastSeenAt: now,
+            connectedAt: now,
+            agentVersion: hello.agentVersion,
           })
           .returning({ id: hosts.id });
         if (host === undefined) throw new Error('inserting the host returned no row');
@@ -558,6 +566,7 @@ export class AgentGateway {
       agentId = enrolled.issued.agentId;
       hostId = enrolled.hostId;
       credential = enrolled.issued;
+      stream = { epoch: null, lastSeq: null };
       this.logger.info({ agentId, hostname: hello.host.hostname }, 'agent enrolled');
     } else {
       const [row] = await this.db
@@ -581,24 +590,34 @@ export class AgentGateway {
       }
       agentId = row.agentId;
       hostId = row.hostId;
-      await this.db
-        .update(agentCredentials)
-        .set({ lastUsedAt: now })
-        .where(eq(agentCredentials.agentId, agentId));
+      const credentialHost = hostId;
+      // One transaction, so a reconnect storm costs one commit per agent.
+      const [host] = await this.db.transaction(async (tx) => {
+        await tx
+          .update(agentCredentials)
+          .set({ lastUsedAt: now })
+          .where(eq(agentCredentials.agentId, row.agentId));
+        // The host identity is the credential's: hello.host never finds or moves a host row. The
+        // version goes with the state: the fleet's agent versions are as fresh as its hellos.
+        return tx
+          .update(hosts)
+          .set({
+            state: 'online',
+            lastSeenAt: now,
+            connectedAt: now,
+            agentVersion: hello.agentVersion,
+          })
+          .where(eq(hosts.id, credentialHost))
+          .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
+      });
+      if (host === undefined) {
+        this.authFailed(session);
+        this.fatal(session, 'auth-failed', 'the credential belongs to no host');
+        return;
+      }
+      stream = host;
     }
 
-    // The host identity is the credential's: hello.host is never used to find or move a host row.
-    const [host] = await this.db
-      .update(hosts)
-      // The version with the state: the fleet's agent versions are as fresh as its hellos.
-      .set({ state: 'online', lastSeenAt: now, connectedAt: now, agentVersion: hello.agentVersion })
-      .where(eq(hosts.id, hostId))
-      .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
-    if (host === undefined) {
-      this.authFailed(session);
-      this.fatal(session, 'auth-failed', 'the credential belongs to no host');
-      return;
-    }
     // One connection per agent: a second login (a restarted agent whose old socket has not timed
     // out yet) replaces the first.
     const previous = this.byAgent.get(agentId);
@@ -614,8 +633,8 @@ export class AgentGateway {
     this.byAgent.set(agentId, session);
     const resumable =
       hello.resume !== null &&
-      host.epoch === hello.resume.epoch &&
-      host.lastSeq === hello.resume.lastAckedSeq;
+      stream.epoch === hello.resume.epoch &&
+      stream.lastSeq === hello.resume.lastAckedSeq;
     this.send(session, {
       type: 'welcome',
       protocolVersion: PROTOCOL_VERSION,
@@ -630,7 +649,7 @@ export class AgentGateway {
       // After welcome, so the agent's first job comes after its session is established.
       const send = (message: ServerMessage) => this.send(session, message);
       this.jobSenders.set(session, send);
-      this.dispatcher.agentConnected(hostId, send);
+      this.dispatcher.agentConnected(hostId, send, { newHost: credential !== null });
     }
   }
 

@@ -162,9 +162,15 @@ export class JobDispatcher {
   // --- the gateway's side ---------------------------------------------------------------------
 
   /** An agent finished its hello here: re-send its unfinished jobs (same ids), then queued ones. */
-  agentConnected(hostId: string, send: (message: ServerMessage) => void): void {
+  agentConnected(
+    hostId: string,
+    send: (message: ServerMessage) => void,
+    options: { newHost?: boolean } = {},
+  ): void {
     this.agents.set(hostId, { send, since: this.now() });
-    this.schedule(hostId, true);
+    // A host enrolled this instant has no job to re-send or claim: skipping the two queries keeps
+    // an enrollment storm cheaper (a job created in between is found by the next poll).
+    if (options.newHost !== true) this.schedule(hostId, true);
   }
 
   agentDisconnected(hostId: string, send?: (message: ServerMessage) => void): void {

@@ -42,6 +42,8 @@ const FIELD_END: readonly number[] = LAYOUT.reduce<number[]>((ends, [marker, wid
   ends.push((ends.at(-1) ?? 0) + marker.length + width);
   return ends;
 }, []);
+/** Offset, after the bus prefix, where each field's digits start. */
+const FIELD_START: readonly number[] = LAYOUT.map(([, width], f) => (FIELD_END[f] ?? 0) - width);
 /** Offset, after the bus prefix, of the two baseclass digits (`bc` is the fifth field). */
 const BASECLASS_AT = (FIELD_END[3] ?? 0) + 'bc'.length;
 
@@ -169,13 +171,25 @@ export function linearMatch(entries: readonly AliasEntry[], key: string): AliasE
   return out;
 }
 
+/**
+ * A trie over the fields of canonical patterns: the node reached by the literal digits of fields
+ * 1..k holds the patterns whose first k fields are exactly those (and whose next one is `*`). A
+ * lookup descends by the key's own fields and stops where no pattern continues, so it costs a
+ * Map hit per field that some pattern fixes (usually vendor and device), each on 2-8 digits.
+ */
+interface FieldNode {
+  readonly entries: number[];
+  readonly children: Map<string, FieldNode>;
+}
+
+function newNode(): FieldNode {
+  return { entries: [], children: new Map() };
+}
+
 /** Canonical patterns of one bus, bucketed by the fields they fix. */
 interface BusBuckets {
-  /**
-   * Patterns whose first k fields are literal, by that text (the key body up to FIELD_END[k-1]),
-   * one Map per k that occurs, in increasing k.
-   */
-  readonly levels: { end: number; byPrefix: Map<string, number[]> }[];
+  /** Patterns with a literal vendor, by their literal fields (see FieldNode). */
+  readonly fields: FieldNode;
   /** `v*` with a literal baseclass, by its two digits. */
   readonly byBaseclass: Map<string, number[]>;
   /** `v*` and `bc*`: a candidate for every key of the bus. */
@@ -205,15 +219,19 @@ export class AliasIndex {
         return;
       }
       const buckets = this.bucketsOf(shape.bus);
-      const end = FIELD_END[shape.literalFields - 1];
-      if (end !== undefined) {
-        let level = buckets.levels.find((l) => l.end === end);
-        if (level === undefined) {
-          level = { end, byPrefix: new Map() };
-          buckets.levels.push(level);
-          buckets.levels.sort((a, b) => a.end - b.end);
+      if (shape.literalFields > 0) {
+        let node = buckets.fields;
+        const b = shape.bus.length;
+        for (let f = 0; f < shape.literalFields; f++) {
+          const digits = entry.pattern.slice(b + (FIELD_START[f] ?? 0), b + (FIELD_END[f] ?? 0));
+          let child = node.children.get(digits);
+          if (child === undefined) {
+            child = newNode();
+            node.children.set(digits, child);
+          }
+          node = child;
         }
-        push(level.byPrefix, entry.pattern.slice(shape.bus.length, shape.bus.length + end), index);
+        node.entries.push(index);
       } else if (shape.baseclass !== null) {
         push(buckets.byBaseclass, shape.baseclass, index);
       } else {
@@ -258,7 +276,7 @@ export class AliasIndex {
   private bucketsOf(bus: string): BusBuckets {
     let buckets = this.buses.get(bus);
     if (buckets === undefined) {
-      buckets = { levels: [], byBaseclass: new Map(), any: [] };
+      buckets = { fields: newNode(), byBaseclass: new Map(), any: [] };
       this.buses.set(bus, buckets);
     }
     return buckets;
@@ -273,7 +291,8 @@ export class AliasIndex {
     } else {
       // Why these buckets hold every canonical pattern that can match this key:
       // - a pattern whose first k fields are literal starts with that literal text, so the key
-      //   must start with it too, and in a canonical key that text is its own first k fields;
+      //   must start with it too, and in a canonical key that text is its own first k fields
+      //   (markers sit at fixed offsets, so equal text is equal digits field by field);
       // - a `v*` pattern with a literal baseclass contains `bc` followed by those two digits; a
       //   canonical key contains `bc` exactly once (hex digits are uppercase, markers lowercase),
       //   so a match must align them and the digits must be the key's baseclass;
@@ -282,8 +301,14 @@ export class AliasIndex {
       const buckets = this.buses.get(bus);
       if (buckets !== undefined) {
         const b = bus.length;
-        for (const { end, byPrefix } of buckets.levels) {
-          lists += appendAll(out, byPrefix.get(key.slice(b, b + end)));
+        let node = buckets.fields;
+        for (let f = 0; f < LAYOUT.length; f++) {
+          const child = node.children.get(
+            key.slice(b + (FIELD_START[f] ?? 0), b + (FIELD_END[f] ?? 0)),
+          );
+          if (child === undefined) break;
+          if (child.entries.length > 0) lists += appendAll(out, child.entries);
+          node = child;
         }
         lists += appendAll(
           out,
