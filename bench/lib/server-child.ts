@@ -216,7 +216,9 @@ async function fleetCommand(fleet: Fleet, request: ChildRequest): Promise<ChildR
       await db.execute(sql`TRUNCATE ${devices}, ${iommuGroups}`);
       // The dashboard's per-host rollups are derived from the inventory: cold with it.
       await db.execute(sql`TRUNCATE host_device_stats, host_blocking_reasons`);
-      await db.update(hosts).set({ epoch: null, lastSeq: null, inventoryHash: null });
+      await db
+        .update(hosts)
+        .set({ epoch: null, lastSeq: null, inventoryHash: null, rawInventoryHash: null });
       return { id: request.id, ok: true, value: null };
     }
     case 'count': {
@@ -307,6 +309,9 @@ async function createJobs(fleet: Fleet, specs: readonly JobSpec[]): Promise<stri
   await Promise.all(Array.from({ length: 8 }, worker));
   return ids;
 }
+
+/** Without its bench (killed, crashed), a server child must not live on holding a port and a database. */
+process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
 
 async function main(): Promise<void> {
   if (mode === 'bare') {
