@@ -24,7 +24,7 @@ const BASELINE_EVERY = 10;
 
 /** Hosts per driver: the 5,000 on PostgreSQL; PGlite holds less in reasonable time. */
 export const FULL_HOSTS: Record<DbDriver, number> = { postgres: 5_000, pglite: 1_000 };
-export const QUICK_HOSTS: Record<DbDriver, number> = { postgres: 250, pglite: 100 };
+export const QUICK_HOSTS: Record<DbDriver, number> = { postgres: 150, pglite: 60 };
 
 interface QueryCase {
   procedure: 'fleet.summary' | 'fleet.capacity' | 'devices.search';
@@ -160,7 +160,7 @@ export async function benchDashboardQueries(opts: {
   hosts?: number;
 }): Promise<BenchResult> {
   const fleet = await syntheticFleet();
-  const calls = opts.quick ? 15 : 50;
+  const calls = opts.quick ? 10 : 50;
   const baselineCalls = opts.quick ? 2 : 5;
   const all: CaseResult[] = [];
   const seeds: Record<string, unknown> = {};

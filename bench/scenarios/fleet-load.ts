@@ -57,7 +57,7 @@ export const QUICK_SCALE: FleetScale = {
   enrollWindowMs: 1_000,
   repetitions: 2,
   coldRepetitions: 2,
-  steadyMs: 5_000,
+  steadyMs: 4_000,
   jobs: 100,
   settleMs: 2_000,
 };
