@@ -20,4 +20,20 @@ echo "===KT-RESULT-BEGIN==="
 base64 /tmp/result.json
 echo "===KT-RESULT-END==="
 sync
+# Second part: the same kernel under systemd, for the packaged unit's sandbox (sandbox.mjs).
+# systemd's mount namespaces need a root it can pivot away from, which the initramfs (rootfs) is
+# not: copy the tree into a tmpfs and switch_root there, systemd becoming PID 1.
+if [ -x /lib/systemd/systemd ] && [ -f /kt/sandbox.mjs ]; then
+  echo "KT-INIT: switching to systemd"
+  mkdir -p /newroot
+  mount -t tmpfs -o mode=0755 tmpfs /newroot
+  for d in bin sbin lib lib64 usr etc kt var; do cp -a "/$d" /newroot/; done
+  mkdir -p /newroot/proc /newroot/sys /newroot/dev /newroot/run /newroot/tmp
+  chmod 1777 /newroot/tmp
+  umount /tmp
+  for m in proc sys dev; do mount --move "/$m" "/newroot/$m"; done
+  exec switch_root /newroot /lib/systemd/systemd --unit=kt-sandbox.service \
+    --show-status=false --log-target=console --log-level=warning
+  echo "KT-INIT: switch_root failed"
+fi
 poweroff -f

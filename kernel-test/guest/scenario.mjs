@@ -2,73 +2,12 @@
 // the guest's own view of sysfs recorded after each step. Prints one JSON document on stdout; the
 // host test asserts on it and replays the same steps against the kernel model on the capture.
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync, renameSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
+import { renameSync, writeFileSync } from 'node:fs';
+import { read, view } from './view.mjs';
 
 const AGENT = '/kt/vfio-fleet-agent.mjs';
 const STATE_DIR = '/tmp/state';
 const started = Date.now();
-
-function read(file) {
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    return null;
-  }
-}
-
-function linkBase(file) {
-  try {
-    return path.basename(readlinkSync(file));
-  } catch {
-    return null;
-  }
-}
-
-function list(dir) {
-  try {
-    return readdirSync(dir).sort();
-  } catch {
-    return [];
-  }
-}
-
-/** The guest's own view, straight from sysfs: what the agent's answers are checked against. */
-function view() {
-  const devices = {};
-  for (const address of list('/sys/bus/pci/devices')) {
-    const dir = `/sys/bus/pci/devices/${address}`;
-    const override = read(`${dir}/driver_override`);
-    devices[address] = {
-      vendor: read(`${dir}/vendor`),
-      device: read(`${dir}/device`),
-      class: read(`${dir}/class`),
-      driver: linkBase(`${dir}/driver`),
-      override: override === '(null)' ? null : override,
-      iommuGroup: linkBase(`${dir}/iommu_group`),
-    };
-  }
-  const groups = {};
-  for (const group of list('/sys/kernel/iommu_groups')) {
-    groups[group] = list(`/sys/kernel/iommu_groups/${group}/devices`);
-  }
-  // Which PCI function each interface belongs to (virtio_net's sits one level down, on virtioN).
-  const netdevs = {};
-  for (const name of list('/sys/class/net')) {
-    let dir;
-    try {
-      dir = path.resolve('/sys/class/net', readlinkSync(`/sys/class/net/${name}`));
-    } catch {
-      continue;
-    }
-    const pci = dir
-      .split('/')
-      .filter((part) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(part))
-      .pop();
-    if (pci !== undefined) netdevs[name] = pci;
-  }
-  return { devices, groups, netdevs, devVfio: list('/dev/vfio') };
-}
 
 function agent(args) {
   const t = Date.now();

@@ -28,6 +28,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then need+=(busybox-static); fi
 command -v cpio >/dev/null || need+=(cpio)
 command -v depmod >/dev/null || need+=(kmod)
+# systemd as the guest's PID 1 for the sandbox part (its binaries are copied, not run, here).
+[ -x /lib/systemd/systemd ] && command -v systemctl >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -79,7 +81,8 @@ cp "$kdir/root/boot/vmlinuz-$release" "$kdir/vmlinuz"
 
 # --- initramfs base: busybox, modules, node ----------------------------------------------------
 base="$kdir/base.cpio.gz"
-if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/bin/node -nt "$base" ]; then
+if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/bin/node -nt "$base" ] ||
+  [ /lib/systemd/systemd -nt "$base" ]; then
   say "building the initramfs base"
   stage="$kdir/stage"
   rm -rf "$stage"
@@ -128,6 +131,20 @@ if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/
   done
   mkdir -p "$stage/lib64"
   cp -L /lib64/ld-linux-x86-64.so.2 "$stage/lib64/"
+  # systemd 252 (Debian 12's) for the sandbox part: PID 1 and systemctl with their libraries and
+  # os-release; no unit files (-.slice and system.slice are built in, the test brings its own). No
+  # journald, udevd or dbus: systemctl talks to PID 1 over its private socket, the units log to
+  # files.
+  mkdir -p "$stage/lib/systemd/system" "$stage/bin" "$stage/etc/systemd/system" \
+    "$stage/var/lib" "$stage/var/tmp" "$stage/run"
+  cp -L /lib/systemd/systemd "$stage/lib/systemd/systemd"
+  cp -L "$(command -v systemctl)" "$stage/bin/systemctl"
+  cp -L /etc/os-release "$stage/etc/os-release"
+  for lib in $( (ldd /lib/systemd/systemd; ldd "$(command -v systemctl)") |
+    awk '/=>/ {print $3}' | sort -u); do
+    mkdir -p "$stage$(dirname "$lib")"
+    cp -L "$lib" "$stage$lib"
+  done
   (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) > "$base.tmp"
   mv "$base.tmp" "$base"
   rm -rf "$stage"
@@ -143,7 +160,11 @@ work="${VFIO_FLEET_KERNEL_WORK:-$(mktemp -d /tmp/kernel-test.XXXXXX)}"
 mkdir -p "$work/overlay/kt" "$work/overlay/sbin"
 cp "$bundle" "$work/overlay/kt/vfio-fleet-agent.mjs"
 [ -f "$bundle.map" ] && cp "$bundle.map" "$work/overlay/kt/vfio-fleet-agent.mjs.map"
-cp "$here/guest/scenario.mjs" "$work/overlay/kt/scenario.mjs"
+cp "$here/guest/scenario.mjs" "$here/guest/sandbox.mjs" "$here/guest/view.mjs" "$work/overlay/kt/"
+# The unit under test, exactly as the Debian package installs it.
+cp "$repo/packaging/systemd/vfio-fleet-agent.service" "$work/overlay/kt/vfio-fleet-agent.service"
+mkdir -p "$work/overlay/etc/systemd/system"
+cp "$here/guest/kt-sandbox.service" "$work/overlay/etc/systemd/system/kt-sandbox.service"
 cp "$here/guest/init.sh" "$work/overlay/init"
 cp "$here/guest/modprobe.sh" "$work/overlay/sbin/modprobe"
 chmod 755 "$work/overlay/init" "$work/overlay/sbin/modprobe"

@@ -70,11 +70,66 @@ export const guestResultSchema = z.object({
 });
 export type GuestResult = z.infer<typeof guestResultSchema>;
 
+const sandboxRunSchema = z.object({
+  name: z.string(),
+  args: z.array(z.string()),
+  variant: z.object({
+    set: z.record(z.string(), z.string()).optional(),
+    unset: z.array(z.string()).optional(),
+  }),
+  /** The unit the run was started as (the packaged one's options, ExecStart replaced). */
+  unit: z.string(),
+  reload: z.number().nullable(),
+  start: z.object({ code: z.number().nullable(), stderr: z.string() }),
+  /** systemd's Result= and ExecMainStatus= of the run: the agent's exit status. */
+  result: z.string().nullable(),
+  status: z.number().nullable(),
+  stdout: z.string(),
+  stderr: z.string(),
+  vfioLoadedBefore: z.boolean(),
+  vfioLoadedAfter: z.boolean(),
+  before: viewSchema,
+  after: viewSchema,
+  ms: z.number(),
+});
+export type SandboxRun = z.infer<typeof sandboxRunSchema>;
+
+/** The second part (guest/sandbox.mjs): the agent inside the packaged unit's sandbox. */
+export const sandboxResultSchema = z.object({
+  ok: z.boolean(),
+  error: z.string().nullable(),
+  systemd: z.string().nullable(),
+  pid1: z.string().nullable().optional(),
+  device: z.string().optional(),
+  runs: z.array(sandboxRunSchema),
+  /** The packaged unit itself running the daemon (no server listening). */
+  daemon: z
+    .object({
+      reload: z.number().nullable(),
+      start: z.object({ code: z.number().nullable(), stderr: z.string() }),
+      running: z.record(z.string(), z.string()),
+      stateDirMode: z.string(),
+      cmdline: z.string(),
+      tokenInCmdline: z.boolean(),
+      environHasToken: z.boolean(),
+      stop: z.object({ code: z.number().nullable(), stderr: z.string() }),
+      stopped: z.record(z.string(), z.string()),
+      log: z.string(),
+    })
+    .optional(),
+  ms: z.number(),
+});
+export type SandboxResult = z.infer<typeof sandboxResultSchema>;
+
 const BEGIN = '===KT-RESULT-BEGIN===';
 const END = '===KT-RESULT-END===';
+const SANDBOX_BEGIN = '===KT-SANDBOX-BEGIN===';
+const SANDBOX_END = '===KT-SANDBOX-END===';
 
 export interface Boot {
   result: GuestResult;
+  /** The systemd part's result, or why there is none (the first part's tests still run). */
+  sandbox: SandboxResult | string;
   console: string;
   work: string;
   /** Seconds: image build (cached or not) and the guest's run, as boot-guest.sh measured them. */
@@ -86,24 +141,47 @@ function tail(text: string, lines: number): string {
   return text.split('\n').slice(-lines).join('\n');
 }
 
-/** The result between the markers; throws with the console's tail when it is not there. */
-export function parseConsole(consoleText: string, context: string): GuestResult {
-  const clean = consoleText.replaceAll('\r', '');
-  const begin = clean.indexOf(BEGIN);
-  const end = clean.indexOf(END, begin + BEGIN.length);
-  if (begin < 0 || end < 0) {
-    throw new Error(
-      `the guest printed no result (${context}); last console lines:\n${tail(clean, 60)}`,
-    );
-  }
+/** The base64 document between two markers, decoded; null when the markers are not there. */
+function between(clean: string, beginMarker: string, endMarker: string): unknown {
+  const begin = clean.indexOf(beginMarker);
+  const end = clean.indexOf(endMarker, begin + beginMarker.length);
+  if (begin < 0 || end < 0) return null;
   const base64 = clean
-    .slice(begin + BEGIN.length, end)
+    .slice(begin + beginMarker.length, end)
     .split('\n')
     .map((l) => l.trim())
     // Kernel lines (emergencies only, see init.sh) could still land between the result lines.
     .filter((l) => /^[A-Za-z0-9+/=]+$/.test(l))
     .join('');
-  const json: unknown = JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+  return JSON.parse(Buffer.from(base64, 'base64').toString('utf8'));
+}
+
+/** The systemd part's result, or a message saying why there is none, with the console's tail. */
+export function parseSandbox(consoleText: string): SandboxResult | string {
+  const clean = consoleText.replaceAll('\r', '');
+  const from = clean.indexOf(END);
+  const json = between(clean, SANDBOX_BEGIN, SANDBOX_END);
+  const rest = from < 0 ? clean : clean.slice(from);
+  if (json === null) {
+    return `the guest printed no sandbox result (systemd part); console after the first part:\n${tail(rest, 60)}`;
+  }
+  const parsed = sandboxResultSchema.safeParse(json);
+  if (!parsed.success) {
+    const error = typeof json === 'object' && json !== null ? Reflect.get(json, 'error') : null;
+    return `the sandbox result is incomplete: ${String(error ?? parsed.error.message)}\n${tail(rest, 60)}`;
+  }
+  return parsed.data;
+}
+
+/** The result between the markers; throws with the console's tail when it is not there. */
+export function parseConsole(consoleText: string, context: string): GuestResult {
+  const clean = consoleText.replaceAll('\r', '');
+  const json = between(clean, BEGIN, END);
+  if (json === null) {
+    throw new Error(
+      `the guest printed no result (${context}); last console lines:\n${tail(clean, 60)}`,
+    );
+  }
   const parsed = guestResultSchema.safeParse(json);
   if (!parsed.success) {
     const error = typeof json === 'object' && json !== null ? Reflect.get(json, 'error') : null;
@@ -126,6 +204,7 @@ export function bootGuest(): Boot {
     const text = readFileSync(reuse, 'utf8');
     return {
       result: parseConsole(text, reuse),
+      sandbox: parseSandbox(text),
       console: text,
       work: path.dirname(reuse),
       log: `reused ${reuse}`,
@@ -161,5 +240,12 @@ export function bootGuest(): Boot {
   for (const built of ['initrd', 'overlay', 'overlay.cpio.gz']) {
     rmSync(path.join(work, built), { recursive: true, force: true });
   }
-  return { result, console: text, work, log: `${run.stderr}`, wallMs: Date.now() - started };
+  return {
+    result,
+    sandbox: parseSandbox(text),
+    console: text,
+    work,
+    log: `${run.stderr}`,
+    wallMs: Date.now() - started,
+  };
 }

@@ -20,7 +20,14 @@ import path from 'node:path';
 import { type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
 import { KernelModel } from '@vfio-fleet/host-fixtures';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { type Boot, bootGuest, type GuestStep, type View } from './guest-result';
+import {
+  type Boot,
+  bootGuest,
+  type GuestStep,
+  type SandboxResult,
+  type SandboxRun,
+  type View,
+} from './guest-result';
 
 const REPO = path.resolve(import.meta.dirname, '..', '..');
 const AGENT_BIN = path.join(REPO, 'apps', 'agent', 'bin', 'vfio-fleet-agent.mjs');
@@ -429,5 +436,134 @@ describe('the kernel model on the guest’s capture', () => {
     rmSync(stateDir, { recursive: true, force: true });
     expect(replayed).toBeGreaterThanOrEqual(6);
     expect(differences, differences.join('\n\n')).toEqual([]);
+  });
+});
+
+/**
+ * The packaged unit's sandbox on the same kernel, systemd 252 as PID 1 (guest/sandbox.mjs): each
+ * run is a oneshot unit with the packaged [Service] options, ExecStart replaced by the agent.
+ */
+describe('the packaged systemd unit’s sandbox on the real kernel', () => {
+  function sandbox(): SandboxResult {
+    if (typeof boot.sandbox === 'string') throw new Error(boot.sandbox);
+    if (!boot.sandbox.ok) throw new Error(`the sandbox part failed: ${boot.sandbox.error}`);
+    return boot.sandbox;
+  }
+
+  function run(name: string): SandboxRun {
+    const found = sandbox().runs.find((r) => r.name === name);
+    if (found === undefined) {
+      throw new Error(`no sandbox run ${name} (ran: ${sandbox().runs.map((r) => r.name)})`);
+    }
+    return found;
+  }
+
+  function outputOfRun(r: SandboxRun): string {
+    return (
+      `${r.name} (systemd Result=${r.result}, exit ${r.status}, systemctl start ${r.start.code}` +
+      ` ${r.start.stderr.trim()}):\n${r.stdout.split('\n').slice(-25).join('\n')}\n${r.stderr}` +
+      `\n--- unit ---\n${r.unit}`
+    );
+  }
+
+  /** The device's driver/override and the groups with a /dev/vfio node: what a run may change. */
+  function unchanged(r: SandboxRun): void {
+    expect(observedOfGuest(r.after).devices, outputOfRun(r)).toEqual(
+      observedOfGuest(r.before).devices,
+    );
+    expect(observedOfGuest(r.after).vfioGroups).toEqual(observedOfGuest(r.before).vfioGroups);
+  }
+
+  it('ran under systemd 252 as PID 1, each run as a unit with the packaged options', () => {
+    const s = sandbox();
+    expect(s.pid1).toBe('systemd');
+    expect(s.systemd).toMatch(/^systemd 25\d/);
+    const packaged = run('packaged-bind').unit;
+    for (const option of [
+      'ProtectSystem=strict',
+      'ProtectKernelTunables=yes',
+      'ReadWritePaths=/sys/bus/pci /sys/devices',
+      'CapabilityBoundingSet=CAP_SYS_MODULE',
+      'SystemCallFilter=@system-service @module',
+      'NoNewPrivileges=yes',
+      'PrivateTmp=yes',
+      'StateDirectory=vfio-fleet',
+    ]) {
+      expect(packaged.split('\n'), option).toContain(option);
+    }
+  });
+
+  it('the packaged sandbox lets a bind through: modprobe, sysfs writes, /dev/vfio check', () => {
+    const r = run('packaged-bind');
+    const address = sandbox().device ?? '';
+    const group = r.before.devices[address]?.iommuGroup ?? '';
+    expect(r.status, outputOfRun(r)).toBe(0);
+    expect(r.result).toBe('success');
+    // vfio_pci was unloaded before: the agent loaded it from inside the sandbox.
+    expect(r.vfioLoadedBefore).toBe(false);
+    expect(r.vfioLoadedAfter).toBe(true);
+    expect(r.after.devices[address]?.driver).toBe('vfio-pci');
+    expect(r.after.devices[address]?.override).toBe('vfio-pci');
+    expect(r.after.devVfio).toContain(group);
+  });
+
+  it('and a restore: the host driver back, the override cleared', () => {
+    const r = run('packaged-restore');
+    const address = sandbox().device ?? '';
+    expect(r.status, outputOfRun(r)).toBe(0);
+    expect(r.after.devices[address]?.driver).toBe('e1000e');
+    expect(r.after.devices[address]?.override).toBeNull();
+    expect(Object.values(r.after.netdevs)).toContain(address);
+  });
+
+  it('ProtectKernelModules=yes breaks it: modprobe fails, nothing changes', () => {
+    const r = run('protect-kernel-modules');
+    expect(r.status, outputOfRun(r)).toBe(4);
+    expect(r.vfioLoadedBefore).toBe(false);
+    expect(r.vfioLoadedAfter).toBe(false);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/modprobe vfio_pci/);
+    unchanged(r);
+  });
+
+  for (const name of ['rw-bus-pci-only', 'no-rw-paths']) {
+    it(`${name}: a read-only sysfs write fails (EROFS), nothing changes`, () => {
+      const r = run(name);
+      expect(r.status, outputOfRun(r)).toBe(4);
+      // Named as such, with the unit options that fix it.
+      expect(`${r.stdout}${r.stderr}`).toMatch(
+        /EROFS: .*ReadWritePaths=\/sys\/bus\/pci \/sys\/devices/,
+      );
+      unchanged(r);
+    });
+  }
+
+  it('the packaged unit runs the daemon: active, dials the server, stops cleanly on SIGTERM', () => {
+    const d = sandbox().daemon;
+    if (d === undefined) throw new Error('the guest did not run the daemon part');
+    const context = `${JSON.stringify({ ...d, log: undefined })}\n${d.log.slice(-3000)}`;
+    expect(d.start.code, context).toBe(0);
+    expect(d.running.ActiveState, context).toBe('active');
+    expect(d.running.NRestarts, context).toBe('0');
+    // The token from agent.env reached the agent through its environment, not its arguments.
+    expect(d.cmdline).toMatch(/vfio-fleet-agent\.mjs run --server http:\/\/127\.0\.0\.1:9 --label/);
+    expect(d.tokenInCmdline).toBe(false);
+    expect(d.environHasToken).toBe(true);
+    // StateDirectory=vfio-fleet with StateDirectoryMode=0700.
+    expect(d.stateDirMode).toBe('700');
+    // It got as far as connect(2): the socket itself was allowed (RestrictAddressFamilies=).
+    expect(d.log).toMatch(/"msg":"connecting"/);
+    expect(d.log).toMatch(/ECONNREFUSED/);
+    expect(d.log).not.toMatch(/EAFNOSUPPORT|EPERM|Bad system call/);
+    expect(d.stop.code, context).toBe(0);
+    expect(d.stopped.Result, context).toBe('success');
+    expect(d.log).toMatch(/"msg":"agent stopped"/);
+  });
+
+  it('PrivateDevices=yes breaks it: the device moves, /dev/vfio/<group> is not seen, rollback', () => {
+    const r = run('private-devices');
+    expect(r.status, outputOfRun(r)).toBe(4);
+    expect(`${r.stdout}${r.stderr}`).toMatch(/did not appear/);
+    expect(r.stdout).toMatch(/rollback/);
+    unchanged(r);
   });
 });

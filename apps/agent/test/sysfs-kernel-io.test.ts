@@ -90,6 +90,27 @@ describe('SysfsKernelIo.write', () => {
     }
   });
 
+  it('names a read-only sysfs EROFS and says which unit options fix it', async () => {
+    const io = new SysfsKernelIo(root);
+    const probe = await open(path.join(root, 'sys/bus/pci/drivers_probe'), 'r');
+    const handleProto: unknown = Object.getPrototypeOf(probe);
+    await probe.close();
+    if (typeof handleProto !== 'object' || handleProto === null) throw new Error('no FileHandle');
+    // What the kernel answers a write to a file of a read-only mount (measured in kernel-test's
+    // systemd part, where the sandbox without ReadWritePaths= makes /sys read-only).
+    vi.spyOn(handleProto as { write: () => unknown }, 'write').mockRejectedValue(
+      Object.assign(new Error('EROFS: read-only file system, write'), { code: 'EROFS' }),
+    );
+    const error = await io
+      .write('/sys/bus/pci/devices/0000:01:00.0/driver_override', 'vfio-pci')
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(KernelIoError);
+    expect(error).toMatchObject({ errno: 'EROFS' });
+    expect(String((error as Error).message)).toMatch(
+      /ReadWritePaths=\/sys\/bus\/pci \/sys\/devices/,
+    );
+  });
+
   it('issues exactly one write per call, with the whole value', async () => {
     const io = new SysfsKernelIo(root);
     const probe = await open(path.join(root, 'sys/bus/pci/drivers_probe'), 'r');

@@ -77,6 +77,7 @@ const STRERROR: Record<KernelErrno, string> = {
   ETIMEDOUT: 'Connection timed out',
   EEXIST: 'File exists',
   ENOMEM: 'Cannot allocate memory',
+  EROFS: 'Read-only file system',
   EUNKNOWN: 'Unknown error',
 };
 

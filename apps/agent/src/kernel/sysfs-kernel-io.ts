@@ -33,6 +33,7 @@ const STRERROR_TO_ERRNO: ReadonlyArray<[string, KernelErrno]> = [
   ['Cannot allocate memory', 'ENOMEM'],
   ['File exists', 'EEXIST'],
   ['Connection timed out', 'ETIMEDOUT'],
+  ['Read-only file system', 'EROFS'],
   ['No such file or directory', 'ENOENT'],
 ];
 
@@ -163,11 +164,22 @@ function errnoCode(error: unknown): string | null {
   return typeof code === 'string' ? code : null;
 }
 
+/**
+ * Why sysfs can be read-only for a root process, measured on a real kernel (kernel-test's systemd
+ * part): the operator's fix, since the driver core itself never answers EROFS.
+ */
+const EROFS_HINT =
+  'sysfs is mounted read-only for this agent: under systemd the unit needs ' +
+  'ReadWritePaths=/sys/bus/pci /sys/devices beside ProtectKernelTunables=yes (both paths: ' +
+  'devices/<address>/ links resolve into /sys/devices); in a container, /sys must be mounted ' +
+  'read-write';
+
 function ioError(error: unknown, hostPath: string): KernelIoError {
   const code = errnoCode(error);
   const errno: KernelErrno = isKernelErrno(code) ? code : 'EUNKNOWN';
   const detail = error instanceof Error ? error.message : String(error);
-  return new KernelIoError(errno, hostPath, `${hostPath}: ${detail}`);
+  const hint = errno === 'EROFS' ? ` (${EROFS_HINT})` : '';
+  return new KernelIoError(errno, hostPath, `${hostPath}: ${detail}${hint}`);
 }
 
 function modprobeError(

@@ -17,6 +17,9 @@ export const KERNEL_ERRNOS = [
   'ETIMEDOUT',
   'EEXIST',
   'ENOMEM',
+  // Not the driver core's: sysfs mounted read-only for the agent (a systemd sandbox without the
+  // unit's ReadWritePaths=, a container's read-only /sys).
+  'EROFS',
   'EUNKNOWN',
 ] as const;
 
