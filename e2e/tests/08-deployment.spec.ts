@@ -53,11 +53,13 @@ test('an admin creates a token and gets the three install commands with its toke
   const debSteps = created.getByRole('figure', { name: /^Debian package/ });
   await expect(debSteps).toContainText(`curl -fsSLO ${fleet.url}/downloads/${deb.name}`);
   await expect(debSteps).toContainText(`echo '${deb.sha256}  ${deb.name}' | sha256sum -c -`);
-  await expect(debSteps).toContainText(`VFIO_FLEET_AGENT_ARGS="--token ${token} --label rack=r42"`);
+  // The token in its own variable of the env file, off the agent's command line.
+  await expect(debSteps).toContainText(`VFIO_FLEET_TOKEN=${token}`);
+  await expect(debSteps).toContainText(`VFIO_FLEET_AGENT_ARGS="--label rack=r42"`);
   const playbook = created.getByRole('figure', { name: /^Ansible playbook/ });
   await expect(playbook).toContainText(`checksum: "sha256:${deb.sha256}"`);
   await expect(playbook).toContainText(
-    `VFIO_FLEET_AGENT_ARGS=\\"--token ${token} --label rack=r42\\"`,
+    `VFIO_FLEET_TOKEN=${token}\\nVFIO_FLEET_AGENT_ARGS=\\"--label rack=r42\\"`,
   );
   for (const label of ['Copy script', 'Copy .deb steps', 'Copy playbook']) {
     await expect(created.getByRole('button', { name: label })).toBeVisible();

@@ -114,9 +114,12 @@ describe('install.sh', () => {
     expect((await stat(envFile)).mode & 0o777).toBe(0o600);
     const env = await readFile(envFile, 'utf8');
     expect(env).toContain(`VFIO_FLEET_SERVER_URL=${serverUrl}\n`);
+    // The token in its own variable, off the agent's command line (ps shows that to everyone).
+    expect(env).toContain(`VFIO_FLEET_TOKEN=${TOKEN}\n`);
     expect(env).toContain(
-      `VFIO_FLEET_AGENT_ARGS=--token ${TOKEN} --label rack=r12 --label role=gpu --allow-rebind\n`,
+      'VFIO_FLEET_AGENT_ARGS=--label rack=r12 --label role=gpu --allow-rebind\n',
     );
+    expect(env).not.toContain(`--token`);
     const unit = await readFile(
       path.join(root, 'etc/systemd/system/vfio-fleet-agent.service'),
       'utf8',

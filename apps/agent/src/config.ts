@@ -13,6 +13,15 @@ const envSchema = z.object({
   VFIO_FLEET_ROOT: z.string().min(1).optional(),
   VFIO_FLEET_PCI_IDS: z.string().min(1).optional(),
   VFIO_FLEET_LOG_LEVEL: z.enum(LOG_LEVELS).optional(),
+  /**
+   * `run`'s enrollment token. The packaged unit reads it from agent.env: in the environment it is
+   * readable only by root (/proc/PID/environ), on the command line by every local user.
+   * Empty is unset (the template's `VFIO_FLEET_TOKEN=`).
+   */
+  VFIO_FLEET_TOKEN: z
+    .string()
+    .optional()
+    .transform((v) => (v === '' ? undefined : v)),
 });
 
 const configSchema = z.object({
@@ -21,12 +30,17 @@ const configSchema = z.object({
   /** Explicit pci.ids on the machine running the agent (not under root); null: search the root. */
   pciIdsPath: z.string().nullable(),
   logLevel: z.enum(LOG_LEVELS),
+  /** `run`'s enrollment token and where it came from (named in errors), or null. */
+  token: z
+    .object({ value: z.string(), source: z.enum(['--token', 'VFIO_FLEET_TOKEN']) })
+    .nullable(),
 });
 export type AgentConfig = z.infer<typeof configSchema>;
 
 export interface ConfigFlags {
   root?: string | undefined;
   pciIds?: string | undefined;
+  token?: string | undefined;
 }
 
 export async function loadConfig(
@@ -50,6 +64,12 @@ export async function loadConfig(
     pciIdsPath: pciIds === undefined ? null : path.resolve(cwd, pciIds),
     // Quiet by default: the CLI reports problems in its output, logs are for debugging.
     logLevel: fromEnv.VFIO_FLEET_LOG_LEVEL ?? 'warn',
+    token:
+      flags.token !== undefined
+        ? { value: flags.token, source: '--token' }
+        : fromEnv.VFIO_FLEET_TOKEN !== undefined
+          ? { value: fromEnv.VFIO_FLEET_TOKEN, source: 'VFIO_FLEET_TOKEN' }
+          : null,
   });
   await assertDirectory(config.root);
   return config;

@@ -48,19 +48,23 @@ function agent(
   srv: TestServer,
   where: { root: string; stateDir: string },
   extra: string[] = [],
+  env: Record<string, string> = {},
 ): AgentProcess {
-  const started = startAgent([
-    '--server',
-    srv.url,
-    // The issue's short form, `--simulate FIXTURE_DIR` (daemon-jobs uses --root DIR --simulate).
-    '--simulate',
-    where.root,
-    '--interval',
-    '1',
-    '--state-dir',
-    where.stateDir,
-    ...extra,
-  ]);
+  const started = startAgent(
+    [
+      '--server',
+      srv.url,
+      // The issue's short form, `--simulate FIXTURE_DIR` (daemon-jobs uses --root DIR --simulate).
+      '--simulate',
+      where.root,
+      '--interval',
+      '1',
+      '--state-dir',
+      where.stateDir,
+      ...extra,
+    ],
+    env,
+  );
   agents.push(started);
   return started;
 }
@@ -135,10 +139,26 @@ describe('vfio-fleet-agent run: enrollment', () => {
     expect(srv.messages('hello')).toHaveLength(1);
   });
 
+  it('takes the token from VFIO_FLEET_TOKEN (agent.env), keeping it off its command line', async () => {
+    const where = await host('env-token');
+    const srv = await server();
+    const token = srv.state.issueToken();
+    const run = agent(srv, where, [], { VFIO_FLEET_TOKEN: token });
+    const hello = await srv.waitFor('hello');
+    expect(hello.auth).toEqual({ kind: 'enroll', token });
+    // What `ps` shows every local user: the arguments, not the environment (root-only).
+    const cmdline = await readFile(`/proc/${run.child.pid}/cmdline`, 'utf8');
+    expect(cmdline).toContain('run');
+    expect(cmdline).not.toContain(token);
+    await srv.waitFor('snapshot');
+    expect(await run.stop()).toBe(0);
+  });
+
   it('refuses to start without a credential or a token', async () => {
     const where = await host('no-token');
     const srv = await server();
-    const run = agent(srv, where);
+    // An empty VFIO_FLEET_TOKEN= (install.sh writes one on a reinstall without --token) is none.
+    const run = agent(srv, where, [], { VFIO_FLEET_TOKEN: '' });
     expect(await run.exited).toBe(2);
     expect(run.stderr()).toContain('no --token');
     expect(srv.received).toHaveLength(0);
@@ -159,6 +179,17 @@ describe('vfio-fleet-agent run: command line', () => {
     const run = runAgent(['run', ...args]);
     expect(run.status, run.stderr).toBe(2);
     expect(run.stderr).toContain(message);
+  });
+
+  it('names VFIO_FLEET_TOKEN when the token from the environment is malformed', () => {
+    const run = runAgent(['run', '--server', 'http://127.0.0.1:9'], { VFIO_FLEET_TOKEN: 'short' });
+    expect(run.status, run.stderr).toBe(2);
+    expect(run.stderr).toContain('VFIO_FLEET_TOKEN:');
+    // The flag wins over the environment.
+    const flag = runAgent(['run', '--server', 'http://127.0.0.1:9', '--token', 'tiny'], {
+      VFIO_FLEET_TOKEN: 'x'.repeat(43),
+    });
+    expect(flag.stderr).toContain('--token:');
   });
 });
 

@@ -7,7 +7,7 @@
  *   be able to touch by accident; an operator who wants that runs the agent as a service instead.
  * - Enrollment: the state dir keeps the agent's credential (`credential.json`, written by the
  *   agent's CredentialStore). Without one, a one-use enrollment token (10 minutes) is created in
- *   the database and passed with `--token`.
+ *   the database and passed in `VFIO_FLEET_TOKEN` (an argument would show in every user's `ps`).
  * - The agent exits 3 when the server refuses it for good (a fatal error: typically the credential
  *   is unknown because the database was wiped while the state dir was kept). Its credential is
  *   then deleted and it enrolls again, once; a second refusal in a row is logged and left alone.
@@ -88,13 +88,14 @@ export function startLocalAgent(options: LocalAgentOptions): LocalAgent {
     if (options.root !== undefined) args.push('--root', options.root);
     if (options.intervalSeconds !== undefined)
       args.push('--interval', String(options.intervalSeconds));
+    const tokenEnv: Record<string, string> = {};
     if (!existsSync(credentialFile)) {
       const { token } = await createEnrollmentToken(options.db, {
         label: 'local agent',
         ttlSeconds: 600,
         maxUses: 1,
       });
-      args.push('--token', token);
+      tokenEnv.VFIO_FLEET_TOKEN = token;
       logger.info({ stateDir: options.stateDir }, 'enrolling the local agent');
     }
     if (stopping) return;
@@ -106,6 +107,7 @@ export function startLocalAgent(options: LocalAgentOptions): LocalAgent {
         NODE_ENV: process.env.NODE_ENV,
         NO_COLOR: '1',
         VFIO_FLEET_LOG_LEVEL: 'info',
+        ...tokenEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

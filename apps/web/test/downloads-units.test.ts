@@ -189,7 +189,7 @@ function shellWords(words: string): string[] {
 async function sourceEnv(content: string): Promise<Record<string, string | null>> {
   const file = path.join(tmp, `agent-${Math.random().toString(36).slice(2)}.env`);
   await writeFile(file, content);
-  const names = [AGENT_ENV.server, AGENT_ENV.args];
+  const names = [AGENT_ENV.server, AGENT_ENV.token, AGENT_ENV.args];
   const script = `. "$1"; ${names.map((n) => `if [ -n "\${${n}+x}" ]; then printf '%s\\0' "$${n}"; else printf '%s\\0' '<unset>'; fi`).join('; ')}`;
   const out = execFileSync('/bin/sh', ['-c', script, 'sh', file], { encoding: 'utf8' });
   const values = out.split('\0').slice(0, -1);
@@ -249,22 +249,24 @@ describe('installCommands', () => {
     expect(rebind.script.endsWith(`--token ${token} --allow-rebind`)).toBe(true);
   });
 
-  it('env file: the server URL and the agent arguments, read back by sh and split as systemd does', async () => {
+  it('env file: the server URL, the token and the agent arguments, read back by sh and split as systemd does', async () => {
     const lines = agentEnvLines({ server: `${server}/`, token, labels: PORTABLE });
     expect(lines[0]).toBe(`VFIO_FLEET_SERVER_URL=${server}`);
-    expect(lines[1]).toMatch(/^VFIO_FLEET_AGENT_ARGS="--token tok_EN-123 --label rack=r01 /);
+    // The token in its own variable (the agent's environment), never among the arguments that
+    // become its command line, which every local user can read in ps.
+    expect(lines[1]).toBe('VFIO_FLEET_TOKEN=tok_EN-123');
+    expect(lines[2]).toMatch(/^VFIO_FLEET_AGENT_ARGS="--label rack=r01 /);
     const values = await sourceEnv(`${lines.join('\n')}\n`);
     expect(values[AGENT_ENV.server]).toBe(server);
+    expect(values[AGENT_ENV.token]).toBe(token);
     // systemd: `$VFIO_FLEET_AGENT_ARGS` (unbraced) is split at whitespace into words.
-    expect(values[AGENT_ENV.args]?.split(/\s+/)).toEqual([
-      '--token',
-      token,
-      ...labelWords(PORTABLE),
-    ]);
+    expect(values[AGENT_ENV.args]?.split(/\s+/)).toEqual(labelWords(PORTABLE));
     const rebind = await sourceEnv(
       `${agentEnvLines({ server, token, labels: {}, allowRebind: true }).join('\n')}\n`,
     );
-    expect(rebind[AGENT_ENV.args]).toBe(`--token ${token} --allow-rebind`);
+    expect(rebind[AGENT_ENV.args]).toBe('--allow-rebind');
+    const bare = await sourceEnv(`${agentEnvLines({ server, token, labels: {} }).join('\n')}\n`);
+    expect(bare[AGENT_ENV.args]).toBe('');
   });
 
   it('env file: plain values stay readable (bare or double-quoted), others single-quoted', async () => {

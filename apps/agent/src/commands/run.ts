@@ -24,7 +24,8 @@ devices every interval (only what changed) and runs the rebind jobs the server s
 
 Options:
   --server URL         the vfio-fleet server, e.g. https://fleet.example.com
-  --token TOKEN        one-time enrollment token (needed only until a credential is stored)
+  --token TOKEN        one-time enrollment token (needed only until a credential is stored);
+                       prefer $VFIO_FLEET_TOKEN, which other users cannot read in ps
   --state-dir DIR      credential, job results, persisted bindings (default
                        $VFIO_FLEET_STATE_DIR, else ${DEFAULT_STATE_DIR})
   --root DIR           read the host tree under DIR instead of /
@@ -80,13 +81,6 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
     }
     const labelCheck = labelsSchema.safeParse(labels);
     if (!labelCheck.success) throw usage(`--label: ${labelCheck.error.issues[0]?.message}`);
-    const token = values.token ?? null;
-    if (token !== null) {
-      const tokenCheck = helloMessageSchema.shape.auth.safeParse({ kind: 'enroll', token });
-      if (!tokenCheck.success) {
-        throw usage(`--token: ${tokenCheck.error.issues[0]?.message ?? 'invalid'}`);
-      }
-    }
     const intervalSeconds =
       values.interval === undefined ? DEFAULT_INTERVAL_SECONDS : Number(values.interval);
     if (!Number.isFinite(intervalSeconds) || intervalSeconds < 1 || intervalSeconds > 3600) {
@@ -97,10 +91,20 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
     }
 
     const config = await loadConfig(
-      { root: values.root, pciIds: values['pci-ids'] },
+      { root: values.root, pciIds: values['pci-ids'], token: values.token },
       ctx.env,
       ctx.cwd,
     );
+    const token = config.token?.value ?? null;
+    if (config.token !== null) {
+      const tokenCheck = helloMessageSchema.shape.auth.safeParse({
+        kind: 'enroll',
+        token: config.token.value,
+      });
+      if (!tokenCheck.success) {
+        throw usage(`${config.token.source}: ${tokenCheck.error.issues[0]?.message ?? 'invalid'}`);
+      }
+    }
     if (values.simulate === true && config.root === '/') {
       // The model rewrites the tree it runs on as the kernel would show it: never the live /sys.
       throw usage('--simulate needs --root DIR (a fixture tree)');

@@ -98,7 +98,7 @@ export class AgentDaemon {
     if (this.credential === null && options.token === null) {
       throw new AgentError(
         'invalid-argument',
-        `run: no credential in ${this.credentials.file} and no --token: enroll this host once with --token TOKEN`,
+        `run: no credential in ${this.credentials.file} and no --token or VFIO_FLEET_TOKEN: enroll this host once with a token from the dashboard`,
       );
     }
     logger.info(

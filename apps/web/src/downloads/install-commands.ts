@@ -30,7 +30,12 @@ export const AGENT_ENV = {
   file: '/etc/vfio-fleet/agent.env',
   /** The server's URL (http[s]://host[:port], no trailing slash). */
   server: 'VFIO_FLEET_SERVER_URL',
-  /** `vfio-fleet-agent run`'s other arguments (--token, --label k=v, --allow-rebind), split at whitespace. */
+  /**
+   * The enrollment token: in the environment, readable only by root, where on the command line
+   * (`--token`) every local user could read it in `ps` for as long as the agent runs.
+   */
+  token: 'VFIO_FLEET_TOKEN',
+  /** `vfio-fleet-agent run`'s other arguments (--label k=v, --allow-rebind), split at whitespace. */
   args: 'VFIO_FLEET_AGENT_ARGS',
 } as const;
 
@@ -92,9 +97,9 @@ export function envValue(value: string): string {
   return shellWord(value);
 }
 
-/** `run`'s arguments for the env file and the install script: token, labels, --allow-rebind. */
-function agentArgs(input: Omit<InstallInput, 'release'>): string[] {
-  const words = ['--token', input.token];
+/** `run`'s arguments other than the token (it has its own variable): labels, --allow-rebind. */
+function agentArgs(input: Omit<InstallInput, 'release' | 'token'>): string[] {
+  const words: string[] = [];
   for (const [key, value] of Object.entries(input.labels)) words.push('--label', `${key}=${value}`);
   if (input.allowRebind === true) words.push('--allow-rebind');
   return words;
@@ -104,6 +109,7 @@ function agentArgs(input: Omit<InstallInput, 'release'>): string[] {
 export function agentEnvLines(input: Omit<InstallInput, 'release'>): string[] {
   return [
     `${AGENT_ENV.server}=${envValue(input.server.replace(/\/+$/, ''))}`,
+    `${AGENT_ENV.token}=${envValue(input.token)}`,
     `${AGENT_ENV.args}=${envValue(agentArgs(input).join(' '))}`,
   ];
 }
@@ -113,7 +119,9 @@ export function downloadUrl(server: string, name: string): string {
 }
 
 function scriptCommand(input: InstallInput): string {
-  const words = agentArgs(input);
+  // install.sh takes the token as an argument (it is gone when the script ends) and writes it to
+  // the env file's own variable.
+  const words = ['--token', input.token, ...agentArgs(input)];
   const url = `${input.server.replace(/\/+$/, '')}/install.sh`;
   return `curl -fsSL ${shellWord(url)} | sudo sh -s -- ${words.map(shellWord).join(' ')}`;
 }
