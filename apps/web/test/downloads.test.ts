@@ -263,12 +263,18 @@ describe('downloads', () => {
     expect(((await stat(envFile)).mode & 0o777).toString(8)).toBe('600');
     const sourced = execFileSync(
       '/bin/sh',
-      ['-c', `. "$1"; printf '%s\\0' "$${AGENT_ENV.server}" "$${AGENT_ENV.args}"`, 'sh', envFile],
+      [
+        '-c',
+        `. "$1"; printf '%s\\0' "$${AGENT_ENV.server}" "$${AGENT_ENV.token}" "$${AGENT_ENV.args}"`,
+        'sh',
+        envFile,
+      ],
       { encoding: 'utf8' },
     );
-    expect(sourced.split('\0').slice(0, 2)).toEqual([
+    expect(sourced.split('\0').slice(0, 3)).toEqual([
       fleet.url,
-      `--token ${created.token} --label rack=r07 --label role=gpu`,
+      created.token,
+      '--label rack=r07 --label role=gpu',
     ]);
 
     // Same size, other bytes: the server still serves it (its size matches), the digest does not.
