@@ -7,8 +7,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { diffSnapshots } from '@vfio-fleet/core';
-import { type Database, hosts, rebuildAllRollups } from '@vfio-fleet/db';
+import { assessSnapshot, diffSnapshots, type HostSnapshot } from '@vfio-fleet/core';
+import { type Database, hosts, rebuildAllRollups, rollupInputs } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fleetCapacity } from '../src/fleet/capacity';
@@ -144,6 +144,47 @@ describe.each(drivers)('per-host rollups on %s', (driver) => {
     // types may too, but not every row of the host.
     expect(changed).toContain(`${gpu.vendorId}:${gpu.deviceId}@${gpu.numaNode ?? '-'}`);
     expect(changed.length).toBeLessThan(after.size);
+    host.snapshot = next;
+  });
+
+  it('a delta that changes nothing the rollups read does not recompute them', async () => {
+    const host = fleet[1];
+    if (host === undefined) throw new Error('no host');
+    const next = structuredClone(host.snapshot);
+    const device = next.devices.find((d) => d.kind === 'endpoint' && d.driverOverride === null);
+    if (device === undefined) throw new Error('the scenario has no endpoint without an override');
+    device.driverOverride = 'vfio-pci';
+    // The premise, checked rather than assumed: no assessed device's rollup inputs change.
+    const inputs = (s: HostSnapshot) =>
+      assessSnapshot({ ...s, devices: s.devices.map(({ readiness: _r, ...f }) => f) }).devices.map(
+        rollupInputs,
+      );
+    expect(inputs(next)).toEqual(inputs(host.snapshot));
+    // A canary: a recomputation would put the true count back (an unchanged recomputation writes
+    // no row, so row versions cannot tell).
+    await db.execute(
+      sql`UPDATE host_device_stats SET total = total + 1000 WHERE host_id = ${host.hostId}::uuid`,
+    );
+    const delta = diffSnapshots(host.snapshot, next);
+    if (delta === null) throw new Error('the change made no delta');
+    const outcome = await ingestDelta(db, host.hostId, {
+      type: 'delta',
+      epoch: 'test-epoch',
+      baseSeq: 1,
+      seq: 2,
+      delta,
+    });
+    expect(outcome.applied).toBe(true);
+    if (outcome.applied) expect(outcome.result.devicesWritten).toBeGreaterThan(0);
+    const canaries = rowsOf(
+      await db.execute(
+        sql`SELECT total FROM host_device_stats WHERE host_id = ${host.hostId}::uuid`,
+      ),
+    );
+    expect(canaries.every((r) => Number(r.total) > 1000)).toBe(true);
+    // The rows were right before the canary, so a rebuild gives back exactly the aggregate.
+    await rebuildAllRollups(db);
+    await expectRollupsMatchDevices(db);
     host.snapshot = next;
   });
 

@@ -40,6 +40,7 @@ export {
   boundToVfioSql,
   type RollupSyncResult,
   rebuildAllRollups,
+  rollupInputs,
   syncHostRollups,
 } from './rollups';
 export * from './schema';

@@ -10,6 +10,7 @@
  * that wrote them, and an unchanged rollup row is not rewritten (IS DISTINCT FROM), so a delta
  * that flips one driver rewrites one or two small rows.
  */
+import type { Device } from '@vfio-fleet/core';
 import { type SQL, sql } from 'drizzle-orm';
 import type { Database } from './client';
 
@@ -21,6 +22,33 @@ import type { Database } from './client';
  */
 export function boundToVfioSql(d: SQL): SQL {
   return sql`(${d}.driver LIKE 'vfio%' OR ${d}.driver LIKE '%vfio_pci' OR (${d}.vfio_driver IS NOT NULL AND ${d}.driver = ${d}.vfio_driver))`;
+}
+
+/**
+ * Everything of a device the rollup statements below read (through the devices row deviceRow()
+ * derives), as one comparable string. A delta whose written devices all keep theirs, and that adds
+ * or removes none, leaves every rollup row as it is: the steady state's typical delta (a
+ * driver_override set, a reset method found) then skips syncHostRollups' four statements.
+ * Keep in step with upsertTypeStats and upsertReasonStats.
+ */
+export function rollupInputs(device: Device): string {
+  const first = device.readiness.reasons[0];
+  return JSON.stringify([
+    device.vendorId,
+    device.deviceId,
+    device.numaNode,
+    device.names.vendor,
+    device.names.device,
+    device.names.className,
+    device.readiness.status,
+    device.driver,
+    device.vfio?.driver ?? null,
+    device.sriov?.totalVfs ?? null,
+    device.sriov?.numVfs ?? null,
+    first?.code ?? null,
+    first?.message ?? null,
+    first?.remedy ?? null,
+  ]);
 }
 
 export interface RollupSyncResult {
