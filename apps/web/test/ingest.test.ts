@@ -183,6 +183,56 @@ describe.each(drivers)('ingest on %s', (driver) => {
     expect(await deviceVersions(db, host.hostId)).toEqual(afterDelta);
   });
 
+  it('a delta writes the host section only when it changed it, and then all its columns', async () => {
+    const host = await freshHost();
+    const deviceOnly = structuredClone(host.snapshot);
+    const target = deviceOnly.devices[1];
+    if (target === undefined) throw new Error('the scenario has too few devices');
+    target.driverOverride = 'vfio-pci';
+    const first = diffSnapshots(host.snapshot, deviceOnly);
+    if (first === null) throw new Error('the change made no delta');
+    expect(first.host).toBeUndefined();
+    const stored = await hostRow(db, host.hostId);
+    expect(
+      await ingestDelta(db, host.hostId, {
+        type: 'delta',
+        epoch: 'test-epoch',
+        baseSeq: 1,
+        seq: 2,
+        delta: first,
+      }),
+    ).toMatchObject({ applied: true });
+    const afterDevice = await hostRow(db, host.hostId);
+    expect(afterDevice).toMatchObject({ lastSeq: 2, kernelRelease: stored.kernelRelease });
+    expect(afterDevice.host).toEqual(stored.host);
+
+    // A new kernel after a reboot without a reconnect: the host section moves, every column too.
+    const rebooted = structuredClone(deviceOnly);
+    rebooted.host.kernelRelease = '6.12.99-test-amd64';
+    const second = diffSnapshots(deviceOnly, rebooted);
+    if (second === null) throw new Error('the change made no delta');
+    expect(
+      await ingestDelta(db, host.hostId, {
+        type: 'delta',
+        epoch: 'test-epoch',
+        baseSeq: 2,
+        seq: 3,
+        delta: second,
+      }),
+    ).toMatchObject({ applied: true });
+    const afterHost = await hostRow(db, host.hostId);
+    expect(afterHost).toMatchObject({ lastSeq: 3, kernelRelease: '6.12.99-test-amd64' });
+    expect(afterHost.host).toMatchObject({ kernelRelease: '6.12.99-test-amd64' });
+    // What the deltas left is what a resend of the same inventory hashes to.
+    const resend = await ingestSnapshot(
+      db,
+      host.hostId,
+      snapshotMessage(resendOf(rebooted), 4, 'epoch-2'),
+      { rack: 'r1' },
+    );
+    expect(resend.unchanged).toBe(true);
+  });
+
   it('a snapshot parsed without readiness (parseAgentMessageForServer) hashes like a full one', async () => {
     const host = await freshHost();
     const before = await deviceVersions(db, host.hostId);

@@ -145,14 +145,16 @@ async function store(
   /**
    * A delta's store: only these devices differ from the stored ones (the rest are not sent to the
    * database at all); whether the groups do; whether it removes devices (else no DELETE runs); and
-   * whether anything the rollups read changed (else they are not recomputed). Absent: a snapshot,
-   * everything is compared there.
+   * whether anything the rollups read changed (else they are not recomputed); whether the host
+   * section or the problems did (else the host row keeps its jsonb, which would otherwise be
+   * TOASTed anew on every delta). Absent: a snapshot, everything is compared there.
    */
   changes?: {
     devices: readonly Device[];
     groups: boolean;
     removes: boolean;
     rollups: boolean;
+    host: boolean;
   },
 ): Promise<IngestResult> {
   const { host } = assessed;
@@ -161,17 +163,23 @@ async function store(
   // next delta names a base the server does not hold, gets `resync`, and sends a snapshot. So the
   // commit does not wait for the WAL flush, the largest part of a small delta's commit.
   await tx.execute(sql`SET LOCAL synchronous_commit = off`);
+  const hostColumns =
+    changes === undefined || changes.host
+      ? {
+          hostname: host.hostname,
+          machineId: host.machineId,
+          kernelRelease: host.kernelRelease,
+          cpuVendor: host.cpuVendor,
+          iommuEnabled: host.iommu.enabled,
+          interruptRemapping: host.iommu.interruptRemapping,
+          host,
+          problems: assessed.problems,
+        }
+      : {};
   await tx
     .update(hosts)
     .set({
-      hostname: host.hostname,
-      machineId: host.machineId,
-      kernelRelease: host.kernelRelease,
-      cpuVendor: host.cpuVendor,
-      iommuEnabled: host.iommu.enabled,
-      interruptRemapping: host.iommu.interruptRemapping,
-      host,
-      problems: assessed.problems,
+      ...hostColumns,
       epoch: stream.epoch,
       lastSeq: stream.seq,
       inventoryHash: hash,
@@ -343,6 +351,8 @@ export function ingestDelta(
         groups: !stableEqual(base.groups, assessed.groups),
         removes,
         rollups,
+        host:
+          !stableEqual(base.host, assessed.host) || !stableEqual(base.problems, assessed.problems),
       },
     );
     return { applied: true, result };
