@@ -3,6 +3,7 @@
  * command-line mistakes) and their exit code. Kept apart from main.ts so a test or a daemon can
  * run a command with its own streams.
  */
+
 import { bindCommand } from './commands/bind';
 import { captureCommand } from './commands/capture';
 import type { Command, CommandContext } from './commands/command';
@@ -12,6 +13,7 @@ import { restoreCommand } from './commands/restore';
 import { runCommand } from './commands/run';
 import { scanCommand } from './commands/scan';
 import { statusCommand } from './commands/status';
+import { AGENT_VERSION } from './daemon/agent-daemon';
 import { AgentError, EXIT_CODES, type ExitCode } from './errors';
 
 /** Every command; bind and restore may also exit 4 (rolled back) or 5 (rollback incomplete). */
@@ -37,7 +39,8 @@ executes them with verification and rollback.
 Commands:
 ${lines.join('\n')}
 
-Run \`vfio-fleet-agent COMMAND --help\` for a command's options.
+Run \`vfio-fleet-agent COMMAND --help\` for a command's options, \`vfio-fleet-agent --version\`
+for the version (the one the server lists for this host).
 `;
 }
 
@@ -47,6 +50,10 @@ export async function runCli(argv: readonly string[], ctx: CommandContext): Prom
     if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
       (name === undefined ? ctx.stderr : ctx.stdout).write(mainUsage());
       return name === undefined ? EXIT_CODES.usage : EXIT_CODES.ok;
+    }
+    if (name === '--version' || name === '-V') {
+      ctx.stdout.write(`vfio-fleet-agent ${AGENT_VERSION}\n`);
+      return EXIT_CODES.ok;
     }
     const command = COMMANDS.find((candidate) => candidate.name === name);
     if (command === undefined) {

@@ -1,6 +1,6 @@
 // The CLI as operators and scripts use it: a real child process, exit codes, stdout vs stderr.
 import { readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { readModulesAlias } from '@vfio-fleet/testdata';
@@ -23,6 +23,17 @@ afterAll(async () => {
 });
 
 describe('vfio-fleet-agent (usage)', () => {
+  it('prints its version, the one its package.json and the server hold, with --version', async () => {
+    const { version } = JSON.parse(
+      await readFile(path.join(import.meta.dirname, '..', 'package.json'), 'utf8'),
+    ) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const run = runAgent([flag]);
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toBe(`vfio-fleet-agent ${version}\n`);
+    }
+  });
+
   it('rejects an unknown command with usage and exit 2', () => {
     const run = runAgent(['frobnicate']);
     expect(run.status).toBe(2);

@@ -350,6 +350,22 @@ describe('installCommands', () => {
       checksum: `sha256:${SHA_DEB}`,
       mode: '0644',
     });
+    // copy does not create the directory, which on a new host does not exist before the package.
+    expect(task('ansible.builtin.file')).toEqual({
+      path: '/etc/vfio-fleet',
+      state: 'directory',
+      owner: 'root',
+      group: 'root',
+      mode: '0755',
+    });
+    const order = play?.tasks.map((t) => Object.keys(t).find((k) => k.startsWith('ansible.')));
+    expect(order).toEqual([
+      'ansible.builtin.get_url',
+      'ansible.builtin.file',
+      'ansible.builtin.copy',
+      'ansible.builtin.apt',
+      'ansible.builtin.systemd_service',
+    ]);
     expect(task('ansible.builtin.copy')).toMatchObject({
       dest: '/etc/vfio-fleet/agent.env',
       mode: '0600',

@@ -146,6 +146,7 @@ const yaml = (value: string) => JSON.stringify(value);
 function ansiblePlaybook(input: InstallInput, deb: NonNullable<AgentRelease['deb']>): string {
   const dest = `/tmp/${deb.name}`;
   const env = `${agentEnvLines(input).join('\n')}\n`;
+  const dir = AGENT_ENV.file.slice(0, AGENT_ENV.file.lastIndexOf('/'));
   return [
     '- name: Install the vfio-fleet agent',
     '  hosts: all',
@@ -157,6 +158,15 @@ function ansiblePlaybook(input: InstallInput, deb: NonNullable<AgentRelease['deb
     `        dest: ${yaml(dest)}`,
     `        checksum: ${yaml(`sha256:${deb.sha256}`)}`,
     '        mode: "0644"',
+    // The configuration goes in before the package (whose postinst then starts the agent), so on
+    // a new host its directory does not exist yet: copy does not create it.
+    '    - name: Create the configuration directory',
+    '      ansible.builtin.file:',
+    `        path: ${yaml(dir)}`,
+    '        state: directory',
+    '        owner: root',
+    '        group: root',
+    '        mode: "0755"',
     '    - name: Configure the agent',
     '      ansible.builtin.copy:',
     `        dest: ${yaml(AGENT_ENV.file)}`,
