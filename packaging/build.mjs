@@ -1,5 +1,6 @@
 // Builds what a host needs to run the agent without Node.js, into dist/:
 //   vfio-fleet-agent-<version>-linux-<arch>   the agent as a Node single executable application
+//                                             (this machine's arch, and arm64 cross-built on x64)
 //   vfio-fleet-agent_<version>_<debarch>.deb  that executable + systemd unit + default config
 //   SHA256SUMS, manifest.json                 what the server serves, with checksums and sizes
 //   install.sh.in                             the curl | sh template the server renders
@@ -18,6 +19,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { homedir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
@@ -135,6 +137,20 @@ await timedAsync('inject', () =>
 // Fails the build here, not on a host, if the injected executable cannot run.
 run(exe, ['--help'], { stdio: ['ignore', 'ignore', 'inherit'] });
 
+// 3b. The same agent for other architectures (arm64 on an x64 build machine): Node's official
+// binary for that architecture, of exactly this Node's version, from the npm registry
+// (`node-linux-<arch>`, checked by npm against the registry's sha512), with a blob made without
+// V8's code cache (which is specific to the architecture that made it). VFIO_FLEET_CROSS_ARCHS
+// (comma-separated; empty for none) overrides the default.
+const crossArchs = (process.env.VFIO_FLEET_CROSS_ARCHS ?? (arch === 'x64' ? 'arm64' : ''))
+  .split(',')
+  .map((a) => a.trim())
+  .filter((a) => a !== '' && a !== arch);
+const crossBuilt = [];
+for (const target of crossArchs) {
+  crossBuilt.push(await timedAsync(`cross-${target}`, () => crossExecutable(target)));
+}
+
 // 4. The Debian package, laid out in a staging root and built by dpkg-deb.
 const debName = `vfio-fleet-agent_${version}_${debArch}.deb`;
 const deb = path.join(dist, debName);
@@ -218,15 +234,16 @@ timed('dpkg-deb', () =>
 
 // 5. Checksums, the manifest the server reads, and the install script template.
 const files = [
-  { name: exeName, kind: 'executable' },
-  { name: debName, kind: 'deb' },
-].map(({ name, kind }) => {
+  { name: exeName, kind: 'executable', arch },
+  { name: debName, kind: 'deb', arch },
+  ...crossBuilt.map((built) => ({ name: built.name, kind: 'executable', arch: built.arch })),
+].map(({ name, kind, arch: fileArch }) => {
   const data = readFileSync(path.join(dist, name));
   return {
     name,
     kind,
     os: 'linux',
-    arch,
+    arch: fileArch,
     sha256: createHash('sha256').update(data).digest('hex'),
     size: data.length,
   };
@@ -242,6 +259,89 @@ rmSync(work, { recursive: true, force: true });
 console.log(
   `packaging: ${files.map((f) => `${f.name} (${(f.size / 1e6).toFixed(1)} MB)`).join(', ')}; ms ${JSON.stringify(timings)}`,
 );
+
+/**
+ * The agent's single executable for `target` (not this machine's architecture): that Node binary
+ * from the npm registry (cached under ~/.cache/vfio-fleet), stripped when a cross strip is
+ * installed, with a code-cache-free blob injected, and started once under qemu-user when it is
+ * installed. Returns its file name in dist/.
+ */
+async function crossExecutable(target) {
+  // ELF e_machine of each architecture: a downloaded binary must be that one.
+  const machine = { x64: 62, arm64: 183 }[target];
+  if (machine === undefined) throw new Error(`packaging: no cross build for ${target}`);
+  const nodeVersion = process.versions.node;
+  const pkg = `node-linux-${target}@${nodeVersion}`;
+  const cache = path.join(
+    process.env.XDG_CACHE_HOME ?? path.join(homedir(), '.cache'),
+    'vfio-fleet',
+    `node-linux-${target}-${nodeVersion}`,
+  );
+  const node = path.join(cache, 'node');
+  if (!existsSync(node)) {
+    mkdirSync(cache, { recursive: true });
+    try {
+      const tgz = run('npm', ['pack', pkg, '--silent', '--pack-destination', cache], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      })
+        .trim()
+        .split('\n')
+        .at(-1);
+      run('tar', [
+        '-xzf',
+        path.join(cache, tgz),
+        '-C',
+        cache,
+        '--strip-components=2',
+        'package/bin/node',
+      ]);
+      rmSync(path.join(cache, tgz), { force: true });
+    } catch (error) {
+      throw new Error(
+        `packaging: cannot fetch ${pkg} from the npm registry for the ${target} executable ` +
+          `(set VFIO_FLEET_CROSS_ARCHS= to build ${arch} only): ${error.message}`,
+      );
+    }
+  }
+  const header = readFileSync(node).subarray(0, 20);
+  if (header.readUInt32BE(0) !== 0x7f454c46 || header.readUInt16LE(18) !== machine) {
+    throw new Error(`packaging: ${node} is not a Linux ${target} ELF executable`);
+  }
+  const crossBlob = path.join(work, `sea-prep-${target}.blob`);
+  const crossConfig = path.join(work, `sea-config-${target}.json`);
+  writeFileSync(
+    crossConfig,
+    JSON.stringify({
+      main: bundle,
+      output: crossBlob,
+      disableExperimentalSEAWarning: true,
+      useCodeCache: false,
+    }),
+  );
+  run(process.execPath, ['--experimental-sea-config', crossConfig], { stdio: 'pipe' });
+  const name = `vfio-fleet-agent-${version}-linux-${target}`;
+  const out = path.join(dist, name);
+  const prefix = { arm64: 'aarch64-linux-gnu' }[target];
+  if (prefix !== undefined && hasTool(`${prefix}-strip`)) {
+    run(`${prefix}-strip`, ['--strip-all', '--remove-section=.comment', '-o', out, node]);
+  } else {
+    console.warn(
+      `packaging: no ${prefix}-strip (apt-get install binutils-${prefix}): ${name} keeps its symbols`,
+    );
+    copyFileSync(node, out);
+  }
+  chmodSync(out, 0o755);
+  await postject.inject(out, 'NODE_SEA_BLOB', readFileSync(crossBlob), { sentinelFuse: SEA_FUSE });
+  const qemu = { arm64: 'qemu-aarch64' }[target];
+  const sysroot = prefix === undefined ? null : `/usr/${prefix}`;
+  if (qemu !== undefined && hasTool(qemu) && sysroot !== null && existsSync(sysroot)) {
+    run(qemu, ['-L', sysroot, out, '--help'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  } else {
+    console.warn(`packaging: ${name} not started (no ${qemu} with ${sysroot})`);
+  }
+  return { name, arch: target };
+}
 
 /**
  * The Depends line for the executable's shared libraries, from dpkg-shlibdeps (which needs a

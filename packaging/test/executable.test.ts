@@ -2,6 +2,7 @@
 // and speaks WebSocket (ws's optional native addons are left out of the bundle).
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -27,9 +28,10 @@ describe('dist/', () => {
   it('lists the executable and the package with their real checksums and sizes', async () => {
     const manifest = readManifest();
     expect(manifest.version).toBe(agentVersion());
-    expect(manifest.files.map((file) => file.name).sort()).toEqual([
-      `vfio-fleet-agent-${manifest.version}-linux-x64`,
-      `vfio-fleet-agent_${manifest.version}_amd64.deb`,
+    expect(manifest.files.map((file) => `${file.name} ${file.arch}`).sort()).toEqual([
+      `vfio-fleet-agent-${manifest.version}-linux-arm64 arm64`,
+      `vfio-fleet-agent-${manifest.version}-linux-x64 x64`,
+      `vfio-fleet-agent_${manifest.version}_amd64.deb x64`,
     ]);
     const sums = await readFile(path.join(distDir, 'SHA256SUMS'), 'utf8');
     for (const file of manifest.files) {
@@ -39,7 +41,14 @@ describe('dist/', () => {
       expect(sums).toContain(`${file.sha256}  ${file.name}\n`);
     }
     const template = await readFile(path.join(distDir, 'install.sh.in'), 'utf8');
-    for (const placeholder of ['SERVER_URL', 'AGENT_VERSION', 'AGENT_FILE', 'AGENT_SHA256']) {
+    for (const placeholder of [
+      'SERVER_URL',
+      'AGENT_VERSION',
+      'AGENT_FILE',
+      'AGENT_SHA256',
+      'AGENT_FILE_ARM64',
+      'AGENT_SHA256_ARM64',
+    ]) {
       expect(template).toContain(`__VFIO_FLEET_${placeholder}__`);
     }
     expect(template).not.toContain('@VFIO_FLEET_AGENT_UNIT@');
@@ -72,6 +81,35 @@ describe('the single executable', () => {
       withoutTimes(JSON.parse(viaNode.stdout)),
     );
     expect(alone.stdout).toContain('"devices"');
+  });
+
+  it('for arm64 (cross-built), scans the same host the same way under qemu-user', () => {
+    const exe = distFile('executable', 'arm64').path;
+    // An AArch64 ELF executable, stripped: not this machine's node renamed.
+    const header = readFileSync(exe).subarray(0, 20);
+    expect(header.readUInt16LE(18)).toBe(183);
+    // By its path: the agent itself runs with no PATH to find Node (or anything) on.
+    const qemu = spawnSync(
+      '/usr/bin/qemu-aarch64',
+      ['-L', '/usr/aarch64-linux-gnu', exe, 'scan', '--json', '--root', fixtureRoot],
+      { env: { PATH: '/nonexistent' }, encoding: 'utf8', maxBuffer: 64 << 20, timeout: 120_000 },
+    );
+    if (qemu.error !== undefined) {
+      throw new Error(
+        `cannot run qemu-aarch64 (apt-get install qemu-user libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross): ${qemu.error.message}`,
+      );
+    }
+    expect(qemu.status, qemu.stderr).toBe(0);
+    expect(qemu.stderr).toBe('');
+    const x64 = runWithoutNode(distFile('executable').path, [
+      'scan',
+      '--json',
+      '--root',
+      fixtureRoot,
+    ]);
+    expect(x64.status, x64.stderr).toBe(0);
+    // The host's CPU is read from the fixture tree, not from the machine the agent runs on.
+    expect(withoutTimes(JSON.parse(qemu.stdout))).toEqual(withoutTimes(JSON.parse(x64.stdout)));
   });
 
   it('reports a usage error with exit status 2, like the CLI', () => {

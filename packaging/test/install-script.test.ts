@@ -2,8 +2,9 @@
 // template at /install.sh, the executable under /downloads/. Everything lands in a throwaway
 // root (VFIO_FLEET_INSTALL_ROOT), which also keeps systemd out of it.
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -24,9 +25,12 @@ let tamper = false;
 
 function render(template: string): string {
   const exe = distFile('executable');
+  const arm64 = distFile('executable', 'arm64');
   return template
     .replaceAll('__VFIO_FLEET_SERVER_URL__', serverUrl)
     .replaceAll('__VFIO_FLEET_AGENT_VERSION__', readManifest().version)
+    .replaceAll('__VFIO_FLEET_AGENT_FILE_ARM64__', arm64.name)
+    .replaceAll('__VFIO_FLEET_AGENT_SHA256_ARM64__', arm64.sha256)
     .replaceAll('__VFIO_FLEET_AGENT_FILE__', exe.name)
     .replaceAll('__VFIO_FLEET_AGENT_SHA256__', exe.sha256);
 }
@@ -35,11 +39,12 @@ beforeAll(async () => {
   tmp = await mkdtemp(path.join(tmpdir(), 'packaging-install-'));
   fixtureRoot = await buildFixtureRoot(tmp);
   const template = await readFile(path.join(distDir, 'install.sh.in'), 'utf8');
-  const exe = distFile('executable');
+  const executables = [distFile('executable'), distFile('executable', 'arm64')];
   server = createServer((req, res) => {
+    const exe = executables.find((e) => req.url === `/downloads/${e.name}`);
     if (req.url === '/install.sh') {
       res.writeHead(200, { 'content-type': 'text/x-shellscript' }).end(render(template));
-    } else if (req.url === `/downloads/${exe.name}`) {
+    } else if (exe !== undefined) {
       res.writeHead(200, {
         'content-type': 'application/octet-stream',
         'content-length': exe.size,
@@ -73,11 +78,12 @@ function install(
   root: string,
   args: readonly string[],
   asUser: readonly string[] = [],
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const quoted = args.map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ');
   const script = `curl -fsSL "${serverUrl}/install.sh" | ${asUser.join(' ')} sh -s -- ${quoted}`;
   const child = spawn('/bin/sh', ['-c', script], {
-    env: { ...process.env, VFIO_FLEET_INSTALL_ROOT: root },
+    env: { ...process.env, VFIO_FLEET_INSTALL_ROOT: root, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: 120_000,
   });
@@ -156,6 +162,35 @@ describe('install.sh', () => {
       tamper = false;
     }
     expect(await listTree(root)).toEqual([]);
+  });
+
+  it('installs the arm64 executable on an aarch64 machine, and refuses other machines', async () => {
+    // A `uname` that answers what the machine would: the script asks `uname -m` and nothing else.
+    const fakeBin = path.join(tmp, 'fake-uname');
+    await mkdir(fakeBin, { recursive: true });
+    const uname = path.join(fakeBin, 'uname');
+    const machine = (m: string) =>
+      writeFile(uname, `#!/bin/sh\n[ "$1" = -m ] && echo ${m} || exec /bin/uname "$@"\n`, {
+        mode: 0o755,
+      });
+    const env = { PATH: `${fakeBin}:${process.env.PATH ?? ''}` };
+    await machine('aarch64');
+    const root = path.join(tmp, 'root-arm64');
+    await mkdir(root);
+    const run = await install(root, ['--token', TOKEN], [], env);
+    expect(run.status, run.stderr).toBe(0);
+    const arm64 = distFile('executable', 'arm64');
+    expect(run.stdout).toContain(`/downloads/${arm64.name}`);
+    const installed = await readFile(path.join(root, 'usr/local/bin/vfio-fleet-agent'));
+    expect(createHash('sha256').update(installed).digest('hex')).toBe(arm64.sha256);
+
+    await machine('riscv64');
+    const other = path.join(tmp, 'root-riscv');
+    await mkdir(other);
+    const refused = await install(other, ['--token', TOKEN], [], env);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toContain('x86-64 and arm64; this machine is riscv64');
+    expect(await listTree(other)).toEqual([]);
   });
 
   it('refuses to run without root', async () => {

@@ -165,6 +165,34 @@ describe('renderInstallScript', () => {
     expect(check.status, check.stderr).toBe(0);
   });
 
+  it('names the arm64 executable when the release has one, and leaves it empty otherwise', () => {
+    const withArm = [
+      `ARM='${INSTALL_SCRIPT_PLACEHOLDERS.fileArm64}'`,
+      `ARM_SHA='${INSTALL_SCRIPT_PLACEHOLDERS.sha256Arm64}'`,
+      '',
+    ].join('\n');
+    const arm64 = {
+      ...executable,
+      name: 'vfio-fleet-agent-0.1.0-linux-arm64',
+      arch: 'arm64',
+      sha256: 'b'.repeat(64),
+    };
+    const offered = renderInstallScript(withArm, 'http://h', {
+      version: '0.1.0',
+      executable,
+      executableArm64: arm64,
+    });
+    expect(offered).toEqual({
+      ok: true,
+      script: `ARM='vfio-fleet-agent-0.1.0-linux-arm64'\nARM_SHA='${'b'.repeat(64)}'\n`,
+    });
+    const none = renderInstallScript(withArm, 'http://h', { version: '0.1.0', executable });
+    expect(none).toEqual({ ok: true, script: "ARM=''\nARM_SHA=''\n" });
+    // Only those two may be empty.
+    const emptyVersion = renderInstallScript(template, 'http://h', { version: '', executable });
+    expect(emptyVersion).toMatchObject({ ok: false });
+  });
+
   it('refuses a placeholder it does not know and a value a shell would interpret', () => {
     const unknown = renderInstallScript(`${template}X=__VFIO_FLEET_OTHER__\n`, 'http://h', {
       version: '0.1.0',

@@ -227,6 +227,13 @@ function withoutTime(s: HostSnapshot): Omit<HostSnapshot, 'collectedAt'> {
   return rest;
 }
 
+function inAddressOrder<T extends { devices: Device[] }>(s: T): T {
+  return {
+    ...s,
+    devices: [...s.devices].sort((x, y) => comparePciAddresses(x.address, y.address)),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe('stableEqual', () => {
@@ -382,7 +389,11 @@ describe('round trip (property)', () => {
   it('the diff is null exactly when nothing but collectedAt differs', () => {
     fc.assert(
       fc.property(pairArb, ([a, b]) => {
-        expect(diffSnapshots(a, b) === null).toBe(stableEqual(withoutTime(a), withoutTime(b)));
+        // Device order is not content: the base is left unsorted (see pairArb), and a base whose
+        // only difference is order (domain 10000 listed before 0000) has nothing to send.
+        expect(diffSnapshots(a, b) === null).toBe(
+          stableEqual(inAddressOrder(withoutTime(a)), inAddressOrder(withoutTime(b))),
+        );
         expect(diffSnapshots(b, { ...b, collectedAt: 'later' })).toBeNull();
       }),
       { numRuns: 300 },

@@ -29,9 +29,14 @@ export function readManifest(): Manifest {
   );
 }
 
-export function distFile(kind: ManifestFile['kind']): ManifestFile & { path: string } {
-  const file = readManifest().files.find((candidate) => candidate.kind === kind);
-  if (file === undefined) throw new Error(`manifest.json lists no ${kind}`);
+export function distFile(
+  kind: ManifestFile['kind'],
+  arch: ManifestFile['arch'] = 'x64',
+): ManifestFile & { path: string } {
+  const file = readManifest().files.find(
+    (candidate) => candidate.kind === kind && candidate.arch === arch,
+  );
+  if (file === undefined) throw new Error(`manifest.json lists no ${arch} ${kind}`);
   return { ...file, path: path.join(distDir, file.name) };
 }
 

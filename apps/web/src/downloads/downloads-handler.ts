@@ -19,7 +19,7 @@ import { ServerError } from '../errors';
 import type { Logger } from '../logger';
 import { type AgentDownloads, MANIFEST_FILE } from './agent-downloads';
 import { renderInstallScript } from './install-script';
-import { contentTypeOf, findFile, sha256sums } from './manifest';
+import { agentRelease, contentTypeOf, findFile, sha256sums } from './manifest';
 
 export const DOWNLOADS_PREFIX = '/downloads/';
 export const INSTALL_SCRIPT_PATH = '/install.sh';
@@ -103,9 +103,13 @@ export function createDownloadsHandler(
         }
         throw error;
       }
+      // install.sh picks by `uname -m`. Only a file the manifest says is arm64 qualifies (one
+      // without an arch matches any, and would hand an arm64 host the x86-64 build).
+      const arm64 = agentRelease(manifest, 'arm64').executable;
       const rendered = renderInstallScript(template, server, {
         version: release.version,
         executable: release.executable,
+        executableArm64: arm64?.arch !== undefined && arm64 !== release.executable ? arm64 : null,
       });
       if (!rendered.ok) {
         logger.error({ error: rendered.error }, 'install.sh could not be rendered');

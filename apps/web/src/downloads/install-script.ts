@@ -12,7 +12,13 @@ export const INSTALL_SCRIPT_PLACEHOLDERS = {
   version: '__VFIO_FLEET_AGENT_VERSION__',
   file: '__VFIO_FLEET_AGENT_FILE__',
   sha256: '__VFIO_FLEET_AGENT_SHA256__',
+  /** The arm64 executable's name and digest; empty when the server offers none. */
+  fileArm64: '__VFIO_FLEET_AGENT_FILE_ARM64__',
+  sha256Arm64: '__VFIO_FLEET_AGENT_SHA256_ARM64__',
 } as const;
+
+/** Placeholders that may be filled with nothing. */
+const OPTIONAL: ReadonlySet<string> = new Set(['fileArm64', 'sha256Arm64']);
 
 /**
  * What may be pasted into the script: the template may put a placeholder inside double quotes or
@@ -27,7 +33,7 @@ export type RenderedScript = { ok: true; script: string } | { ok: false; error: 
 export function renderInstallScript(
   template: string,
   serverUrl: string,
-  release: { version: string; executable: ManifestFile },
+  release: { version: string; executable: ManifestFile; executableArm64?: ManifestFile | null },
 ): RenderedScript {
   const values: Record<keyof typeof INSTALL_SCRIPT_PLACEHOLDERS, string> = {
     // The contract: no trailing slash.
@@ -35,11 +41,13 @@ export function renderInstallScript(
     version: release.version,
     file: release.executable.name,
     sha256: release.executable.sha256,
+    fileArm64: release.executableArm64?.name ?? '',
+    sha256Arm64: release.executableArm64?.sha256 ?? '',
   };
   let script = template;
   for (const [key, placeholder] of Object.entries(INSTALL_SCRIPT_PLACEHOLDERS)) {
     const value = values[key as keyof typeof values];
-    if (!SAFE_VALUE.test(value)) {
+    if (!(SAFE_VALUE.test(value) || (value === '' && OPTIONAL.has(key)))) {
       return { ok: false, error: `refusing to put ${JSON.stringify(value)} into install.sh` };
     }
     script = script.replaceAll(placeholder, value);
