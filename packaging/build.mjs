@@ -148,7 +148,13 @@ const crossArchs = (process.env.VFIO_FLEET_CROSS_ARCHS ?? (arch === 'x64' ? 'arm
   .filter((a) => a !== '' && a !== arch);
 const crossBuilt = [];
 for (const target of crossArchs) {
-  crossBuilt.push(await timedAsync(`cross-${target}`, () => crossExecutable(target)));
+  try {
+    crossBuilt.push(await timedAsync(`cross-${target}`, () => crossExecutable(target)));
+  } catch (error) {
+    // The x86-64 agent is still worth serving (npm start builds this best-effort, perhaps
+    // offline); packaging's tests fail on the missing arm64 file and print this.
+    console.warn(`packaging: no ${target} executable: ${error.message}`);
+  }
 }
 
 // 4. The Debian package, laid out in a staging root and built by dpkg-deb.

@@ -36,7 +36,11 @@ export function distFile(
   const file = readManifest().files.find(
     (candidate) => candidate.kind === kind && candidate.arch === arch,
   );
-  if (file === undefined) throw new Error(`manifest.json lists no ${arch} ${kind}`);
+  if (file === undefined) {
+    throw new Error(
+      `manifest.json lists no ${arch} ${kind} (build.mjs printed why: for arm64, the npm registry or the aarch64 tools)`,
+    );
+  }
   return { ...file, path: path.join(distDir, file.name) };
 }
 
