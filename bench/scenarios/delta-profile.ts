@@ -7,9 +7,7 @@ import {
   applyDelta,
   assessSnapshot,
   type DeltaMessage,
-  type DeviceFacts,
   encodeMessage,
-  type HostSnapshot,
   hostFactsSnapshotSchema,
   parseAgentMessageForServer,
 } from '@vfio-fleet/core';
@@ -30,23 +28,8 @@ import {
 } from '../../apps/web/src/gateway/ingest';
 import { createBenchDatabase, selectedDrivers } from '../lib/bench-db';
 import { median } from '../lib/measure';
+import { factsOf, timeIt } from '../lib/profile';
 import { syntheticFleet } from '../lib/synthetic-fleet';
-
-function timeIt(reps: number, fn: () => void): number {
-  fn();
-  const samples: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    samples.push(performance.now() - t);
-  }
-  return Number(median(samples).toFixed(2));
-}
-
-const strip = (s: HostSnapshot) => ({
-  ...s,
-  devices: s.devices.map(({ readiness: _r, ...facts }): DeviceFacts => facts),
-});
 
 async function main() {
   const fleet = await syntheticFleet(200);
@@ -105,12 +88,12 @@ async function main() {
       }
       const delta = fleet.delta(0, DELTAS + 1);
       const next = applyDelta(base, delta, new Date().toISOString());
-      const assessed = assessSnapshot(strip(next));
+      const assessed = assessSnapshot(factsOf(next));
       console.log(`${driver}: CPU steps ms (median):`, {
         loadSnapshot: Number(median(loadSamples.slice(5)).toFixed(2)),
         applyDelta: timeIt(30, () => applyDelta(base, delta, new Date().toISOString())),
-        schemaOrderParse: timeIt(30, () => hostFactsSnapshotSchema.parse(strip(next))),
-        assessSnapshot: timeIt(30, () => assessSnapshot(strip(next))),
+        schemaOrderParse: timeIt(30, () => hostFactsSnapshotSchema.parse(factsOf(next))),
+        assessSnapshot: timeIt(30, () => assessSnapshot(factsOf(next))),
         inventoryHash: timeIt(30, () => inventoryHash(assessed, { rack: 'r1' })),
       });
 
@@ -128,7 +111,7 @@ async function main() {
       };
       for (let i = 0; i < 40; i++) {
         const state = applyDelta(base, fleet.delta(0, i + 1), new Date().toISOString());
-        const a = assessSnapshot(strip(state));
+        const a = assessSnapshot(factsOf(state));
         const changedGpu = a.devices.filter((d) => d.driverOverride === 'vfio-pci');
         const asyncCommit = i % 2 === 1;
         let inside = 0;

@@ -2,9 +2,7 @@
 // store(), on each driver. A diagnostic, not a bench with targets: `npx tsx scenarios/ingest-profile.ts`.
 import {
   assessSnapshot,
-  type DeviceFacts,
   encodeMessage,
-  type HostSnapshot,
   parseAgentMessage,
   parseAgentMessageForServer,
   type SnapshotMessage,
@@ -23,29 +21,8 @@ import { eq } from 'drizzle-orm';
 import { ingestSnapshot } from '../../apps/web/src/gateway/ingest';
 import { createBenchDatabase, selectedDrivers } from '../lib/bench-db';
 import { compareInterleaved, median } from '../lib/measure';
+import { factsOf, timeAsync, timeIt } from '../lib/profile';
 import { syntheticFleet } from '../lib/synthetic-fleet';
-
-function timeIt(reps: number, fn: () => void): number {
-  fn();
-  const samples: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t = performance.now();
-    fn();
-    samples.push(performance.now() - t);
-  }
-  return median(samples);
-}
-
-async function timeAsync(fn: () => Promise<unknown>): Promise<number> {
-  const t = performance.now();
-  await fn();
-  return performance.now() - t;
-}
-
-const strip = (s: HostSnapshot) => ({
-  ...s,
-  devices: s.devices.map(({ readiness: _r, ...facts }): DeviceFacts => facts),
-});
 
 async function main() {
   const fleet = await syntheticFleet(200);
@@ -60,7 +37,7 @@ async function main() {
   const ms = {
     jsonParse: timeIt(30, () => JSON.parse(frame)),
     parseAgentMessage: timeIt(30, () => parseAgentMessage(frame)),
-    assessSnapshot: timeIt(30, () => assessSnapshot(strip(fleet.snapshot(0)))),
+    assessSnapshot: timeIt(30, () => assessSnapshot(factsOf(fleet.snapshot(0)))),
     snapshotCopy: timeIt(30, () => fleet.snapshot(0)),
   };
   console.log('cpu ms (median):', ms);
@@ -95,7 +72,7 @@ async function main() {
       };
       for (let i = 0; i < 8; i++) {
         const hostId = await newHost(i);
-        const assessed = assessSnapshot(strip(fleet.snapshot(i)));
+        const assessed = assessSnapshot(factsOf(fleet.snapshot(i)));
         await db.transaction(async (tx: Database) => {
           add(
             'updateHost',

@@ -42,6 +42,15 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
+/** FileHandle.prototype (node:fs/promises does not export the class), to spy on its write. */
+async function fileHandlePrototype(): Promise<object> {
+  const probe = await open(path.join(root, 'sys/bus/pci/drivers_probe'), 'r');
+  const proto: unknown = Object.getPrototypeOf(probe);
+  await probe.close();
+  if (typeof proto !== 'object' || proto === null) throw new Error('no FileHandle');
+  return proto;
+}
+
 async function errnoOf(promise: Promise<void>): Promise<KernelErrno> {
   try {
     await promise;
@@ -92,10 +101,7 @@ describe('SysfsKernelIo.write', () => {
 
   it('names a read-only sysfs EROFS and says which unit options fix it', async () => {
     const io = new SysfsKernelIo(root);
-    const probe = await open(path.join(root, 'sys/bus/pci/drivers_probe'), 'r');
-    const handleProto: unknown = Object.getPrototypeOf(probe);
-    await probe.close();
-    if (typeof handleProto !== 'object' || handleProto === null) throw new Error('no FileHandle');
+    const handleProto = await fileHandlePrototype();
     // What the kernel answers a write to a file of a read-only mount (measured in kernel-test's
     // systemd part, where the sandbox without ReadWritePaths= makes /sys read-only).
     vi.spyOn(handleProto as { write: () => unknown }, 'write').mockRejectedValue(
@@ -113,10 +119,7 @@ describe('SysfsKernelIo.write', () => {
 
   it('issues exactly one write per call, with the whole value', async () => {
     const io = new SysfsKernelIo(root);
-    const probe = await open(path.join(root, 'sys/bus/pci/drivers_probe'), 'r');
-    const handleProto: unknown = Object.getPrototypeOf(probe);
-    await probe.close();
-    if (typeof handleProto !== 'object' || handleProto === null) throw new Error('no FileHandle');
+    const handleProto = await fileHandlePrototype();
     const write = vi.spyOn(handleProto as { write: () => unknown }, 'write');
     const value = `0000:01:00.0${' '.repeat(5000)}`;
     await io.write('/sys/bus/pci/drivers_probe', value);

@@ -7,16 +7,21 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { assessSnapshot, diffSnapshots, type HostSnapshot } from '@vfio-fleet/core';
+import { assessSnapshot, type HostSnapshot } from '@vfio-fleet/core';
 import { type Database, hosts, rebuildAllRollups, rollupInputs } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fleetCapacity } from '../src/fleet/capacity';
 import { searchDevices } from '../src/fleet/devices';
 import { fleetSummary } from '../src/fleet/summary';
-import { ingestDelta } from '../src/gateway/ingest';
 import { drivers } from './helpers/harness';
-import { type IngestedHost, ingestScenario, openTestDb, reingest } from './helpers/inventory';
+import {
+  type IngestedHost,
+  ingestChange,
+  ingestScenario,
+  openTestDb,
+  reingest,
+} from './helpers/inventory';
 
 function rowsOf(result: unknown): Record<string, unknown>[] {
   return (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as Record<
@@ -127,15 +132,7 @@ describe.each(drivers)('per-host rollups on %s', (driver) => {
     if (gpu === undefined) throw new Error('the scenario has no bound endpoint');
     gpu.driver = 'vfio-pci';
     gpu.driverModule = 'vfio_pci';
-    const delta = diffSnapshots(host.snapshot, next);
-    if (delta === null) throw new Error('the change made no delta');
-    const outcome = await ingestDelta(db, host.hostId, {
-      type: 'delta',
-      epoch: 'test-epoch',
-      baseSeq: 1,
-      seq: 2,
-      delta,
-    });
+    const outcome = await ingestChange(db, host.hostId, host.snapshot, next, 1);
     expect(outcome.applied).toBe(true);
     await expectRollupsMatchDevices(db);
     const after = await statVersions(db, host.hostId);
@@ -165,15 +162,7 @@ describe.each(drivers)('per-host rollups on %s', (driver) => {
     await db.execute(
       sql`UPDATE host_device_stats SET total = total + 1000 WHERE host_id = ${host.hostId}::uuid`,
     );
-    const delta = diffSnapshots(host.snapshot, next);
-    if (delta === null) throw new Error('the change made no delta');
-    const outcome = await ingestDelta(db, host.hostId, {
-      type: 'delta',
-      epoch: 'test-epoch',
-      baseSeq: 1,
-      seq: 2,
-      delta,
-    });
+    const outcome = await ingestChange(db, host.hostId, host.snapshot, next, 1);
     expect(outcome.applied).toBe(true);
     if (outcome.applied) expect(outcome.result.devicesWritten).toBeGreaterThan(0);
     const canaries = rowsOf(

@@ -4,10 +4,15 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { type HostSnapshot, type SnapshotMessage, snapshotMessageSchema } from '@vfio-fleet/core';
+import {
+  diffSnapshots,
+  type HostSnapshot,
+  type SnapshotMessage,
+  snapshotMessageSchema,
+} from '@vfio-fleet/core';
 import { type Database, hosts } from '@vfio-fleet/db';
 import { buildScenario, type ScenarioName } from '@vfio-fleet/host-fixtures';
-import { ingestSnapshot } from '../../src/gateway/ingest';
+import { type DeltaOutcome, ingestDelta, ingestSnapshot } from '../../src/gateway/ingest';
 import { scanJson } from './harness';
 
 export { openTestDb } from './harness';
@@ -74,4 +79,26 @@ export async function reingest(
   labels: Record<string, string> = {},
 ): Promise<void> {
   await ingestSnapshot(db, host.hostId, snapshotMessage(snapshot, seq), labels);
+}
+
+/**
+ * The delta an agent would send to go from `before` to `after` (on the ingested stream's epoch,
+ * `test-epoch`), through the server's ingestDelta. Throws when the two are the same inventory.
+ */
+export async function ingestChange(
+  db: Database,
+  hostId: string,
+  before: HostSnapshot,
+  after: HostSnapshot,
+  baseSeq: number,
+): Promise<DeltaOutcome> {
+  const delta = diffSnapshots(before, after);
+  if (delta === null) throw new Error('the change made no delta');
+  return ingestDelta(db, hostId, {
+    type: 'delta',
+    epoch: 'test-epoch',
+    baseSeq,
+    seq: baseSeq + 1,
+    delta,
+  });
 }
