@@ -2,8 +2,8 @@
 // and speaks WebSocket (ws's optional native addons are left out of the bundle).
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { readFileSync, realpathSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -111,6 +111,43 @@ describe('the single executable', () => {
     // The host's CPU is read from the fixture tree, not from the machine the agent runs on.
     expect(withoutTimes(JSON.parse(qemu.stdout))).toEqual(withoutTimes(JSON.parse(x64.stdout)));
   });
+
+  // A host with no Node installed at all, not merely none on the PATH: a root holding only the
+  // executable and the C libraries it links (chroot needs root, as installing the agent does).
+  it.skipIf(process.getuid?.() !== 0)(
+    'scans from inside a root that has no Node anywhere: only itself and libc, libstdc++',
+    async () => {
+      const exe = distFile('executable').path;
+      const root = path.join(tmp, 'no-node-root');
+      await mkdir(path.join(root, 'usr/bin'), { recursive: true });
+      await cp(exe, path.join(root, 'usr/bin/vfio-fleet-agent'));
+      const ldd = spawnSync('ldd', [exe], { encoding: 'utf8' });
+      expect(ldd.status, ldd.stderr).toBe(0);
+      const libs = [...ldd.stdout.matchAll(/(?:=> )?(\/\S+) \(0x/g)].map((m) => m[1] ?? '');
+      expect(libs.length).toBeGreaterThan(2);
+      for (const lib of libs) {
+        await mkdir(path.join(root, path.dirname(lib)), { recursive: true });
+        await cp(realpathSync(lib), path.join(root, lib));
+      }
+      // Listed before the fixture tree goes in (its sysfs links loop, and a recursive readdir
+      // follows them).
+      const everything = await readdir(root, { recursive: true });
+      expect(everything.filter((f) => path.basename(String(f)) === 'node')).toEqual([]);
+      await cp(fixtureRoot, path.join(root, 'host'), { recursive: true, verbatimSymlinks: true });
+
+      const inside = spawnSync(
+        '/usr/sbin/chroot',
+        [root, '/usr/bin/vfio-fleet-agent', 'scan', '--json', '--root', '/host'],
+        { env: {}, encoding: 'utf8', maxBuffer: 64 << 20, timeout: 60_000 },
+      );
+      expect(inside.status, inside.stderr).toBe(0);
+      expect(inside.stderr).toBe('');
+      const outside = runWithoutNode(exe, ['scan', '--json', '--root', fixtureRoot]);
+      expect(withoutTimes(JSON.parse(inside.stdout))).toEqual(
+        withoutTimes(JSON.parse(outside.stdout)),
+      );
+    },
+  );
 
   it('reports a usage error with exit status 2, like the CLI', () => {
     const run = runWithoutNode(distFile('executable').path, ['no-such-command']);
