@@ -86,6 +86,8 @@ export class LoadStats {
   pongMs: number[] = [];
   welcomes = { ok: 0, snapshot: 0 };
   messagesSent = 0;
+  /** Of messagesSent, by what the generator sent them for (what makes up an offered rate). */
+  sent = { snapshot: 0, delta: 0, ping: 0 };
   messagesReceived = 0;
   errors: string[] = [];
   resyncs = 0;
@@ -351,6 +353,7 @@ export class SimAgent {
       }
       this.waiters.set(seq, { sentAt: performance.now(), kind, resolve });
       this.send(frame);
+      this.options.stats.sent[kind] += 1;
     });
   }
 
@@ -360,6 +363,7 @@ export class SimAgent {
     this.pings.set(nonce, performance.now());
     if (this.pings.size > 8) this.pings.delete(this.pings.keys().next().value ?? '');
     this.send({ type: 'ping', nonce, sentAt: new Date().toISOString() });
+    this.options.stats.sent.ping += 1;
   }
 
   private onJob(jobId: string, address: string): void {

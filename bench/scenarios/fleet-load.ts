@@ -241,6 +241,11 @@ async function ingestAll(pool: Pool, fresh: boolean): Promise<IngestRun> {
 interface SteadyRun {
   messagesPerSecond: number;
   offeredPerSecond: number;
+  /** What the offered rate is made of, per second: the schedule's, plus what the server caused. */
+  offered: { pings: number; deltas: number; snapshots: number };
+  /** During the window: `resync` answers (each followed by a snapshot), and welcomes (redials). */
+  resyncs: number;
+  welcomes: number;
   ack: LatencySummary;
   pong: LatencySummary;
   serverLoopP99Ms: number;
@@ -264,6 +269,9 @@ async function steady(
   const mark = cpuMark();
   const received0 = stats.messagesReceived;
   const sent0 = stats.messagesSent;
+  const by0 = { ...stats.sent };
+  const resyncs0 = stats.resyncs;
+  const welcomes0 = stats.welcomes.ok + stats.welcomes.snapshot;
   heartbeats.start(STEADY_PING_MS);
   const started = performance.now();
   const due = new Map<SimAgent, number>();
@@ -294,6 +302,13 @@ async function steady(
   return {
     messagesPerSecond: round((stats.messagesReceived - received0) / elapsed),
     offeredPerSecond: round((stats.messagesSent - sent0) / elapsed),
+    offered: {
+      pings: round((stats.sent.ping - by0.ping) / elapsed),
+      deltas: round((stats.sent.delta - by0.delta) / elapsed),
+      snapshots: round((stats.sent.snapshot - by0.snapshot) / elapsed),
+    },
+    resyncs: stats.resyncs - resyncs0,
+    welcomes: stats.welcomes.ok + stats.welcomes.snapshot - welcomes0,
     ack: summarize(stats.ackMs),
     pong: summarize(stats.pongMs),
     serverLoopP99Ms: round(server.loopDelayP99Ms),
@@ -536,7 +551,7 @@ async function runDriver(
         );
         (pool === ours ? oursSteady : bareSteady).push(run);
         log(
-          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms, loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, generator cpu ${run.generatorCpuShare}`,
+          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms, loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, generator cpu ${run.generatorCpuShare}; offered ${run.offeredPerSecond}/s (pings ${run.offered.pings}, deltas ${run.offered.deltas}, snapshots ${run.offered.snapshots}), ${run.resyncs} resyncs, ${run.welcomes} welcomes`,
         );
       }
     }
