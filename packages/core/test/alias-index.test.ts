@@ -222,6 +222,48 @@ describe('AliasIndex on patterns of any shape', () => {
     );
   });
 
+  it('matches canonical patterns field by field exactly as fnmatch does, on both buses', () => {
+    // match() takes a canonical pattern whose literal fields equal the key's as a match without
+    // running fnmatch; every field here is `*`, the key's own digits, or other digits.
+    const FIELDS = ['v', 'd', 'sv', 'sd', 'bc', 'sc', 'i'] as const;
+    const choiceArb = fc.array(fc.constantFrom('star', 'own', 'other'), {
+      minLength: 7,
+      maxLength: 7,
+    });
+    fc.assert(
+      fc.property(
+        fillArb,
+        fillArb,
+        fc.array(fc.tuple(choiceArb, fc.boolean(), fc.boolean()), { minLength: 1, maxLength: 8 }),
+        fc.boolean(),
+        (own, other, shapes, vfioKey) => {
+          const digits = (fill: typeof own) => [
+            fill.vendor,
+            fill.device,
+            fill.subvendor,
+            fill.subdevice,
+            fill.baseclass,
+            fill.subclass,
+            fill.interface,
+          ];
+          const mine = digits(own);
+          const theirs = digits(other);
+          const patterns = shapes.map(([choices, vfioBus, trailingStar]) => {
+            const body = FIELDS.map((marker, f) => {
+              const choice = choices[f];
+              return marker + (choice === 'star' ? '*' : choice === 'own' ? mine[f] : theirs[f]);
+            }).join('');
+            return `${vfioBus ? 'vfio_' : ''}pci:${body}${trailingStar ? '*' : ''}`;
+          });
+          const entries = patterns.map((p, i) => entry(p, i + 1));
+          const key = `${vfioKey ? 'vfio_' : ''}pci:${FIELDS.map((m, f) => m + mine[f]).join('')}`;
+          expect(AliasIndex.build(entries).match(key)).toEqual(linearMatch(entries, key));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
   it('keeps file order when several buckets contribute', () => {
     const entries = [
       'pci:v*d*sv*sd*bc*sc*i*',

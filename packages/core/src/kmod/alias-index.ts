@@ -84,6 +84,8 @@ interface CanonicalPattern {
   literalFields: number;
   /** The two baseclass digits, or null for `bc*`. */
   baseclass: string | null;
+  /** Each field's literal digits, or null where the field is `*` (see alignedMatch). */
+  fields: (string | null)[];
 }
 
 function parseCanonicalPattern(pattern: string): CanonicalPattern | null {
@@ -93,23 +95,42 @@ function parseCanonicalPattern(pattern: string): CanonicalPattern | null {
   let literalFields = 0;
   let sawWildcard = false;
   let baseclass: string | null = null;
+  const fields: (string | null)[] = [];
   for (const [marker, width] of LAYOUT) {
     if (!pattern.startsWith(marker, i)) return null;
     i += marker.length;
     if (pattern.charCodeAt(i) === STAR) {
       i++;
       sawWildcard = true;
+      fields.push(null);
       continue;
     }
     const start = i;
     for (const end = i + width; i < end; i++) if (!isUpperHex(pattern.charCodeAt(i))) return null;
     if (!sawWildcard) literalFields++;
     if (marker === 'bc') baseclass = pattern.slice(start, i);
+    fields.push(pattern.slice(start, i));
   }
   // file2alias ends a pattern with `*` after a filled-in interface, to allow future fields.
   if (pattern.charCodeAt(i) === STAR) i++;
   if (i !== pattern.length) return null;
-  return { bus, literalFields, baseclass };
+  return { bus, literalFields, baseclass, fields };
+}
+
+/**
+ * Whether a canonical pattern matches a canonical key of its bus field by field: every literal
+ * field equal to the key's digits at the same offset. When it does, fnmatch matches too (each `*`
+ * taking exactly its field's digits, and a trailing `*` nothing, is a valid assignment), so the
+ * caller may skip fnmatch, which on a pattern of seven `*` (vfio_pci's own
+ * `vfio_pci:v*d*sv*sd*bc*sc*i*`, a candidate for every key) is most of a lookup's cost. When it
+ * does not, the caller still runs fnmatch: this is a shortcut to a yes, never a no.
+ */
+function alignedMatch(fields: readonly (string | null)[], key: string, busLength: number): boolean {
+  for (let f = 0; f < fields.length; f++) {
+    const digits = fields[f];
+    if (digits != null && !key.startsWith(digits, busLength + (FIELD_START[f] ?? 0))) return false;
+  }
+  return true;
 }
 
 /** Length of the literal text a pattern starts with: everything before its first `*?[\`. */
@@ -209,11 +230,14 @@ export class AliasIndex {
   private readonly irregular = new PrefixTable();
   /** Every pattern, for keys that are not canonical modaliases. */
   private readonly general = new PrefixTable();
+  /** By entry index: a canonical pattern's shape (see alignedMatch), or null for any other. */
+  private readonly canonical: (CanonicalPattern | null)[] = [];
 
   private constructor(private readonly entries: readonly AliasEntry[]) {
     entries.forEach((entry, index) => {
       this.general.add(index, entry.pattern);
       const shape = parseCanonicalPattern(entry.pattern);
+      this.canonical.push(shape);
       if (shape === null) {
         this.irregular.add(index, entry.pattern);
         return;
@@ -253,9 +277,23 @@ export class AliasIndex {
   /** Every entry whose pattern matches `key` (fnmatch, flags 0), in file order. */
   match(key: string): AliasEntry[] {
     const out: AliasEntry[] = [];
-    for (const i of this.candidateIndices(key)) {
+    const bus = canonicalKeyBus(key);
+    for (const i of this.candidateIndices(key, bus)) {
       const entry = this.entries[i];
-      if (entry !== undefined && fnmatch(entry.pattern, key)) out.push(entry);
+      if (entry === undefined) continue;
+      const shape = bus === null ? null : this.canonical[i];
+      // Only a pattern of the key's own bus may take the shortcut: alignedMatch compares the
+      // fields, not the bus prefix (BUS_PREFIXES' strings, so === compares them).
+      if (
+        shape != null &&
+        bus !== null &&
+        shape.bus === bus &&
+        alignedMatch(shape.fields, key, bus.length)
+      ) {
+        out.push(entry);
+      } else if (fnmatch(entry.pattern, key)) {
+        out.push(entry);
+      }
     }
     return out;
   }
@@ -266,7 +304,7 @@ export class AliasIndex {
    */
   candidatesFor(key: string): AliasEntry[] {
     const out: AliasEntry[] = [];
-    for (const i of this.candidateIndices(key)) {
+    for (const i of this.candidateIndices(key, canonicalKeyBus(key))) {
       const entry = this.entries[i];
       if (entry !== undefined) out.push(entry);
     }
@@ -282,10 +320,9 @@ export class AliasIndex {
     return buckets;
   }
 
-  private candidateIndices(key: string): number[] {
+  private candidateIndices(key: string, bus: string | null): number[] {
     const out: number[] = [];
     let lists = 0;
-    const bus = canonicalKeyBus(key);
     if (bus === null) {
       lists = this.general.collect(key, out);
     } else {
