@@ -17,6 +17,7 @@ import {
   type DbDriver,
   deleteDevicesNotIn,
   hosts,
+  loadHostTopology,
   syncHostRollups,
 } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
@@ -89,7 +90,16 @@ async function main() {
       const delta = fleet.delta(0, DELTAS + 1);
       const next = applyDelta(base, delta, new Date().toISOString());
       const assessed = assessSnapshot(factsOf(next));
+      const topologySamples: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        const t = performance.now();
+        await loadHostTopology(db, hostId);
+        topologySamples.push(performance.now() - t);
+      }
       console.log(`${driver}: CPU steps ms (median):`, {
+        // What a delta of devices only reads (the links and the listing, then its scope's rows)...
+        loadHostTopology: Number(median(topologySamples.slice(5)).toFixed(2)),
+        // ...and what one that changes the host section reads, to re-assess the whole host.
         loadSnapshot: Number(median(loadSamples.slice(5)).toFixed(2)),
         applyDelta: timeIt(30, () => applyDelta(base, delta, new Date().toISOString())),
         schemaOrderParse: timeIt(30, () => hostFactsSnapshotSchema.parse(factsOf(next))),

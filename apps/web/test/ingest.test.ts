@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
+  assessSnapshot,
   diffSnapshots,
   encodeMessage,
   type HostSnapshot,
@@ -13,7 +14,13 @@ import {
 import { type Database, hostLabels, hosts } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalJson, ingestDelta, ingestSnapshot } from '../src/gateway/ingest';
+import {
+  canonicalJson,
+  ingestDelta,
+  ingestSnapshot,
+  inventoryHash,
+  loadSnapshot,
+} from '../src/gateway/ingest';
 import { drivers } from './helpers/harness';
 import {
   type IngestedHost,
@@ -95,7 +102,7 @@ describe.each(drivers)('ingest on %s', (driver) => {
     const before = await deviceVersions(db, host.hostId);
     expect(before.size).toBe(host.snapshot.devices.length);
     const stored = await hostRow(db, host.hostId);
-    expect(stored.inventoryHash).toMatch(/^v1:[0-9a-f]{64}:[0-9a-f]{64}$/);
+    expect(stored.inventoryHash).toMatch(/^v2:[0-9a-f]{64}\.[0-9a-f]{64}:[0-9a-f]{64}$/);
 
     const result = await ingestSnapshot(
       db,
@@ -242,6 +249,67 @@ describe.each(drivers)('ingest on %s', (driver) => {
       rack: 'r1',
     });
     expect(second.unchanged).toBe(true);
+  });
+
+  it('device deltas store what a whole-host assessment would, and leave a hash a resend matches', async () => {
+    // dual-gpu: GPUs with their HDMI audio functions in shared groups, behind root ports. Each step
+    // changes some devices only (re-assessed in scope: their group mates, their parents), the last
+    // the host section too (re-assessed whole).
+    const host = await ingestScenario(db, tmp, 'dual-gpu', { hostname: `dg-${Math.random()}` });
+    const steps: ((s: HostSnapshot) => void)[] = [
+      (s) => {
+        const gpu = s.devices.find((d) => d.classCode.startsWith('03') && d.iommuGroup !== null);
+        if (gpu === undefined) throw new Error('dual-gpu has no GPU in a group');
+        gpu.driver = 'vfio-pci';
+        gpu.driverModule = 'vfio_pci';
+      },
+      (s) => {
+        const audio = s.devices.find((d) => d.classCode.startsWith('0403'));
+        if (audio === undefined) throw new Error('dual-gpu has no audio function');
+        s.devices = s.devices.filter((d) => d !== audio);
+      },
+      (s) => {
+        const bridge = s.devices.find((d) => d.kind === 'bridge');
+        const gpu = s.devices.find((d) => d.classCode.startsWith('03') && d.parent !== null);
+        if (bridge === undefined || gpu === undefined) throw new Error('no bridge or GPU');
+        s.devices.push({
+          ...structuredClone(gpu),
+          address: '0000:7f:00.0',
+          parent: bridge.address,
+        });
+        s.devices.sort((a, b) => a.address.localeCompare(b.address));
+      },
+      (s) => {
+        s.host.kernelRelease = '6.12.99-test';
+        const gpu = s.devices.find((d) => d.driver === 'vfio-pci');
+        if (gpu !== undefined) gpu.driver = null;
+      },
+    ];
+    let before = host.snapshot;
+    let seq = 1;
+    for (const step of steps) {
+      const after = structuredClone(before);
+      step(after);
+      expect(await ingestChange(db, host.hostId, before, after, seq)).toMatchObject({
+        applied: true,
+      });
+      seq += 1;
+      const row = await hostRow(db, host.hostId);
+      if (row.host === null) throw new Error('host section is gone');
+      const stored = await loadSnapshot(db, host.hostId, row.host, row.problems);
+      const whole = assessSnapshot(snapshotMessage(after, seq).snapshot);
+      expect(stored.devices).toEqual(whole.devices);
+      // The digest a delta updated is the one a whole snapshot of the same inventory has.
+      expect(row.inventoryHash).toBe(inventoryHash(whole, {}));
+      before = after;
+    }
+    const resend = await ingestSnapshot(
+      db,
+      host.hostId,
+      snapshotMessage(resendOf(before), seq + 1, 'epoch-2'),
+      {},
+    );
+    expect(resend.unchanged).toBe(true);
   });
 
   it('the hash covers the server’s readiness, not the agent’s', async () => {

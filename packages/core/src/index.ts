@@ -13,5 +13,6 @@ export * from './plan/schema';
 export * from './protocol/delta';
 export * from './protocol/messages';
 export * from './readiness/assess';
+export * from './readiness/delta-scope';
 export * from './readiness/rules';
 export * from './vfio/select-variant';

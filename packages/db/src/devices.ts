@@ -13,7 +13,7 @@
  * literals. deviceRow() and the parameter-limit constants remain: they describe the VALUES shape
  * the bench compares against, and the SQL below must produce exactly deviceRow()'s columns.
  */
-import type { Device, IommuGroup } from '@vfio-fleet/core';
+import type { Device, DeviceLinks, IommuGroup } from '@vfio-fleet/core';
 import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import type { Database } from './client';
 import { devices, hostLabels, iommuGroups, type NewDeviceRow } from './schema';
@@ -169,6 +169,61 @@ export async function deleteDevicesNotIn(
     )
     .returning({ address: devices.address });
   return deleted.length;
+}
+
+/** A stored host's device links and group listing: what core's deltaScope works from. */
+export interface HostTopology {
+  links: DeviceLinks[];
+  listing: IommuGroup[];
+}
+
+/**
+ * The links (address, IOMMU group, parent, kind) of every device of a host, and its group listing,
+ * in one statement that returns one row: each list aggregated into a JSON document, which the
+ * client parses whole, instead of hundreds of rows decoded column by column.
+ */
+export async function loadHostTopology(tx: Database, hostId: string): Promise<HostTopology> {
+  const result = await tx.execute(sql`
+    SELECT
+      (SELECT coalesce(json_agg(json_build_array(address, iommu_group, parent, kind)), '[]')
+         FROM devices WHERE host_id = ${hostId}) AS links,
+      (SELECT coalesce(json_agg(json_build_array(group_id, devices) ORDER BY group_id), '[]')
+         FROM iommu_groups WHERE host_id = ${hostId}) AS listing`);
+  const [row] = rowsOf<{ links: unknown; listing: unknown }>(result);
+  return { links: linksOf(row?.links), listing: listingOf(row?.listing) };
+}
+
+/** Parsed from our own json_agg, so a mismatch is a bug here: it throws rather than guess. */
+function linksOf(value: unknown): DeviceLinks[] {
+  if (!Array.isArray(value)) throw new Error('device links: not a JSON array');
+  return value.map((entry: unknown): DeviceLinks => {
+    if (!Array.isArray(entry)) throw new Error('device links: an entry is not an array');
+    const [address, iommuGroup, parent, kind] = entry as unknown[];
+    if (
+      typeof address !== 'string' ||
+      (iommuGroup !== null && typeof iommuGroup !== 'number') ||
+      (parent !== null && typeof parent !== 'string') ||
+      (kind !== 'bridge' && kind !== 'endpoint')
+    ) {
+      throw new Error(`device links: unexpected entry ${JSON.stringify(entry)}`);
+    }
+    return { address, iommuGroup, parent, kind };
+  });
+}
+
+function listingOf(value: unknown): IommuGroup[] {
+  if (!Array.isArray(value)) throw new Error('group listing: not a JSON array');
+  return value.map((entry: unknown): IommuGroup => {
+    const [id, members] = Array.isArray(entry) ? (entry as unknown[]) : [];
+    if (
+      typeof id !== 'number' ||
+      !Array.isArray(members) ||
+      members.some((m) => typeof m !== 'string')
+    ) {
+      throw new Error(`group listing: unexpected entry ${JSON.stringify(entry)}`);
+    }
+    return { id, devices: members as string[] };
+  });
 }
 
 /**

@@ -19,6 +19,8 @@ export {
   DEVICE_ROWS_PER_STATEMENT,
   deleteDevicesNotIn,
   deviceRow,
+  type HostTopology,
+  loadHostTopology,
   MAX_BIND_PARAMETERS,
   type SyncResult,
   syncHostLabels,

@@ -4,8 +4,9 @@
  *
  * Readiness is never taken from the agent: the server strips the agent's `readiness`, re-assesses
  * the facts with core's assessSnapshot, and stores its own result, so a compromised agent cannot
- * mark a host-critical device `ready`. A delta is re-assessed on the whole host, because one
- * device's change (a driver, a group member) can change the readiness of its group mates.
+ * mark a host-critical device `ready`. One device's change (a driver, a group member) can change
+ * the readiness of its group mates and of its parent bridge, so a delta is re-assessed on every
+ * device it can affect (core's deltaScope), and on the whole host when it changes the host section.
  *
  * Agents resend their whole inventory after every reconnect, and almost always nothing changed. So
  * `hosts.inventory_hash` keeps a hash of what store() last wrote (see inventoryHash); a snapshot
@@ -19,6 +20,8 @@ import {
   type DeltaMessage,
   type Device,
   type DeviceFacts,
+  deltaScope,
+  deviceSchema,
   type FactsSnapshotMessage,
   type HostFactsSnapshot,
   type HostSnapshot,
@@ -34,12 +37,13 @@ import {
   devices,
   hosts,
   iommuGroups,
+  loadHostTopology,
   rollupInputs,
   syncHostLabels,
   syncHostRollups,
   syncIommuGroups,
 } from '@vfio-fleet/db';
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 
 /** What one ingest wrote, for logs and tests. */
 export interface IngestResult {
@@ -53,7 +57,7 @@ export interface IngestResult {
  * Bumped whenever the canonical form below changes, so that hashes stored by an older server never
  * match and the first snapshot after an upgrade is stored in full.
  */
-const INVENTORY_HASH_VERSION = 'v1';
+const INVENTORY_HASH_VERSION = 'v2';
 
 /** JSON.stringify replacer: every plain object re-created with its keys in sorted order. */
 function sortedKeys(_key: string, value: unknown): unknown {
@@ -79,17 +83,19 @@ function sha256(text: string): string {
 }
 
 /**
- * `v1:<inventory>:<labels>`: sha256 of the assessed inventory store() writes (host, devices with
- * the server's readiness, groups, problems; not collectedAt, which changes on every read) and of
- * the labels. Two parts, so a delta (which carries no labels) can replace the inventory part and
- * keep the labels part, and a resend after deltas still matches.
+ * `v2:<rest>.<devices>:<labels>`: of the assessed inventory store() writes (host, devices with
+ * the server's readiness, groups, problems; not collectedAt, which changes on every read), a
+ * sha256 of everything but the devices, and the devices' digest (see devicesDigest); then a sha256
+ * of the labels. In parts, so that a delta (which carries no labels) can replace the inventory and
+ * keep the labels part, and can update the devices' digest from the few devices it re-assessed
+ * without reading the rest back; a resend after deltas still matches.
  *
- * The inventory part hashes plain JSON.stringify output, so it depends on key order: canonical
- * sorting costs about 4 ms more per 200-device snapshot, as much as assessing it. That is safe
- * because a different order can only make equal inventories look different (a full store, whose
- * upserts still skip unchanged rows), never the reverse. Orders are the same where it matters: a
- * snapshot from the gateway has its schema's key order (zod builds its output in shape order), and
- * ingestDelta puts the state it rebuilt from jsonb back into that order (inSchemaOrder).
+ * Each part hashes plain JSON.stringify output, so it depends on key order: canonical sorting
+ * costs about 4 ms more per 200-device snapshot, as much as assessing it. That is safe because a
+ * different order can only make equal inventories look different (a full store, whose upserts
+ * still skip unchanged rows), never the reverse. Orders are the same where it matters: a snapshot
+ * from the gateway has its schema's key order (zod builds its output in shape order), and
+ * ingestDelta puts what it read back from jsonb into that order (inSchemaOrder, deviceInSchemaOrder).
  */
 export function inventoryHash(
   assessed: HostSnapshot,
@@ -99,8 +105,40 @@ export function inventoryHash(
 }
 
 function inventoryPart(assessed: HostSnapshot): string {
-  const { collectedAt: _changesEveryRead, ...content } = assessed;
-  return `${INVENTORY_HASH_VERSION}:${sha256(JSON.stringify(content))}`;
+  const { collectedAt: _changesEveryRead, devices: all, ...rest } = assessed;
+  return `${INVENTORY_HASH_VERSION}:${sha256(JSON.stringify(rest))}.${digestHex(devicesDigest(all))}`;
+}
+
+const DIGEST_MODULUS = 1n << 256n;
+
+/** One device's term of the devices' digest: its sha256 as a number. */
+function deviceTerm(device: Device): bigint {
+  return BigInt(`0x${sha256(JSON.stringify(device))}`);
+}
+
+/**
+ * The sum, modulo 2^256, of every device's sha256: a multiset hash, so a delta updates it by
+ * subtracting the terms of the devices it changed or removed and adding their new ones. (Devices
+ * are unique by address, which each term covers, so no two terms are of equal devices.)
+ */
+function devicesDigest(all: readonly Device[]): bigint {
+  let digest = 0n;
+  for (const device of all) digest += deviceTerm(device);
+  return digest % DIGEST_MODULUS;
+}
+
+function digestHex(digest: bigint): string {
+  return digest.toString(16).padStart(64, '0');
+}
+
+/** The parts of a stored v2 hash; null for a hash of another version (or none). */
+function parseStoredHash(
+  stored: string | null,
+): { rest: string; devices: bigint; labels: string } | null {
+  const match = /^v2:([0-9a-f]{64})\.([0-9a-f]{64}):([0-9a-f]{64})$/.exec(stored ?? '');
+  if (match === null) return null;
+  const [, rest = '', devices = '', labels = ''] = match;
+  return { rest, devices: BigInt(`0x${devices}`), labels };
 }
 
 /**
@@ -117,6 +155,16 @@ function inSchemaOrder(facts: HostFactsSnapshot): HostFactsSnapshot {
 function withInventory(stored: string | null, assessed: HostSnapshot): string | null {
   const labelsPart = stored?.split(':')[2];
   return labelsPart === undefined ? null : `${inventoryPart(assessed)}:${labelsPart}`;
+}
+
+/**
+ * A device read back from jsonb with its keys in schema order, as assessSnapshot's output has them
+ * (facts in the schema's order, then readiness), so that its digest term is the one it was stored
+ * with; null when it no longer parses.
+ */
+function deviceInSchemaOrder(device: Device): Device | null {
+  const parsed = deviceSchema.safeParse(device);
+  return parsed.success ? parsed.data : null;
 }
 
 /**
@@ -155,6 +203,8 @@ async function store(
     removes: boolean;
     rollups: boolean;
     host: boolean;
+    /** Every address the host has now, when `assessed` holds only some of its devices. */
+    addresses?: readonly string[];
   },
 ): Promise<IngestResult> {
   const { host } = assessed;
@@ -193,7 +243,7 @@ async function store(
       ? await deleteDevicesNotIn(
           tx,
           hostId,
-          assessed.devices.map((d) => d.address),
+          changes?.addresses ?? assessed.devices.map((d) => d.address),
         )
       : 0;
   if (changes === undefined || changes.groups) await syncIommuGroups(tx, hostId, assessed.groups);
@@ -303,7 +353,8 @@ export function ingestDelta(
   return db.transaction(async (tx): Promise<DeltaOutcome> => {
     const [row] = await tx.select().from(hosts).where(eq(hosts.id, hostId)).for('update');
     if (row === undefined) return { applied: false, reason: 'the host is gone' };
-    if (row.epoch !== message.epoch || row.lastSeq !== message.baseSeq || row.host === null) {
+    const { host } = row;
+    if (row.epoch !== message.epoch || row.lastSeq !== message.baseSeq || host === null) {
       return {
         applied: false,
         reason:
@@ -312,51 +363,173 @@ export function ingestDelta(
             : `the server holds seq ${row.lastSeq ?? 'none'}, not the delta's base ${message.baseSeq}`,
       };
     }
-    const base = await loadSnapshot(tx, hostId, row.host, row.problems);
-    let next: HostSnapshot;
-    try {
-      next = applyDelta(base, message.delta, new Date().toISOString());
-    } catch (error) {
-      return {
-        applied: false,
-        reason: `the delta does not fit the stored state: ${error instanceof Error ? error.message : String(error)}`,
-      };
-    }
-    const assessed = assessSnapshot(inSchemaOrder(stripReadiness(next)));
-    // A delta changes a device or two, but re-assessing can change their group mates: what goes to
-    // the database is every device whose assessed content differs from its stored row, not the
-    // whole host (a 200-device host would otherwise ship ~300 KB per one-device delta).
-    const stored = new Map(base.devices.map((d) => [d.address, d]));
-    const changedDevices = assessed.devices.filter((d) => {
-      const before = stored.get(d.address);
-      return before === undefined || !stableEqual(before, d);
-    });
-    const removes = message.delta.devicesRemoved.length > 0;
-    const rollups =
-      removes ||
-      changedDevices.some((d) => {
-        const before = stored.get(d.address);
-        return before === undefined || rollupInputs(before) !== rollupInputs(d);
-      });
-    const result = await store(
-      tx,
-      hostId,
-      assessed,
-      { epoch: message.epoch, seq: message.seq },
-      null,
-      withInventory(row.inventoryHash, assessed),
-      null,
-      {
-        devices: changedDevices,
-        groups: !stableEqual(base.groups, assessed.groups),
-        removes,
-        rollups,
-        host:
-          !stableEqual(base.host, assessed.host) || !stableEqual(base.problems, assessed.problems),
-      },
+    const stored = { ...row, host };
+    return (
+      (await ingestDeltaInScope(tx, hostId, stored, message)) ??
+      ingestDeltaWhole(tx, hostId, stored, message)
     );
-    return { applied: true, result };
   });
+}
+
+type LockedHost = typeof hosts.$inferSelect & { host: NonNullable<typeof hosts.$inferSelect.host> };
+
+function misfit(error: unknown): DeltaOutcome {
+  return {
+    applied: false,
+    reason: `the delta does not fit the stored state: ${error instanceof Error ? error.message : String(error)}`,
+  };
+}
+
+/**
+ * A delta of devices only (the usual one: a driver bound, a device hot-plugged), applied to the
+ * devices it can affect (core's deltaScope: its devices, their IOMMU group mates, their parents)
+ * rather than to the whole host: their stored rows are read back, re-assessed, written where they
+ * differ, and the inventory hash's devices digest is updated by their terms. On a 200-device host
+ * that reads a handful of rows instead of 200 jsonb documents. Null when the delta changes the
+ * host section, the groups or the problems, or the stored hash is not one this can update: the
+ * caller then applies it to the whole host.
+ */
+async function ingestDeltaInScope(
+  tx: Database,
+  hostId: string,
+  row: LockedHost,
+  message: DeltaMessage,
+): Promise<DeltaOutcome | null> {
+  const { delta } = message;
+  const storedHash = parseStoredHash(row.inventoryHash);
+  if (
+    storedHash === null ||
+    delta.host !== undefined ||
+    delta.groups !== undefined ||
+    delta.problems !== undefined
+  ) {
+    return null;
+  }
+  const { links, listing } = await loadHostTopology(tx, hostId);
+  const scope = deltaScope(links, listing, delta);
+  if (scope === null) return null;
+  const loaded =
+    scope.load.size === 0
+      ? []
+      : await tx
+          .select({ facts: devices.facts })
+          .from(devices)
+          .where(and(eq(devices.hostId, hostId), inArray(devices.address, [...scope.load])))
+          .orderBy(asc(devices.address));
+  const now = new Date().toISOString();
+  const base: HostSnapshot = {
+    schemaVersion: INVENTORY_SCHEMA_VERSION,
+    collectedAt: now,
+    host: row.host,
+    devices: loaded.map((r) => r.facts),
+    groups: listing.filter((g) => scope.groups.has(g.id)),
+    problems: row.problems,
+  };
+  let next: HostSnapshot;
+  try {
+    next = applyDelta(base, delta, now);
+  } catch (error) {
+    return misfit(error);
+  }
+  const assessed = assessSnapshot(inSchemaOrder(stripReadiness(next)));
+  const before = new Map(base.devices.map((d) => [d.address, d]));
+  const changedDevices = assessed.devices.filter((d) => {
+    if (!scope.reassess.has(d.address)) return false;
+    const old = before.get(d.address);
+    return old === undefined || !stableEqual(old, d);
+  });
+
+  let digest = storedHash.devices;
+  const gone = [
+    ...changedDevices.map((d) => before.get(d.address)),
+    ...delta.devicesRemoved.map((address) => before.get(address)),
+  ];
+  for (const old of gone) {
+    if (old === undefined) continue;
+    const ordered = deviceInSchemaOrder(old);
+    if (ordered === null) return null;
+    digest -= deviceTerm(ordered);
+  }
+  for (const device of changedDevices) digest += deviceTerm(device);
+  digest = ((digest % DIGEST_MODULUS) + DIGEST_MODULUS) % DIGEST_MODULUS;
+
+  const removes = delta.devicesRemoved.length > 0;
+  const removed = new Set(delta.devicesRemoved);
+  const result = await store(
+    tx,
+    hostId,
+    assessed,
+    { epoch: message.epoch, seq: message.seq },
+    null,
+    `${INVENTORY_HASH_VERSION}:${storedHash.rest}.${digestHex(digest)}:${storedHash.labels}`,
+    null,
+    {
+      devices: changedDevices,
+      groups: false,
+      removes,
+      rollups: removes || rollupsChanged(changedDevices, before),
+      host: false,
+      addresses: removes
+        ? [
+            ...links.map((l) => l.address).filter((address) => !removed.has(address)),
+            ...delta.devicesAdded.map((d) => d.address),
+          ]
+        : undefined,
+    },
+  );
+  return { applied: true, result };
+}
+
+/** Whether any written device changes what the per-host rollups read (new ones always do). */
+function rollupsChanged(written: readonly Device[], before: ReadonlyMap<string, Device>): boolean {
+  return written.some((d) => {
+    const old = before.get(d.address);
+    return old === undefined || rollupInputs(old) !== rollupInputs(d);
+  });
+}
+
+/** A delta applied to the whole stored host, re-assessed whole: any delta, at any stored hash. */
+async function ingestDeltaWhole(
+  tx: Database,
+  hostId: string,
+  row: LockedHost,
+  message: DeltaMessage,
+): Promise<DeltaOutcome> {
+  const base = await loadSnapshot(tx, hostId, row.host, row.problems);
+  let next: HostSnapshot;
+  try {
+    next = applyDelta(base, message.delta, new Date().toISOString());
+  } catch (error) {
+    return misfit(error);
+  }
+  const assessed = assessSnapshot(inSchemaOrder(stripReadiness(next)));
+  // A delta changes a device or two, but re-assessing can change their group mates: what goes to
+  // the database is every device whose assessed content differs from its stored row, not the
+  // whole host (a 200-device host would otherwise ship ~300 KB per one-device delta).
+  const stored = new Map(base.devices.map((d) => [d.address, d]));
+  const changedDevices = assessed.devices.filter((d) => {
+    const before = stored.get(d.address);
+    return before === undefined || !stableEqual(before, d);
+  });
+  const removes = message.delta.devicesRemoved.length > 0;
+  const result = await store(
+    tx,
+    hostId,
+    assessed,
+    { epoch: message.epoch, seq: message.seq },
+    null,
+    withInventory(row.inventoryHash, assessed),
+    null,
+    {
+      devices: changedDevices,
+      groups: !stableEqual(base.groups, assessed.groups),
+      removes,
+      rollups: removes || rollupsChanged(changedDevices, stored),
+      host:
+        !stableEqual(base.host, assessed.host) || !stableEqual(base.problems, assessed.problems),
+    },
+  );
+  return { applied: true, result };
 }
 
 /**
