@@ -173,6 +173,7 @@ async function startFleet(): Promise<Fleet> {
   const server = await startServer({
     port,
     db: handle.db,
+    apiDb: handle.apiDb,
     listen: handle.listen,
     logger,
     heartbeatSeconds,

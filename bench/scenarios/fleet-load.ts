@@ -169,7 +169,13 @@ async function connectAll(
   return performance.now() - started;
 }
 
-/** Keeps every welcomed agent of the pools heartbeating, each at its own phase. */
+/**
+ * Keeps every welcomed agent of the pools heartbeating, each at its own phase, as a real agent's
+ * timer does: never more than one ping per period. A new period (start() between scenarios) keeps
+ * each agent's last ping and moves its next to one new period after it (an agent overdue by then
+ * gets a random phase in the next period, not a burst); a timer that fell behind skips what it
+ * missed instead of catching up.
+ */
 class Heartbeats {
   private timer: NodeJS.Timeout | null = null;
   private periodMs = BACKGROUND_PING_MS;
@@ -177,19 +183,25 @@ class Heartbeats {
   constructor(private readonly pools: readonly Pool[]) {}
 
   start(periodMs = BACKGROUND_PING_MS): void {
-    this.periodMs = periodMs;
     const now = performance.now();
-    this.next.clear();
+    const previous = this.next;
+    this.next = new Map();
     for (const pool of this.pools) {
-      for (const agent of pool.agents) this.next.set(agent, now + Math.random() * periodMs);
+      for (const agent of pool.agents) {
+        const due = previous.get(agent);
+        const after = due === undefined ? -Infinity : due - this.periodMs + periodMs;
+        this.next.set(agent, after >= now ? after : now + Math.random() * periodMs);
+      }
     }
+    this.periodMs = periodMs;
     if (this.timer !== null) return;
     this.timer = setInterval(() => {
       const t = performance.now();
       for (const [agent, due] of this.next) {
         if (due > t) continue;
         agent.ping();
-        this.next.set(agent, due + this.periodMs);
+        const next = due + this.periodMs;
+        this.next.set(agent, next > t ? next : t + this.periodMs);
       }
     }, 50);
   }

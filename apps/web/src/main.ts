@@ -32,6 +32,7 @@ async function main(): Promise<void> {
     port: env.PORT,
     host: env.HOST,
     db: handle.db,
+    apiDb: handle.apiDb,
     listen: handle.listen,
     logger,
     heartbeatSeconds: env.VFIO_FLEET_HEARTBEAT_SECONDS,

@@ -24,6 +24,11 @@ export interface StartServerOptions {
   /** Default 127.0.0.1 here (tests); main.ts passes the env's HOST. */
   host?: string;
   db: Database;
+  /**
+   * What the dashboard's API queries through (DbHandle.apiDb: connections of its own on
+   * PostgreSQL); default `db`.
+   */
+  apiDb?: Database;
   logger: Logger;
   heartbeatSeconds?: number;
   offlineAfterSeconds?: number;
@@ -154,7 +159,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   const downloads = new AgentDownloads(options.downloadsDir ?? DEFAULT_DOWNLOADS_DIR, logger);
   const serveDownload = createDownloadsHandler(downloads, logger);
   const api = createApiHandler({
-    db,
+    db: options.apiDb ?? db,
     logger,
     gateway,
     dispatcher,

@@ -35,6 +35,13 @@ export type DbDriver = 'postgres' | 'pglite';
 
 export interface DbHandle {
   db: Database;
+  /**
+   * The same database over connections of its own, for the dashboard's API: on PostgreSQL a
+   * second pool, so that a page's queries never wait for a connection behind the agents' ingest
+   * transactions (which can hold all of `db`'s while a fleet reconnects). On PGlite, `db` itself:
+   * one in-process connection is all there is.
+   */
+  apiDb: Database;
   driver: DbDriver;
   /** Applies the committed migrations; idempotent, and serialized across processes on PostgreSQL. */
   migrate(): Promise<void>;
@@ -79,6 +86,12 @@ export function describePostgresUrl(url: string): string {
   }
 }
 
+/**
+ * Connections of the API's own pool (see DbHandle.apiDb); postgres.js opens them on demand. The
+ * ingest's pool keeps postgres.js's default of 10.
+ */
+const API_POOL_SIZE = 4;
+
 export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle> {
   const env = parseDbEnv(options.env ?? process.env);
   const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
@@ -109,9 +122,12 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
     });
   }
   const db = drizzlePostgres(client, { schema });
+  const apiClient = postgres(url, { ...clientOptions, max: API_POOL_SIZE });
+  const apiDb = drizzlePostgres(apiClient, { schema });
 
   return {
     db,
+    apiDb,
     driver: 'postgres',
     listen: postgresListen(client),
     async migrate() {
@@ -131,7 +147,7 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
       }
     },
     async close() {
-      await client.end({ timeout: 5 });
+      await Promise.all([client.end({ timeout: 5 }), apiClient.end({ timeout: 5 })]);
     },
   };
 }
@@ -155,6 +171,7 @@ async function openPglite(dataDir: string, migrationsFolder: string): Promise<Db
 
   return {
     db,
+    apiDb: db,
     driver: 'pglite',
     listen: pgliteListen(client),
     migrate() {

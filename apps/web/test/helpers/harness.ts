@@ -93,6 +93,7 @@ export async function startFleet(
     startServer({
       port,
       db: handle.db,
+      apiDb: handle.apiDb,
       listen: handle.listen,
       logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
       ...options,
