@@ -13,7 +13,7 @@
  * with the same hash only moves the stream position (one UPDATE, committed without waiting for
  * the WAL flush) and writes no device, group or label row, nor anything store() derives from them.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, hash, randomUUID } from 'node:crypto';
 import {
   applyDelta,
   assessSnapshot,
@@ -109,36 +109,53 @@ function inventoryPart(assessed: HostSnapshot): string {
   return `${INVENTORY_HASH_VERSION}:${sha256(JSON.stringify(rest))}.${digestHex(devicesDigest(all))}`;
 }
 
-const DIGEST_MODULUS = 1n << 256n;
+/** A devices digest: eight 32-bit lanes, each summed modulo 2^32 (see devicesDigest). */
+type Digest = Uint32Array;
+const DIGEST_LANES = 8;
 
-/** One device's term of the devices' digest: its sha256 as a number. */
-function deviceTerm(device: Device): bigint {
-  return BigInt(`0x${sha256(JSON.stringify(device))}`);
+/** Adds (sign 1) or subtracts (sign -1) one device's sha256 into `digest`, lane by lane. */
+function addDeviceTerm(digest: Digest, device: Device, sign: 1 | -1): void {
+  // One-shot crypto.hash: on a ~1.5 KB device about a quarter faster than createHash().
+  const term = hash('sha256', JSON.stringify(device), 'buffer');
+  for (let lane = 0; lane < DIGEST_LANES; lane++) {
+    digest[lane] = ((digest[lane] ?? 0) + sign * term.readUInt32BE(lane * 4)) >>> 0;
+  }
 }
 
 /**
- * The sum, modulo 2^256, of every device's sha256: a multiset hash, so a delta updates it by
- * subtracting the terms of the devices it changed or removed and adding their new ones. (Devices
- * are unique by address, which each term covers, so no two terms are of equal devices.)
+ * The sum of every device's sha256, as eight 32-bit lanes each modulo 2^32: a multiset hash, so
+ * a delta updates it by subtracting the terms of the devices it changed or removed and adding
+ * their new ones. (Devices are unique by address, which each term covers, so no two terms are of
+ * equal devices.) Lanes of plain numbers rather than one 256-bit BigInt: no hex round trip.
  */
-function devicesDigest(all: readonly Device[]): bigint {
-  let digest = 0n;
-  for (const device of all) digest += deviceTerm(device);
-  return digest % DIGEST_MODULUS;
+function devicesDigest(all: readonly Device[]): Digest {
+  const digest: Digest = new Uint32Array(DIGEST_LANES);
+  for (const device of all) addDeviceTerm(digest, device, 1);
+  return digest;
 }
 
-function digestHex(digest: bigint): string {
-  return digest.toString(16).padStart(64, '0');
+function digestHex(digest: Digest): string {
+  let hex = '';
+  for (const lane of digest) hex += lane.toString(16).padStart(8, '0');
+  return hex;
+}
+
+function digestOfHex(hex: string): Digest {
+  const digest: Digest = new Uint32Array(DIGEST_LANES);
+  for (let lane = 0; lane < DIGEST_LANES; lane++) {
+    digest[lane] = Number.parseInt(hex.slice(lane * 8, lane * 8 + 8), 16);
+  }
+  return digest;
 }
 
 /** The parts of a stored v2 hash; null for a hash of another version (or none). */
 function parseStoredHash(
   stored: string | null,
-): { rest: string; devices: bigint; labels: string } | null {
+): { rest: string; devices: Digest; labels: string } | null {
   const match = /^v2:([0-9a-f]{64})\.([0-9a-f]{64}):([0-9a-f]{64})$/.exec(stored ?? '');
   if (match === null) return null;
   const [, rest = '', devices = '', labels = ''] = match;
-  return { rest, devices: BigInt(`0x${devices}`), labels };
+  return { rest, devices: digestOfHex(devices), labels };
 }
 
 /**
@@ -439,7 +456,7 @@ async function ingestDeltaInScope(
     return old === undefined || !stableEqual(old, d);
   });
 
-  let digest = storedHash.devices;
+  const digest = storedHash.devices;
   const gone = [
     ...changedDevices.map((d) => before.get(d.address)),
     ...delta.devicesRemoved.map((address) => before.get(address)),
@@ -448,10 +465,9 @@ async function ingestDeltaInScope(
     if (old === undefined) continue;
     const ordered = deviceInSchemaOrder(old);
     if (ordered === null) return null;
-    digest -= deviceTerm(ordered);
+    addDeviceTerm(digest, ordered, -1);
   }
-  for (const device of changedDevices) digest += deviceTerm(device);
-  digest = ((digest % DIGEST_MODULUS) + DIGEST_MODULUS) % DIGEST_MODULUS;
+  for (const device of changedDevices) addDeviceTerm(digest, device, 1);
 
   const removes = delta.devicesRemoved.length > 0;
   const removed = new Set(delta.devicesRemoved);
