@@ -295,6 +295,35 @@ describe.each(drivers)('agent gateway against hostile clients (%s)', (driver) =>
     });
   });
 
+  it('keeps every other agent connected when one credential is revoked elsewhere', async () => {
+    const { client: other } = await enrolled('not-revoked');
+    const { client: victim, credential } = await enrolled('revoked-not-other');
+    await fleet.db
+      .update(agentCredentials)
+      .set({ revokedAt: new Date() })
+      .where(eq(agentCredentials.agentId, credential.agentId));
+    // Both ping for longer than two last_seen periods (2 s here): each ping past a period asks
+    // for a write, and that write reads the credential of its own host only.
+    let nonce = 0;
+    const until = Date.now() + 5_000;
+    while (Date.now() < until && victim.closeCode === null) {
+      nonce += 1;
+      for (const c of [other, victim]) {
+        c.send({ type: 'ping', nonce: `q${nonce}`, sentAt: new Date().toISOString() });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(await victim.closed()).toBe(1008);
+    const end = Date.now() + 2_500;
+    while (Date.now() < end) {
+      nonce += 1;
+      other.send({ type: 'ping', nonce: `q${nonce}`, sentAt: new Date().toISOString() });
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    expect(other.closeCode).toBeNull();
+    expect(other.received.some((m) => m.type === 'error')).toBe(false);
+  });
+
   it('answers job frames about a job this host does not have with a non-fatal error', async () => {
     const { client } = await enrolled('jobs');
     client.send({ type: 'job-accepted', jobId: 'j1' });

@@ -37,6 +37,7 @@ import {
   TokenUseCounter,
 } from './credentials';
 import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot, rawSnapshotHash } from './ingest';
+import { LastSeenWriter } from './last-seen';
 import {
   DEFAULT_FAILED_HELLO_LIMITS,
   DEFAULT_FRAME_LIMITS,
@@ -81,6 +82,8 @@ const CLOSE_GOING_AWAY = 1001;
 const CLOSE_INTERNAL_ERROR = 1011;
 /** last_seen_at is written at most this often per host: thousands of pings must not be thousands of writes. */
 const LAST_SEEN_WRITE_MS = 5_000;
+/** How long a host's last_seen write waits for other hosts' to go in the same statement. */
+const LAST_SEEN_BATCH_MS = 500;
 /**
  * Frames one connection may have waiting for their turn before the server stops reading from its
  * socket. An honest agent waits for an ack before its next delta and pings once per heartbeat, so
@@ -165,6 +168,7 @@ export class AgentGateway {
   private readonly helloTimeoutMs: number;
   private readonly maxBadFrames: number;
   private readonly lastSeenWriteMs: number;
+  private readonly lastSeen: LastSeenWriter;
   private readonly wss: WebSocketServer;
   /** Authenticated connections by agent id: revocation and a second login find the socket here. */
   private readonly byAgent = new Map<string, Session>();
@@ -194,6 +198,13 @@ export class AgentGateway {
     // Coalesced last_seen writes must land well inside the offline window, or the sweeper would
     // mark a host offline that pings on time.
     this.lastSeenWriteMs = Math.min(LAST_SEEN_WRITE_MS, this.offlineAfterMs / 3);
+    this.lastSeen = new LastSeenWriter(
+      this.db,
+      this.now,
+      (error, count) =>
+        this.logger.error({ err: error, hosts: count }, 'writing last_seen_at failed'),
+      Math.min(LAST_SEEN_BATCH_MS, this.lastSeenWriteMs / 4),
+    );
     // ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
     // largest legal message (a snapshot) is ever held in memory.
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES });
@@ -265,6 +276,7 @@ export class AgentGateway {
     const hostIds = [...this.byAgent.values()].flatMap((s) =>
       s.hostId === null ? [] : [s.hostId],
     );
+    this.lastSeen.stop();
     if (hostIds.length > 0) await this.markOffline(hostIds).catch(() => undefined);
     await this.tokenUses.flush().catch(() => undefined);
     for (const session of this.sessions) {
@@ -452,7 +464,7 @@ export class AgentGateway {
     }
     const rawHash = rawSnapshotHash(snapshot as Record<string, unknown>, session.labels);
     session.rawHash = rawHash;
-    if (!(await this.touch(session, hostId))) return true;
+    this.touch(session, hostId);
     const started = performance.now();
     const stream = { epoch: envelope.data.epoch, seq: envelope.data.seq };
     if (!(await ingestUnchangedSnapshot(this.db, hostId, stream, rawHash))) return false;
@@ -664,7 +676,7 @@ export class AgentGateway {
     hostId: string,
     message: AgentMessageForServer,
   ): Promise<void> {
-    if (!(await this.touch(session, hostId))) return;
+    this.touch(session, hostId);
     switch (message.type) {
       case 'hello':
         this.metrics.message('hello', 'rejected');
@@ -755,27 +767,21 @@ export class AgentGateway {
   }
 
   /**
-   * Records that the host was heard from, at most once per lastSeenWriteMs, and in the same
-   * statement reads whether the credential was revoked meanwhile: a revocation made through
-   * another server process (which cannot reach this socket) takes effect here within that period.
-   * Returns false when the connection was closed for it.
+   * Records that the host was heard from, at most once per lastSeenWriteMs, through the batched
+   * writer, which also reads whether the credential was revoked meanwhile: a revocation made
+   * through another server process (which cannot reach this socket) closes the connection within
+   * that period and the writer's batching delay.
    */
-  private async touch(session: Session, hostId: string): Promise<boolean> {
-    const now = this.now();
-    if (now.getTime() - session.lastSeenWrittenAt < this.lastSeenWriteMs) return true;
-    session.lastSeenWrittenAt = now.getTime();
-    const [row] = await this.db
-      .update(hosts)
-      .set({ lastSeenAt: now, state: 'online' })
-      .where(eq(hosts.id, hostId))
-      .returning({
-        revoked: sql<boolean>`exists (select 1 from ${agentCredentials} where ${agentCredentials.agentId} = ${hosts.agentId} and ${agentCredentials.revokedAt} is not null)`,
-      });
-    if (row === undefined || row.revoked) {
-      this.fatal(session, 'auth-failed', 'the credential was revoked');
-      return false;
-    }
-    return true;
+  private touch(session: Session, hostId: string): void {
+    const now = this.now().getTime();
+    if (now - session.lastSeenWrittenAt < this.lastSeenWriteMs) return;
+    session.lastSeenWrittenAt = now;
+    this.lastSeen.mark(hostId, {
+      revoked: () => this.fatal(session, 'auth-failed', 'the credential was revoked'),
+      failed: () => {
+        session.lastSeenWrittenAt = 0;
+      },
+    });
   }
 
   private async onClose(session: Session): Promise<void> {
