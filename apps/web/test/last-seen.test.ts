@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { agentCredentials, type Database, hosts } from '@vfio-fleet/db';
 import { eq, inArray, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rowsOf } from '../src/fleet/sql-rows';
 import { LastSeenWriter, type SeenCallbacks } from '../src/gateway/last-seen';
 import { drivers, openTestDb } from './helpers/harness';
 
@@ -66,6 +67,32 @@ describe.each(drivers)('LastSeenWriter (%s)', (driver) => {
     );
     expect(new Set(stored.map((r) => r.xmin)).size).toBe(1);
     expect(events).toEqual([]);
+  });
+
+  it('rewrites host rows in place: heartbeats do not grow the hosts table', async () => {
+    // fillfactor 50 (migration 0005) leaves room on each page for HOT updates; at the default
+    // every round of writes below moved most rows to new pages.
+    const rows = await newHosts(400);
+    const size = async () => {
+      const result = await db.execute(sql`SELECT pg_relation_size('hosts')::bigint AS bytes`);
+      const [row] = rowsOf<{ bytes: string | number }>(result);
+      return Number(row?.bytes);
+    };
+    const writer = new LastSeenWriter(
+      db,
+      () => new Date(),
+      () => undefined,
+      10_000,
+    );
+    const { callbacks } = recorder();
+    for (const row of rows) writer.mark(row.id, callbacks(row.id));
+    await writer.flush();
+    const before = await size();
+    for (let round = 0; round < 40; round++) {
+      for (const row of rows) writer.mark(row.id, callbacks(row.id));
+      await writer.flush();
+    }
+    expect(await size()).toBeLessThanOrEqual(before * 1.5);
   });
 
   it('reports a revoked credential and a host row that is gone', async () => {
