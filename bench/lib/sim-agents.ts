@@ -83,6 +83,7 @@ export class LoadStats {
   welcomeMs: number[] = [];
   ackMs: number[] = [];
   snapshotAckMs: number[] = [];
+  deltaAckMs: number[] = [];
   pongMs: number[] = [];
   welcomes = { ok: 0, snapshot: 0 };
   messagesSent = 0;
@@ -261,6 +262,7 @@ export class SimAgent {
           const ms = performance.now() - waiter.sentAt;
           stats.ackMs.push(ms);
           if (waiter.kind === 'snapshot') stats.snapshotAckMs.push(ms);
+          else stats.deltaAckMs.push(ms);
           this.waiters.delete(seq);
           waiter.resolve();
         }

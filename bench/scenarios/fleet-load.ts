@@ -259,6 +259,9 @@ interface SteadyRun {
   resyncs: number;
   welcomes: number;
   ack: LatencySummary;
+  /** Of `ack`: the snapshots' (each parsed and assessed whole) and the deltas'. */
+  snapshotAck: LatencySummary;
+  deltaAck: LatencySummary;
   pong: LatencySummary;
   serverLoopP99Ms: number;
   serverLoopMaxMs: number;
@@ -276,6 +279,8 @@ async function steady(
 ): Promise<SteadyRun> {
   const { stats } = pool;
   stats.ackMs = [];
+  stats.snapshotAckMs = [];
+  stats.deltaAckMs = [];
   stats.pongMs = [];
   await pool.server.stats(true);
   const mark = cpuMark();
@@ -322,6 +327,8 @@ async function steady(
     resyncs: stats.resyncs - resyncs0,
     welcomes: stats.welcomes.ok + stats.welcomes.snapshot - welcomes0,
     ack: summarize(stats.ackMs),
+    snapshotAck: summarize(stats.snapshotAckMs),
+    deltaAck: summarize(stats.deltaAckMs),
     pong: summarize(stats.pongMs),
     serverLoopP99Ms: round(server.loopDelayP99Ms),
     serverLoopMaxMs: round(server.loopDelayMaxMs),
@@ -563,7 +570,7 @@ async function runDriver(
         );
         (pool === ours ? oursSteady : bareSteady).push(run);
         log(
-          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms, loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, generator cpu ${run.generatorCpuShare}; offered ${run.offeredPerSecond}/s (pings ${run.offered.pings}, deltas ${run.offered.deltas}, snapshots ${run.offered.snapshots}), ${run.resyncs} resyncs, ${run.welcomes} welcomes`,
+          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms (snapshots ${run.snapshotAck.p99}, deltas ${run.deltaAck.p99}), loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, generator cpu ${run.generatorCpuShare}; offered ${run.offeredPerSecond}/s (pings ${run.offered.pings}, deltas ${run.offered.deltas}, snapshots ${run.offered.snapshots}), ${run.resyncs} resyncs, ${run.welcomes} welcomes`,
         );
       }
     }
