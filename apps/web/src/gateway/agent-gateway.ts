@@ -14,11 +14,14 @@ import type { Duplex } from 'node:stream';
 import {
   type AgentMessageForServer,
   ackMessageSchema,
+  decodeAgentFrame,
   encodeMessage,
   type HelloMessage,
   MAX_SNAPSHOT_MESSAGE_BYTES,
+  type ParsedMessage,
   PROTOCOL_VERSION,
   parseAgentMessageForServer,
+  parseDecodedAgentMessageForServer,
   type ServerMessage,
 } from '@vfio-fleet/core';
 import { agentCredentials, type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
@@ -418,17 +421,27 @@ export class AgentGateway {
     if (session.ws.readyState !== session.ws.OPEN) return;
     const raw = toBytes(data);
     if (raw.byteLength <= GATED_FRAME_BYTES) {
-      await this.handleFrame(session, raw, isBinary);
+      await this.handleFrame(session, parseAgentMessageForServer(raw), isBinary);
       return;
     }
     const release = await this.ingestGate.acquire();
     try {
       // It may have closed while waiting: nothing to store for a connection that is gone.
       if (session.ws.readyState !== session.ws.OPEN) return;
-      if (session.hostId !== null && (await this.resendUnchanged(session, session.hostId, raw))) {
+      // Decoded and JSON-parsed once for both paths (a few hundred kilobytes).
+      const decoded = decodeAgentFrame(raw);
+      if (
+        decoded.ok &&
+        session.hostId !== null &&
+        (await this.resendUnchanged(session, session.hostId, decoded.frame.value))
+      ) {
         return;
       }
-      await this.handleFrame(session, raw, isBinary);
+      await this.handleFrame(
+        session,
+        decoded.ok ? parseDecodedAgentMessageForServer(decoded.frame) : decoded.error,
+        isBinary,
+      );
     } finally {
       release();
     }
@@ -440,20 +453,10 @@ export class AgentGateway {
    * the ~300 KB again. Anything else (not JSON, not a snapshot, another content) returns false and
    * takes the full path, which validates it and reports what is wrong.
    */
-  private async resendUnchanged(
-    session: Session,
-    hostId: string,
-    raw: Uint8Array,
-  ): Promise<boolean> {
+  private async resendUnchanged(session: Session, hostId: string, value: object): Promise<boolean> {
     session.rawHash = null;
-    let value: unknown;
-    try {
-      value = JSON.parse(Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('utf8'));
-    } catch {
-      return false;
-    }
     const envelope = snapshotEnvelopeSchema.safeParse(value);
-    const snapshot = (value as { snapshot?: unknown } | null)?.snapshot;
+    const snapshot = (value as { snapshot?: unknown }).snapshot;
     if (
       !envelope.success ||
       typeof snapshot !== 'object' ||
@@ -479,8 +482,11 @@ export class AgentGateway {
     return true;
   }
 
-  private async handleFrame(session: Session, raw: Uint8Array, isBinary: boolean): Promise<void> {
-    const parsed = parseAgentMessageForServer(raw);
+  private async handleFrame(
+    session: Session,
+    parsed: ParsedMessage<AgentMessageForServer>,
+    isBinary: boolean,
+  ): Promise<void> {
     if (!parsed.ok) {
       this.metrics.message('invalid', 'rejected');
       session.badFrames += 1;

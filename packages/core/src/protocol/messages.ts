@@ -473,15 +473,20 @@ function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
   return `${shown.join('; ')}${more}`;
 }
 
-function parseWith<T>(
-  schema: z.ZodType<T>,
+/** A frame that passed the size, UTF-8 and JSON checks: a JSON object not yet validated. */
+export interface DecodedFrame {
+  value: object;
+  /** Its size in bytes, for the per-type size bound that validation applies. */
+  size: number;
+}
+
+function decodeFrame(
   raw: string | Uint8Array,
   maxBytes: number,
-  bulkTypes: ReadonlySet<unknown>,
-): ParsedMessage<T> {
+): { ok: true; frame: DecodedFrame } | { ok: false; error: ParsedMessage<never> } {
   const size = typeof raw === 'string' ? utf8LengthUpTo(raw, maxBytes) : raw.byteLength;
   if (size > maxBytes) {
-    return fail('too-large', `message exceeds ${maxBytes} bytes`);
+    return { ok: false, error: fail('too-large', `message exceeds ${maxBytes} bytes`) };
   }
   let text: string;
   if (typeof raw === 'string') text = raw;
@@ -489,21 +494,32 @@ function parseWith<T>(
     try {
       text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
     } catch {
-      return fail('not-json', 'message is not valid UTF-8');
+      return { ok: false, error: fail('not-json', 'message is not valid UTF-8') };
     }
   }
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (err) {
-    return fail(
-      'not-json',
-      `message is not JSON: ${err instanceof Error ? err.message : 'parse error'}`,
-    );
+    return {
+      ok: false,
+      error: fail(
+        'not-json',
+        `message is not JSON: ${err instanceof Error ? err.message : 'parse error'}`,
+      ),
+    };
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return fail('invalid', '(message): expected a JSON object');
+    return { ok: false, error: fail('invalid', '(message): expected a JSON object') };
   }
+  return { ok: true, frame: { value, size } };
+}
+
+function validateFrame<T>(
+  schema: z.ZodType<T>,
+  { value, size }: DecodedFrame,
+  bulkTypes: ReadonlySet<unknown>,
+): ParsedMessage<T> {
   const type: unknown = (value as { type?: unknown }).type;
   if (size > MAX_CONTROL_MESSAGE_BYTES && !bulkTypes.has(type)) {
     return fail(
@@ -524,6 +540,16 @@ function parseWith<T>(
   }
 }
 
+function parseWith<T>(
+  schema: z.ZodType<T>,
+  raw: string | Uint8Array,
+  maxBytes: number,
+  bulkTypes: ReadonlySet<unknown>,
+): ParsedMessage<T> {
+  const decoded = decodeFrame(raw, maxBytes);
+  return decoded.ok ? validateFrame(schema, decoded.frame, bulkTypes) : decoded.error;
+}
+
 /**
  * Parses one frame from an agent. Size is checked before anything else (a Node Buffer is a
  * Uint8Array): up to MAX_SNAPSHOT_MESSAGE_BYTES for `snapshot` and `delta`, MAX_CONTROL_MESSAGE_BYTES
@@ -531,6 +557,24 @@ function parseWith<T>(
  */
 export function parseAgentMessage(raw: string | Uint8Array): ParsedMessage<AgentMessage> {
   return parseWith(agentMessageSchema, raw, MAX_SNAPSHOT_MESSAGE_BYTES, BULK_TYPES);
+}
+
+/**
+ * The first half of parseAgentMessageForServer (size, UTF-8, JSON): for a server that looks at
+ * the parsed value before validating it (a resent snapshot's raw hash), so that a frame of
+ * hundreds of kilobytes is decoded and JSON-parsed once. parseDecodedAgentMessageForServer is the
+ * second half; the two give exactly what parseAgentMessageForServer gives.
+ */
+export function decodeAgentFrame(
+  raw: string | Uint8Array,
+): { ok: true; frame: DecodedFrame } | { ok: false; error: ParsedMessage<never> } {
+  return decodeFrame(raw, MAX_SNAPSHOT_MESSAGE_BYTES);
+}
+
+export function parseDecodedAgentMessageForServer(
+  frame: DecodedFrame,
+): ParsedMessage<AgentMessageForServer> {
+  return validateFrame(agentMessageForServerSchema, frame, BULK_TYPES);
 }
 
 /**
