@@ -160,6 +160,12 @@ interface Session {
   connectedAt: Date | null;
   /** rawSnapshotHash of the snapshot frame being handled, stored with it (see resendUnchanged). */
   rawHash: string | null;
+  /**
+   * The last write of this connection's stream was a delta, which stores no raw hash: a resent
+   * snapshot cannot match one, so resendUnchanged does not ask the database (a transaction per
+   * resend, waiting for a connection behind the fleet's deltas, while it holds an ingest slot).
+   */
+  afterDelta: boolean;
 }
 
 export class AgentGateway {
@@ -346,6 +352,7 @@ export class AgentGateway {
       handling: 'invalid',
       connectedAt: null,
       rawHash: null,
+      afterDelta: false,
     };
     this.sessions.add(session);
     const helloTimer = setTimeout(() => {
@@ -467,6 +474,7 @@ export class AgentGateway {
     }
     const rawHash = rawSnapshotHash(snapshot as Record<string, unknown>, session.labels);
     session.rawHash = rawHash;
+    if (session.afterDelta) return false;
     this.touch(session, hostId);
     const started = performance.now();
     const stream = { epoch: envelope.data.epoch, seq: envelope.data.seq };
@@ -698,6 +706,7 @@ export class AgentGateway {
         const rawHash = session.rawHash;
         session.rawHash = null;
         const result = await ingestSnapshot(this.db, hostId, message, session.labels, rawHash);
+        session.afterDelta = false;
         this.metrics.ingest(
           'snapshot',
           (performance.now() - started) / 1000,
@@ -730,6 +739,7 @@ export class AgentGateway {
           (performance.now() - started) / 1000,
           outcome.result.devicesWritten,
         );
+        session.afterDelta = true;
         this.metrics.message('delta', 'ok');
         this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
         this.logger.debug(
