@@ -14,7 +14,7 @@
  * the bench compares against, and the SQL below must produce exactly deviceRow()'s columns.
  */
 import type { Device, DeviceLinks, IommuGroup } from '@vfio-fleet/core';
-import { and, eq, getTableColumns, type SQL, sql } from 'drizzle-orm';
+import { and, eq, getTableColumns, sql } from 'drizzle-orm';
 import type { Database } from './client';
 import { devices, hostLabels, iommuGroups, type NewDeviceRow } from './schema';
 
@@ -179,29 +179,18 @@ export interface HostTopology {
 
 /**
  * The links (address, IOMMU group, parent, kind) of every device of a host, and its group listing,
- * each aggregated into one JSON document that the client parses whole, instead of hundreds of
- * rows decoded column by column. As SQL expressions, so that a caller can add them to a statement
- * it runs anyway (ingestDelta's lock of the host row); parseHostTopology reads what they return.
+ * in one statement that returns one row: each list aggregated into a JSON document, which the
+ * client parses whole, instead of hundreds of rows decoded column by column.
  */
-export function hostTopologySql(hostId: string): { links: SQL<unknown>; listing: SQL<unknown> } {
-  return {
-    links: sql`(SELECT coalesce(json_agg(json_build_array(d.address, d.iommu_group, d.parent, d.kind)), '[]')
-                FROM devices d WHERE d.host_id = ${hostId})`,
-    listing: sql`(SELECT coalesce(json_agg(json_build_array(g.group_id, g.devices) ORDER BY g.group_id), '[]')
-                  FROM iommu_groups g WHERE g.host_id = ${hostId})`,
-  };
-}
-
-export function parseHostTopology(links: unknown, listing: unknown): HostTopology {
-  return { links: linksOf(links), listing: listingOf(listing) };
-}
-
-/** A host's topology on its own (hostTopologySql in one statement). */
 export async function loadHostTopology(tx: Database, hostId: string): Promise<HostTopology> {
-  const { links, listing } = hostTopologySql(hostId);
-  const result = await tx.execute(sql`SELECT ${links} AS links, ${listing} AS listing`);
+  const result = await tx.execute(sql`
+    SELECT
+      (SELECT coalesce(json_agg(json_build_array(address, iommu_group, parent, kind)), '[]')
+         FROM devices WHERE host_id = ${hostId}) AS links,
+      (SELECT coalesce(json_agg(json_build_array(group_id, devices) ORDER BY group_id), '[]')
+         FROM iommu_groups WHERE host_id = ${hostId}) AS listing`);
   const [row] = rowsOf<{ links: unknown; listing: unknown }>(result);
-  return parseHostTopology(row?.links, row?.listing);
+  return { links: linksOf(row?.links), listing: listingOf(row?.listing) };
 }
 
 /** Parsed from our own json_agg, so a mismatch is a bug here: it throws rather than guess. */
