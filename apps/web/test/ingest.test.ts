@@ -11,7 +11,7 @@ import {
   type HostSnapshot,
   parseAgentMessageForServer,
 } from '@vfio-fleet/core';
-import { type Database, hostLabels, hosts } from '@vfio-fleet/db';
+import { bulkUpsertDevices, type Database, hostLabels, hosts } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -311,6 +311,60 @@ describe.each(drivers)('ingest on %s', (driver) => {
     );
     expect(resend.unchanged).toBe(true);
   });
+
+  it.runIf(driver === 'postgres')(
+    'a first snapshot that meets rows another transaction stored meanwhile is stored over them',
+    async () => {
+      const snapshot = await scenarioSnapshot(tmp, 'mlx5-vf');
+      const [row] = await db
+        .insert(hosts)
+        .values({ agentId: `test-${Math.random()}`, hostname: 'raced' })
+        .returning({ id: hosts.id });
+      if (row === undefined) throw new Error('no host row');
+      const hostId = row.id;
+      const [device] = assessSnapshot(snapshotMessage(snapshot, 1).snapshot).devices;
+      if (device === undefined) throw new Error('mlx5-vf has no device');
+      // Another transaction writes one of the host's devices and commits only once the snapshot's
+      // transaction has found the host empty and is waiting on that row's key: its plain INSERT
+      // then fails with a unique violation, and ingestSnapshot must store the snapshot again with
+      // the upserts rather than fail.
+      let release = () => {};
+      const released = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let written = () => {};
+      const isWritten = new Promise<void>((resolve) => {
+        written = resolve;
+      });
+      const other = db.transaction(async (tx) => {
+        await bulkUpsertDevices(tx, hostId, [{ ...device, driver: 'stale' }]);
+        written();
+        await released;
+      });
+      await isWritten;
+      const ingest = ingestSnapshot(db, hostId, snapshotMessage(snapshot, 1), { rack: 'r1' });
+      for (let tries = 0; ; tries++) {
+        const waiting = await db.execute(
+          sql`SELECT count(*)::int AS n FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+        );
+        const [w] = (Array.isArray(waiting) ? waiting : []) as { n: number }[];
+        if ((w?.n ?? 0) > 0) break;
+        if (tries > 200) throw new Error('the snapshot never waited on the other transaction');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      release();
+      await other;
+      const result = await ingest;
+      expect(result.unchanged).toBe(false);
+      const stored = await hostRow(db, hostId);
+      if (stored.host === null) throw new Error('host section is gone');
+      const back = await loadSnapshot(db, hostId, stored.host, stored.problems);
+      expect(back.devices).toEqual(assessSnapshot(snapshotMessage(snapshot, 1).snapshot).devices);
+      const again = await ingestSnapshot(db, hostId, snapshotMessage(snapshot, 2), { rack: 'r1' });
+      expect(again.unchanged).toBe(true);
+    },
+  );
 
   it('the hash covers the server’s readiness, not the agent’s', async () => {
     const snapshot = await scenarioSnapshot(tmp, 'mlx5-vf');

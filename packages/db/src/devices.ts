@@ -14,7 +14,7 @@
  * the bench compares against, and the SQL below must produce exactly deviceRow()'s columns.
  */
 import type { Device, DeviceLinks, IommuGroup } from '@vfio-fleet/core';
-import { and, eq, getTableColumns, sql } from 'drizzle-orm';
+import { and, eq, getTableColumns, type SQL, sql } from 'drizzle-orm';
 import type { Database } from './client';
 import { devices, hostLabels, iommuGroups, type NewDeviceRow } from './schema';
 
@@ -133,21 +133,33 @@ export async function bulkUpsertDevices(
   hostId: string,
   items: readonly Device[],
 ): Promise<UpsertResult> {
-  // One row per address: a duplicate inside one INSERT ... ON CONFLICT is an error
-  // ("cannot affect row a second time"); the last report of an address wins.
-  const byAddress = new Map<string, Device>();
-  for (const device of items) byAddress.set(device.address, device);
-  if (byAddress.size === 0) return { written: 0, writtenAddresses: [], statements: 0 };
-  const document = JSON.stringify([...byAddress.values()]);
+  const rows = deviceRowsFromJsonb(hostId, items);
+  if (rows === null) return { written: 0, writtenAddresses: [], statements: 0 };
   const result = await tx.execute(sql`
-    INSERT INTO devices (${sql.raw(DEVICE_COLUMN_NAMES)})
-    SELECT ${hostId}::uuid, ${sql.raw(DEVICE_COLUMNS_FROM_JSONB)}
-    FROM jsonb_array_elements(${document}::jsonb) AS d
+    INSERT INTO devices (${DEVICES_INSERT_COLUMNS}) ${rows}
     ON CONFLICT (host_id, address) DO UPDATE SET ${sql.raw(EXCLUDED_SET)}
     WHERE devices.facts IS DISTINCT FROM excluded.facts
     RETURNING address`);
   const writtenAddresses = rowsOf<{ address: string }>(result).map((row) => row.address);
   return { written: writtenAddresses.length, writtenAddresses, statements: 1 };
+}
+
+/** The devices columns, in the order deviceRowsFromJsonb produces them. */
+export const DEVICES_INSERT_COLUMNS = sql.raw(DEVICE_COLUMN_NAMES);
+
+/**
+ * `SELECT <every devices column> FROM jsonb_array_elements(<the devices as one jsonb parameter>)`:
+ * one row per address (a duplicate inside one INSERT ... ON CONFLICT is an error, "cannot affect
+ * row a second time", and a plain INSERT's would be a unique violation; the last report of an
+ * address wins). Null for no devices.
+ */
+export function deviceRowsFromJsonb(hostId: string, items: readonly Device[]): SQL | null {
+  const byAddress = new Map<string, Device>();
+  for (const device of items) byAddress.set(device.address, device);
+  if (byAddress.size === 0) return null;
+  const document = JSON.stringify([...byAddress.values()]);
+  return sql`SELECT ${hostId}::uuid, ${sql.raw(DEVICE_COLUMNS_FROM_JSONB)}
+    FROM jsonb_array_elements(${document}::jsonb) AS d`;
 }
 
 /**
@@ -250,6 +262,33 @@ export interface SyncResult {
   deleted: number;
 }
 
+/** One group per id, the last report of an id winning (as for the devices). */
+export function groupsById(groups: readonly IommuGroup[]): Map<number, IommuGroup> {
+  const byId = new Map<number, IommuGroup>();
+  for (const group of groups) byId.set(group.id, group);
+  return byId;
+}
+
+/**
+ * `SELECT host_id, group_id, devices FROM jsonb_array_elements(<the groups as one jsonb
+ * parameter>)`: like the devices, the whole list in one parameter, one statement, any size.
+ * Null for no groups.
+ */
+export function groupRowsFromJsonb(
+  hostId: string,
+  byId: ReadonlyMap<number, IommuGroup>,
+): SQL | null {
+  if (byId.size === 0) return null;
+  const document = JSON.stringify(
+    [...byId.values()].map((group) => ({ id: group.id, devices: group.devices })),
+  );
+  return sql`SELECT ${hostId}::uuid, (g->>'id')::integer,
+      ARRAY(SELECT m.address
+            FROM jsonb_array_elements_text(g->'devices') WITH ORDINALITY AS m(address, n)
+            ORDER BY m.n)
+    FROM jsonb_array_elements(${document}::jsonb) AS g`;
+}
+
 /**
  * Makes the host's IOMMU groups exactly `groups`: inserts new ones, rewrites a group only when its
  * member list changed, deletes the ones no longer reported. One statement each, like the devices.
@@ -259,21 +298,12 @@ export async function syncIommuGroups(
   hostId: string,
   groups: readonly IommuGroup[],
 ): Promise<SyncResult> {
-  const byId = new Map<number, IommuGroup>();
-  for (const group of groups) byId.set(group.id, group);
+  const byId = groupsById(groups);
   let written = 0;
-  if (byId.size > 0) {
-    // Like the devices: the whole list as one jsonb parameter, one statement, any size.
-    const document = JSON.stringify(
-      [...byId.values()].map((group) => ({ id: group.id, devices: group.devices })),
-    );
+  const rows = groupRowsFromJsonb(hostId, byId);
+  if (rows !== null) {
     const result = await tx.execute(sql`
-      INSERT INTO iommu_groups (host_id, group_id, devices)
-      SELECT ${hostId}::uuid, (g->>'id')::integer,
-        ARRAY(SELECT m.address
-              FROM jsonb_array_elements_text(g->'devices') WITH ORDINALITY AS m(address, n)
-              ORDER BY m.n)
-      FROM jsonb_array_elements(${document}::jsonb) AS g
+      INSERT INTO iommu_groups (host_id, group_id, devices) ${rows}
       ON CONFLICT (host_id, group_id) DO UPDATE SET devices = excluded.devices
       WHERE iommu_groups.devices IS DISTINCT FROM excluded.devices
       RETURNING group_id`);

@@ -30,6 +30,11 @@ export {
 } from './devices';
 export { type DbEnv, dbEnvSchema, parseDbEnv } from './env';
 export {
+  type FirstInventory,
+  hostInventoryEmptySql,
+  insertFirstInventory,
+} from './first-inventory';
+export {
   assertChannel,
   type Listen,
   MAX_NOTIFY_PAYLOAD_BYTES,
@@ -38,6 +43,7 @@ export {
   postgresListen,
   type Unlisten,
 } from './notify';
+export { isUniqueViolation } from './pg-errors';
 export {
   boundToVfioSql,
   type RollupSyncResult,

@@ -58,15 +58,20 @@ export interface RollupSyncResult {
   deleted: number;
 }
 
+/** host_device_stats' columns in the order typeStatsRows produces them. */
+export const HOST_DEVICE_STATS_COLUMNS = sql.raw(`host_id, vendor_id, device_id, numa_node,
+  vendor_name, device_name, class_name, type_hosts, total, status_bound, vfio_bound, ready,
+  blocked, vf_headroom`);
+
 /**
- * The rollup statements for the devices matching `scope` (a condition on `devices d`): one host's
- * in ingest, every host's when a bench or a repair fills them in bulk. Same SQL both ways, so a
- * bulk fill produces exactly what ingest would have.
+ * The rollup rows of the device rows `d` of `relation` matching `scope`: `devices d` with one
+ * host's condition in ingest, every host's when a bench or a repair fills them in bulk, and the
+ * rows a host's first inventory has just inserted (insertFirstInventory, which cannot read them
+ * back from `devices` in the statement that writes them). Same SQL every way, so each produces
+ * exactly what the aggregate over devices gives.
  */
-function upsertTypeStats(scope: SQL): SQL {
+export function typeStatsRows(relation: SQL, scope: SQL): SQL {
   return sql`
-    INSERT INTO host_device_stats AS s (host_id, vendor_id, device_id, numa_node, vendor_name,
-      device_name, class_name, type_hosts, total, status_bound, vfio_bound, ready, blocked, vf_headroom)
     SELECT d.host_id, d.vendor_id, d.device_id, d.numa_node,
            max(d.vendor_name), max(d.device_name), max(d.class_name),
            CASE WHEN row_number() OVER (PARTITION BY d.host_id, d.vendor_id, d.device_id
@@ -78,9 +83,39 @@ function upsertTypeStats(scope: SQL): SQL {
            count(*) FILTER (WHERE d.status = 'ready')::int,
            count(*) FILTER (WHERE d.status = 'blocked')::int,
            coalesce(sum(greatest(d.sriov_total_vfs - coalesce(d.sriov_num_vfs, 0), 0)), 0)::int
-    FROM devices d
+    FROM ${relation} d
     WHERE ${scope}
-    GROUP BY d.host_id, d.vendor_id, d.device_id, d.numa_node
+    GROUP BY d.host_id, d.vendor_id, d.device_id, d.numa_node`;
+}
+
+/** host_blocking_reasons' columns in the order reasonStatsRows produces them. */
+export const HOST_BLOCKING_REASONS_COLUMNS = sql.raw('host_id, reason, count, message, remedy');
+
+export function reasonStatsRows(relation: SQL, scope: SQL): SQL {
+  return sql`
+    SELECT g.host_id, g.first_reason, g.n, g.sample[1], g.sample[2]
+    FROM (
+      SELECT d.host_id, d.first_reason, count(*)::int AS n,
+             -- As fleet.summary did over devices: one device's message and remedy together.
+             min(ARRAY[d.reasons -> 0 ->> 'message', d.reasons -> 0 ->> 'remedy']) AS sample
+      FROM ${relation} d
+      WHERE d.status = 'blocked' AND d.first_reason IS NOT NULL AND ${scope}
+      GROUP BY d.host_id, d.first_reason
+    ) g`;
+}
+
+/**
+ * The devices columns the rollup rows read: what a statement that inserts device rows returns so
+ * that typeStatsRows and reasonStatsRows can aggregate them.
+ */
+export const ROLLUP_DEVICE_COLUMNS = sql.raw(`host_id, vendor_id, device_id, numa_node,
+  vendor_name, device_name, class_name, status, driver, vfio_driver, sriov_total_vfs,
+  sriov_num_vfs, first_reason, reasons`);
+
+function upsertTypeStats(scope: SQL): SQL {
+  return sql`
+    INSERT INTO host_device_stats AS s (${HOST_DEVICE_STATS_COLUMNS})
+    ${typeStatsRows(sql`devices`, scope)}
     ON CONFLICT ON CONSTRAINT host_device_stats_key DO UPDATE SET
       vendor_name = excluded.vendor_name, device_name = excluded.device_name,
       class_name = excluded.class_name, type_hosts = excluded.type_hosts, total = excluded.total,
@@ -96,16 +131,8 @@ function upsertTypeStats(scope: SQL): SQL {
 
 function upsertReasonStats(scope: SQL): SQL {
   return sql`
-    INSERT INTO host_blocking_reasons AS r (host_id, reason, count, message, remedy)
-    SELECT g.host_id, g.first_reason, g.n, g.sample[1], g.sample[2]
-    FROM (
-      SELECT d.host_id, d.first_reason, count(*)::int AS n,
-             -- As fleet.summary did over devices: one device's message and remedy together.
-             min(ARRAY[d.reasons -> 0 ->> 'message', d.reasons -> 0 ->> 'remedy']) AS sample
-      FROM devices d
-      WHERE d.status = 'blocked' AND d.first_reason IS NOT NULL AND ${scope}
-      GROUP BY d.host_id, d.first_reason
-    ) g
+    INSERT INTO host_blocking_reasons AS r (${HOST_BLOCKING_REASONS_COLUMNS})
+    ${reasonStatsRows(sql`devices`, scope)}
     ON CONFLICT (host_id, reason) DO UPDATE SET
       count = excluded.count, message = excluded.message, remedy = excluded.remedy
     WHERE (r.count, r.message, r.remedy)

@@ -161,11 +161,14 @@ interface Session {
   /** rawSnapshotHash of the snapshot frame being handled, stored with it (see resendUnchanged). */
   rawHash: string | null;
   /**
-   * The last write of this connection's stream was a delta, which stores no raw hash: a resent
-   * snapshot cannot match one, so resendUnchanged does not ask the database (a transaction per
-   * resend, waiting for a connection behind the fleet's deltas, while it holds an ingest slot).
+   * Whether the host row may hold a raw hash a resent snapshot could match. False when hello found
+   * none (a new host, a cleared inventory) and after a delta (which stores none): resendUnchanged
+   * then does not ask the database (a statement per snapshot that cannot match, waiting for a
+   * connection behind the fleet's writes, while it holds an ingest slot). True once this
+   * connection stored a snapshot, and when hello found one (perhaps another process's, salted
+   * differently: then the statement finds no match, and the snapshot takes the full path).
    */
-  afterDelta: boolean;
+  rawHashStored: boolean;
 }
 
 export class AgentGateway {
@@ -352,7 +355,7 @@ export class AgentGateway {
       handling: 'invalid',
       connectedAt: null,
       rawHash: null,
-      afterDelta: false,
+      rawHashStored: false,
     };
     this.sessions.add(session);
     const helloTimer = setTimeout(() => {
@@ -474,7 +477,7 @@ export class AgentGateway {
     }
     const rawHash = rawSnapshotHash(snapshot as Record<string, unknown>, session.labels);
     session.rawHash = rawHash;
-    if (session.afterDelta) return false;
+    if (!session.rawHashStored) return false;
     this.touch(session, hostId);
     const started = performance.now();
     const stream = { epoch: envelope.data.epoch, seq: envelope.data.seq };
@@ -553,7 +556,7 @@ export class AgentGateway {
     let hostId: string;
     let credential: { agentId: string; secret: string } | null = null;
     /** Where the server's copy of the agent's inventory stream stands. */
-    let stream: { epoch: string | null; lastSeq: number | null };
+    let stream: { epoch: string | null; lastSeq: number | null; rawHashStored: boolean };
     if (hello.auth.kind === 'enroll') {
       const token = hello.auth.token;
       const enrolled = await this.db.transaction(async (tx) => {
@@ -592,7 +595,7 @@ export class AgentGateway {
       agentId = enrolled.issued.agentId;
       hostId = enrolled.hostId;
       credential = enrolled.issued;
-      stream = { epoch: null, lastSeq: null };
+      stream = { epoch: null, lastSeq: null, rawHashStored: false };
       this.logger.info({ agentId, hostname: hello.host.hostname }, 'agent enrolled');
     } else {
       const [row] = await this.db
@@ -634,7 +637,11 @@ export class AgentGateway {
             agentVersion: hello.agentVersion,
           })
           .where(eq(hosts.id, credentialHost))
-          .returning({ epoch: hosts.epoch, lastSeq: hosts.lastSeq });
+          .returning({
+            epoch: hosts.epoch,
+            lastSeq: hosts.lastSeq,
+            rawHashStored: sql<boolean>`${hosts.rawInventoryHash} IS NOT NULL`,
+          });
       });
       if (host === undefined) {
         this.authFailed(session);
@@ -654,6 +661,7 @@ export class AgentGateway {
     session.agentId = agentId;
     session.hostId = hostId;
     session.labels = hello.labels;
+    session.rawHashStored = stream.rawHashStored;
     session.lastSeenWrittenAt = now.getTime();
     session.connectedAt = now;
     this.byAgent.set(agentId, session);
@@ -706,7 +714,7 @@ export class AgentGateway {
         const rawHash = session.rawHash;
         session.rawHash = null;
         const result = await ingestSnapshot(this.db, hostId, message, session.labels, rawHash);
-        session.afterDelta = false;
+        session.rawHashStored = rawHash !== null;
         this.metrics.ingest(
           'snapshot',
           (performance.now() - started) / 1000,
@@ -739,7 +747,7 @@ export class AgentGateway {
           (performance.now() - started) / 1000,
           outcome.result.devicesWritten,
         );
-        session.afterDelta = true;
+        session.rawHashStored = false;
         this.metrics.message('delta', 'ok');
         this.send(session, { type: 'ack', epoch: message.epoch, seq: message.seq });
         this.logger.debug(

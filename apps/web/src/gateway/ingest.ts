@@ -12,6 +12,10 @@
  * `hosts.inventory_hash` keeps a hash of what store() last wrote (see inventoryHash); a snapshot
  * with the same hash only moves the stream position (one UPDATE, committed without waiting for
  * the WAL flush) and writes no device, group or label row, nor anything store() derives from them.
+ *
+ * A host's first snapshot (no inventory rows yet: just enrolled, or cleared) is inserted in one
+ * statement without the upserts' comparisons and deletes (@vfio-fleet/db insertFirstInventory),
+ * which is what onboarding a fleet costs.
  */
 import { createHash, hash, randomUUID } from 'node:crypto';
 import {
@@ -35,8 +39,11 @@ import {
   type Database,
   deleteDevicesNotIn,
   devices,
+  hostInventoryEmptySql,
   hosts,
+  insertFirstInventory,
   iommuGroups,
+  isUniqueViolation,
   loadHostTopology,
   rollupInputs,
   syncHostLabels,
@@ -233,6 +240,11 @@ async function store(
     /** Every address the host has now, when `assessed` holds only some of its devices. */
     addresses?: readonly string[];
   },
+  /**
+   * A snapshot's store may insert the whole inventory at once when the host holds none yet
+   * (insertFirstInventory); false on the retry after such an insert met rows stored meanwhile.
+   */
+  firstInventory = false,
 ): Promise<IngestResult> {
   const { host } = assessed;
   const hostColumns =
@@ -248,7 +260,7 @@ async function store(
           problems: assessed.problems,
         }
       : {};
-  await tx
+  const updateHost = tx
     .update(hosts)
     .set({
       ...hostColumns,
@@ -259,6 +271,24 @@ async function store(
       updatedAt: new Date(),
     })
     .where(eq(hosts.id, hostId));
+  if (changes === undefined) {
+    // A snapshot: the commit need not wait for the WAL flush, and with the host row now locked,
+    // whether the host holds any inventory yet.
+    const [locked] = await updateHost.returning({
+      asyncCommit: ASYNC_COMMIT,
+      empty: firstInventory ? hostInventoryEmptySql(hostId) : sql<boolean>`false`,
+    });
+    if (locked?.empty === true && labels !== null) {
+      const { devicesWritten } = await insertFirstInventory(tx, hostId, {
+        devices: assessed.devices,
+        groups: assessed.groups,
+        labels,
+      });
+      return { devicesWritten, devicesDeleted: 0, unchanged: false };
+    }
+  } else {
+    await updateHost;
+  }
   const upserted = await bulkUpsertDevices(tx, hostId, changes?.devices ?? assessed.devices);
   const deleted =
     changes === undefined || changes.removes
@@ -290,25 +320,43 @@ export async function ingestSnapshot(
   const assessed = assessSnapshot(stripReadiness(message.snapshot));
   const hash = inventoryHash(assessed, labels);
   const stream = { epoch: message.epoch, seq: message.seq };
-  return db.transaction(async (tx) => {
-    // Matches only while the stored inventory is this one; otherwise store() rewrites it all.
-    const same = await tx
-      .update(hosts)
-      .set({
-        epoch: stream.epoch,
-        lastSeq: stream.seq,
-        rawInventoryHash: rawHash,
-        updatedAt: new Date(),
-      })
-      .where(and(eq(hosts.id, hostId), eq(hosts.inventoryHash, hash)))
-      // On PostgreSQL the WAL flush is most of what an unchanged resend would otherwise cost.
-      .returning({ id: hosts.id, asyncCommit: ASYNC_COMMIT });
-    if (same.length === 0) {
-      await tx.execute(sql`SELECT ${ASYNC_COMMIT}`);
-      return store(tx, hostId, assessed, stream, labels, hash, rawHash);
-    }
-    return { devicesWritten: 0, devicesDeleted: 0, unchanged: true };
-  });
+  const attempt = (firstInventory: boolean) =>
+    db.transaction(async (tx) => {
+      // Matches only while the stored inventory is this one; otherwise store() rewrites it all.
+      const same = await tx
+        .update(hosts)
+        .set({
+          epoch: stream.epoch,
+          lastSeq: stream.seq,
+          rawInventoryHash: rawHash,
+          updatedAt: new Date(),
+        })
+        .where(and(eq(hosts.id, hostId), eq(hosts.inventoryHash, hash)))
+        // On PostgreSQL the WAL flush is most of what an unchanged resend would otherwise cost.
+        .returning({ id: hosts.id, asyncCommit: ASYNC_COMMIT });
+      if (same.length === 0) {
+        return store(
+          tx,
+          hostId,
+          assessed,
+          stream,
+          labels,
+          hash,
+          rawHash,
+          undefined,
+          firstInventory,
+        );
+      }
+      return { devicesWritten: 0, devicesDeleted: 0, unchanged: true };
+    });
+  try {
+    return await attempt(true);
+  } catch (error) {
+    // The host looked empty, but a transaction that stored it meanwhile committed its rows (see
+    // insertFirstInventory): again, comparing with them.
+    if (!isUniqueViolation(error)) throw error;
+    return attempt(false);
+  }
 }
 
 /**
@@ -345,14 +393,14 @@ export async function ingestUnchangedSnapshot(
   stream: { epoch: string; seq: number },
   rawHash: string,
 ): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    const moved = await tx
-      .update(hosts)
-      .set({ epoch: stream.epoch, lastSeq: stream.seq, updatedAt: new Date() })
-      .where(and(eq(hosts.id, hostId), eq(hosts.rawInventoryHash, rawHash)))
-      .returning({ id: hosts.id, asyncCommit: ASYNC_COMMIT });
-    return moved.length > 0;
-  });
+  // One statement, committed on its own (its implicit transaction is the one set_config's local
+  // setting applies to): no BEGIN and COMMIT round trips for the commonest message of a reconnect.
+  const moved = await db
+    .update(hosts)
+    .set({ epoch: stream.epoch, lastSeq: stream.seq, updatedAt: new Date() })
+    .where(and(eq(hosts.id, hostId), eq(hosts.rawInventoryHash, rawHash)))
+    .returning({ id: hosts.id, asyncCommit: ASYNC_COMMIT });
+  return moved.length > 0;
 }
 
 export type DeltaOutcome =

@@ -3,7 +3,7 @@
  * preview, a deadline within bounds, a plan that can run (force only past warnings, as the agent
  * decides), and the database's one-active-job-per-group index turned into a clear conflict.
  */
-import type { UserRole } from '@vfio-fleet/db';
+import { isUniqueViolation, type UserRole } from '@vfio-fleet/db';
 import { ServerError } from '../errors';
 import type { JobPreview } from './job-preview';
 
@@ -71,20 +71,7 @@ export function groupBusy(iommuGroup: number, hostname: string, jobId: string | 
   );
 }
 
-/**
- * The partial unique index refused an insert. drizzle wraps driver errors (DrizzleQueryError),
- * so the PostgreSQL error may be the cause; PGlite and postgres.js both carry SQLSTATE in `code`
- * (and the constraint as `constraint` or `constraint_name`).
- */
+/** The partial unique index refused an insert: another active job holds the group. */
 export function isActiveGroupViolation(error: unknown): boolean {
-  let current: unknown = error;
-  for (let depth = 0; depth < 5 && typeof current === 'object' && current !== null; depth++) {
-    const e = current as { code?: unknown; constraint?: unknown; constraint_name?: unknown };
-    if (e.code === '23505') {
-      const constraint = e.constraint ?? e.constraint_name;
-      return constraint === undefined || constraint === 'jobs_one_active_per_group_idx';
-    }
-    current = (current as { cause?: unknown }).cause;
-  }
-  return false;
+  return isUniqueViolation(error, 'jobs_one_active_per_group_idx');
 }
