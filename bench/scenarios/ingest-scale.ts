@@ -12,21 +12,41 @@ import { ingestSnapshot } from '../../apps/web/src/gateway/ingest';
 import { createBenchDatabase } from '../lib/bench-db';
 import { syntheticFleet } from '../lib/synthetic-fleet';
 
-function pgCpuSeconds(): number {
-  let ticks = 0;
+/** CPU seconds of the machine's PostgreSQL processes, by role (from their process titles). */
+function pgCpuSeconds(): Map<string, number> {
+  const byRole = new Map<string, number>();
   for (const pid of readdirSync('/proc')) {
     if (!/^\d+$/.test(pid)) continue;
     try {
       const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
       if (!comm.startsWith('postgres')) continue;
+      const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      // "postgres: 15/main: root vf_bench_x 127.0.0.1(5678) idle": a client's backend.
+      const role = /\d+\.\d+\.\d+\.\d+\(\d+\)/.test(title)
+        ? 'backends'
+        : (/postgres: [^:]+: ([a-z ]+)/.exec(title)?.[1]?.trim() ?? 'postmaster');
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
+      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+      byRole.set(role, (byRole.get(role) ?? 0) + seconds);
     } catch {
       // The process exited meanwhile.
     }
   }
-  return ticks / 100;
+  return byRole;
+}
+
+/** Seconds per role between two readings (a process that exited meanwhile is not counted). */
+function cpuSince(before: Map<string, number>): string {
+  const after = pgCpuSeconds();
+  const parts: string[] = [];
+  let total = 0;
+  for (const [role, seconds] of after) {
+    const spent = Math.max(0, seconds - (before.get(role) ?? 0));
+    total += spent;
+    if (spent >= 0.05) parts.push(`${role} ${spent.toFixed(1)}`);
+  }
+  return `${total.toFixed(1)} s (${parts.join(', ')})`;
 }
 
 const n = Number(process.argv[2] ?? 1000);
@@ -73,9 +93,8 @@ await Promise.all(
 );
 const wall = (performance.now() - t0) / 1000;
 const cpu = process.cpuUsage(cpu0);
-const pg = pgCpuSeconds() - pg0;
 console.log(
-  `${n} hosts, ${c} concurrent: ${wall.toFixed(1)} s, ${((n * 200) / wall).toFixed(0)} rows/s; node cpu ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s, postgres cpu ${pg.toFixed(1)} s`,
+  `${n} hosts, ${c} concurrent: ${wall.toFixed(1)} s, ${((n * 200) / wall).toFixed(0)} rows/s; node cpu ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s, postgres cpu ${cpuSince(pg0)}`,
 );
 await handle.close();
 if (keep) console.log('kept', bench.env.DATABASE_URL);

@@ -144,6 +144,23 @@ export async function bulkUpsertDevices(
   return { written: writtenAddresses.length, writtenAddresses, statements: 1 };
 }
 
+const serialized = new WeakMap<Device, string>();
+
+/**
+ * JSON.stringify of a Device, kept with the object: ingest hashes each device's JSON for the
+ * inventory hash (apps/web gateway/ingest.ts) and then sends the same text to the database here;
+ * serializing a 200-device host twice was about 0.8 ms of each snapshot's CPU. Only for Device
+ * objects that are not changed afterwards (ingest derives a new object for every change).
+ */
+export function deviceJson(device: Device): string {
+  let json = serialized.get(device);
+  if (json === undefined) {
+    json = JSON.stringify(device);
+    serialized.set(device, json);
+  }
+  return json;
+}
+
 /** The devices columns, in the order deviceRowsFromJsonb produces them. */
 export const DEVICES_INSERT_COLUMNS = sql.raw(DEVICE_COLUMN_NAMES);
 
@@ -157,7 +174,7 @@ export function deviceRowsFromJsonb(hostId: string, items: readonly Device[]): S
   const byAddress = new Map<string, Device>();
   for (const device of items) byAddress.set(device.address, device);
   if (byAddress.size === 0) return null;
-  const document = JSON.stringify([...byAddress.values()]);
+  const document = `[${Array.from(byAddress.values(), deviceJson).join(',')}]`;
   return sql`SELECT ${hostId}::uuid, ${sql.raw(DEVICE_COLUMNS_FROM_JSONB)}
     FROM jsonb_array_elements(${document}::jsonb) AS d`;
 }

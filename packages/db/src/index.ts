@@ -18,6 +18,7 @@ export {
   DEVICE_ROW_PARAMETERS,
   DEVICE_ROWS_PER_STATEMENT,
   deleteDevicesNotIn,
+  deviceJson,
   deviceRow,
   type HostTopology,
   loadHostTopology,
