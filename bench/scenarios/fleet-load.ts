@@ -19,6 +19,8 @@ import {
   cpuShareSince,
   type LatencySummary,
   percentile,
+  postgresCpuMark,
+  postgresCpuShareSince,
   round,
   sleep,
   summarize,
@@ -237,17 +239,28 @@ interface IngestRun {
   totalMs: number;
   ack: LatencySummary;
   deviceRowsWritten: number;
+  /** CPU over the run (1.0 = one core): the server process, this machine's PostgreSQL, this one. */
+  cpu: { server: number; postgres: number | null; generator: number };
 }
 
 /** Every agent sends a snapshot at once; resolves when all are acknowledged (committed). */
 async function ingestAll(pool: Pool, fresh: boolean): Promise<IngestRun> {
   pool.stats.snapshotAckMs = [];
   const since = new Date();
+  await pool.server.stats(true);
+  const generator = cpuMark();
+  const postgres = postgresCpuMark();
   const started = performance.now();
   await Promise.all(pool.agents.map((a) => (fresh ? a.restartStream() : a.sendSnapshot())));
   const totalMs = performance.now() - started;
+  const cpu = {
+    server: round((await pool.server.stats(true)).cpuShare, 2),
+    postgres: pool.server.options.mode === 'fleet' ? postgresCpuShareSince(postgres) : null,
+    generator: round(cpuShareSince(generator), 2),
+  };
+  if (cpu.postgres !== null) cpu.postgres = round(cpu.postgres, 2);
   const rows = pool.server.options.mode === 'fleet' ? (await pool.server.count(since)).devices : 0;
-  return { totalMs, ack: summarize(pool.stats.snapshotAckMs), deviceRowsWritten: rows };
+  return { totalMs, ack: summarize(pool.stats.snapshotAckMs), deviceRowsWritten: rows, cpu };
 }
 
 interface SteadyRun {
@@ -267,6 +280,8 @@ interface SteadyRun {
   serverLoopMaxMs: number;
   serverCpuShare: number;
   generatorCpuShare: number;
+  /** Every PostgreSQL process of the machine (null when they cannot be read: a remote server). */
+  postgresCpuShare: number | null;
   dashboard?: Record<string, LatencySummary>;
 }
 
@@ -284,6 +299,7 @@ async function steady(
   stats.pongMs = [];
   await pool.server.stats(true);
   const mark = cpuMark();
+  const postgresMark = postgresCpuMark();
   const received0 = stats.messagesReceived;
   const sent0 = stats.messagesSent;
   const by0 = { ...stats.sent };
@@ -313,6 +329,7 @@ async function steady(
   await ticker;
   const elapsed = (performance.now() - started) / 1000;
   const generatorCpuShare = cpuShareSince(mark);
+  const postgresCpuShare = postgresCpuShareSince(postgresMark);
   const server = await pool.server.stats(true);
   heartbeats.start(BACKGROUND_PING_MS);
   const dashboardSamples = dash === null ? null : await dash;
@@ -334,6 +351,7 @@ async function steady(
     serverLoopMaxMs: round(server.loopDelayMaxMs),
     serverCpuShare: round(server.cpuShare, 2),
     generatorCpuShare: round(generatorCpuShare, 2),
+    postgresCpuShare: postgresCpuShare === null ? null : round(postgresCpuShare, 2),
     ...(dashboardSamples === null
       ? {}
       : {
@@ -498,11 +516,13 @@ async function runDriver(
       cold.push(c);
       const queryable = await ours.server.count();
       log(
-        `cold ingest: ${round(c.totalMs)} ms, ${queryable.devices} device rows, ack p99 ${c.ack.p99} ms`,
+        `cold ingest: ${round(c.totalMs)} ms, ${queryable.devices} device rows, ack p99 ${c.ack.p99} ms; cpu: server ${c.cpu.server}, postgres ${c.cpu.postgres ?? 'n/a'}, generator ${c.cpu.generator}`,
       );
       const r = await ingestAll(ours, false);
       resend.push(r);
-      log(`unchanged resend: ${round(r.totalMs)} ms, ${r.deviceRowsWritten} device rows written`);
+      log(
+        `unchanged resend: ${round(r.totalMs)} ms, ${r.deviceRowsWritten} device rows written; cpu: server ${r.cpu.server}, postgres ${r.cpu.postgres ?? 'n/a'}, generator ${r.cpu.generator}`,
+      );
       if (rep % 2 === 0) bareCold.push(await ingestAll(bare, true));
     }
     const rows = (await ours.server.count()).devices;
@@ -570,7 +590,7 @@ async function runDriver(
         );
         (pool === ours ? oursSteady : bareSteady).push(run);
         log(
-          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms (snapshots ${run.snapshotAck.p99}, deltas ${run.deltaAck.p99}), loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, generator cpu ${run.generatorCpuShare}; offered ${run.offeredPerSecond}/s (pings ${run.offered.pings}, deltas ${run.offered.deltas}, snapshots ${run.offered.snapshots}), ${run.resyncs} resyncs, ${run.welcomes} welcomes`,
+          `steady ${pool === ours ? 'ours' : 'bare'}: ${run.messagesPerSecond} msg/s, ack p99 ${run.ack.p99} ms (snapshots ${run.snapshotAck.count === 0 ? 'none' : run.snapshotAck.p99}, deltas ${run.deltaAck.count === 0 ? 'none' : run.deltaAck.p99}), loop p99 ${run.serverLoopP99Ms} ms, server cpu ${run.serverCpuShare}, postgres cpu ${run.postgresCpuShare ?? 'n/a'}, generator cpu ${run.generatorCpuShare}; offered ${run.offeredPerSecond}/s (pings ${run.offered.pings}, deltas ${run.offered.deltas}, snapshots ${run.offered.snapshots}), ${run.resyncs} resyncs, ${run.welcomes} welcomes`,
         );
       }
     }

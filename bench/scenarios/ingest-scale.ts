@@ -5,40 +5,16 @@
 // A diagnostic, not a bench with targets:
 //   npx tsx scenarios/ingest-scale.ts [hosts=1000] [concurrency=8] [--keep]
 // (--keep leaves the database for a look at its tables; drop it afterwards.)
-import { readdirSync, readFileSync } from 'node:fs';
 import type { SnapshotMessage } from '@vfio-fleet/core';
 import { hosts } from '@vfio-fleet/db';
 import { ingestSnapshot } from '../../apps/web/src/gateway/ingest';
 import { createBenchDatabase } from '../lib/bench-db';
+import { postgresCpuSeconds } from '../lib/stats';
 import { syntheticFleet } from '../lib/synthetic-fleet';
-
-/** CPU seconds of the machine's PostgreSQL processes, by role (from their process titles). */
-function pgCpuSeconds(): Map<string, number> {
-  const byRole = new Map<string, number>();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-      if (!comm.startsWith('postgres')) continue;
-      const title = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      // "postgres: 15/main: root vf_bench_x 127.0.0.1(5678) idle": a client's backend.
-      const role = /\d+\.\d+\.\d+\.\d+\(\d+\)/.test(title)
-        ? 'backends'
-        : (/postgres: [^:]+: ([a-z ]+)/.exec(title)?.[1]?.trim() ?? 'postmaster');
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
-      byRole.set(role, (byRole.get(role) ?? 0) + seconds);
-    } catch {
-      // The process exited meanwhile.
-    }
-  }
-  return byRole;
-}
 
 /** Seconds per role between two readings (a process that exited meanwhile is not counted). */
 function cpuSince(before: Map<string, number>): string {
-  const after = pgCpuSeconds();
+  const after = postgresCpuSeconds();
   const parts: string[] = [];
   let total = 0;
   for (const [role, seconds] of after) {
@@ -72,7 +48,7 @@ for (let i = 0; i < n; i += 500) {
 }
 const t0 = performance.now();
 const cpu0 = process.cpuUsage();
-const pg0 = pgCpuSeconds();
+const pg0 = postgresCpuSeconds();
 let next = 0;
 await Promise.all(
   Array.from({ length: c }, async () => {
