@@ -13,21 +13,17 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
   type AgentMessageForServer,
-  ackMessageSchema,
-  decodeAgentFrame,
   encodeMessage,
   type HelloMessage,
   MAX_SNAPSHOT_MESSAGE_BYTES,
   type ParsedMessage,
   PROTOCOL_VERSION,
   parseAgentMessageForServer,
-  parseDecodedAgentMessageForServer,
   type ServerMessage,
 } from '@vfio-fleet/core';
 import { agentCredentials, type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
 import { and, eq, inArray, lt, lte, sql } from 'drizzle-orm';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
-import { z } from 'zod';
 import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
@@ -39,7 +35,7 @@ import {
   spendEnrollmentToken,
   TokenUseCounter,
 } from './credentials';
-import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot, rawSnapshotHash } from './ingest';
+import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot } from './ingest';
 import { LastSeenWriter } from './last-seen';
 import {
   DEFAULT_FAILED_HELLO_LIMITS,
@@ -51,6 +47,7 @@ import {
   refuseUpgrade,
   remoteAddress,
 } from './rate-limit';
+import { type RawSnapshotFrame, rawSnapshotFrame } from './raw-snapshot';
 
 export interface AgentGatewayDeps {
   db: Database;
@@ -105,13 +102,6 @@ const MAX_PENDING_FRAMES = 8;
 const GATED_FRAME_BYTES = 64 * 1024;
 const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
 
-/** What resendUnchanged reads of a frame before its content is known to be the stored one. */
-const snapshotEnvelopeSchema = z.object({
-  type: z.literal('snapshot'),
-  epoch: ackMessageSchema.shape.epoch,
-  seq: ackMessageSchema.shape.seq,
-});
-
 /** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
 class Gate {
   private active = 0;
@@ -158,7 +148,7 @@ interface Session {
   handling: string;
   /** The hosts.connected_at this connection wrote at hello. */
   connectedAt: Date | null;
-  /** rawSnapshotHash of the snapshot frame being handled, stored with it (see resendUnchanged). */
+  /** The raw hash of the snapshot frame being handled, stored with it (see resendUnchanged). */
   rawHash: string | null;
   /**
    * Whether the host row may hold a raw hash a resent snapshot could match. False when hello found
@@ -434,55 +424,45 @@ export class AgentGateway {
       await this.handleFrame(session, parseAgentMessageForServer(raw), isBinary);
       return;
     }
+    // A resend of the stored snapshot is recognised from its bytes, before the gate: it parses
+    // nothing, so it holds no parsed inventory and need not wait behind the snapshots that do.
+    const view =
+      !isBinary && session.hostId !== null ? rawSnapshotFrame(raw, session.labels) : null;
+    if (
+      view !== null &&
+      session.hostId !== null &&
+      (await this.resendUnchanged(session, session.hostId, view))
+    ) {
+      return;
+    }
     const release = await this.ingestGate.acquire();
     try {
       // It may have closed while waiting: nothing to store for a connection that is gone.
       if (session.ws.readyState !== session.ws.OPEN) return;
-      // Decoded and JSON-parsed once for both paths (a few hundred kilobytes).
-      const decoded = decodeAgentFrame(raw);
-      if (
-        decoded.ok &&
-        session.hostId !== null &&
-        (await this.resendUnchanged(session, session.hostId, decoded.frame.value))
-      ) {
-        return;
-      }
-      await this.handleFrame(
-        session,
-        decoded.ok ? parseDecodedAgentMessageForServer(decoded.frame) : decoded.error,
-        isBinary,
-      );
+      session.rawHash = view?.hash ?? null;
+      await this.handleFrame(session, parseAgentMessageForServer(raw), isBinary);
     } finally {
+      session.rawHash = null;
       release();
     }
   }
 
   /**
-   * A snapshot that is exactly the one this process last stored for the host (same raw hash): the
-   * stream position moves and the agent gets its ack, without validating, assessing or storing
-   * the ~300 KB again. Anything else (not JSON, not a snapshot, another content) returns false and
-   * takes the full path, which validates it and reports what is wrong.
+   * A snapshot frame whose raw hash is the one stored with the host's inventory (raw-snapshot.ts):
+   * the stream position moves and the agent gets its ack, without parsing, validating, assessing
+   * or storing the ~300 KB again. False when it is not (or the host may hold no raw hash): the
+   * caller then takes the full path, which validates the frame and reports what is wrong.
    */
-  private async resendUnchanged(session: Session, hostId: string, value: object): Promise<boolean> {
-    session.rawHash = null;
-    const envelope = snapshotEnvelopeSchema.safeParse(value);
-    const snapshot = (value as { snapshot?: unknown }).snapshot;
-    if (
-      !envelope.success ||
-      typeof snapshot !== 'object' ||
-      snapshot === null ||
-      Array.isArray(snapshot)
-    ) {
-      return false;
-    }
-    const rawHash = rawSnapshotHash(snapshot as Record<string, unknown>, session.labels);
-    session.rawHash = rawHash;
+  private async resendUnchanged(
+    session: Session,
+    hostId: string,
+    view: RawSnapshotFrame,
+  ): Promise<boolean> {
     if (!session.rawHashStored) return false;
     this.touch(session, hostId);
     const started = performance.now();
-    const stream = { epoch: envelope.data.epoch, seq: envelope.data.seq };
-    if (!(await ingestUnchangedSnapshot(this.db, hostId, stream, rawHash))) return false;
-    session.rawHash = null;
+    const stream = { epoch: view.epoch, seq: view.seq };
+    if (!(await ingestUnchangedSnapshot(this.db, hostId, stream, view.hash))) return false;
     this.metrics.ingest('snapshot', (performance.now() - started) / 1000, 0);
     this.metrics.message('snapshot', 'unchanged');
     this.send(session, { type: 'ack', ...stream });

@@ -17,7 +17,7 @@
  * statement without the upserts' comparisons and deletes (@vfio-fleet/db insertFirstInventory),
  * which is what onboarding a fleet costs.
  */
-import { createHash, hash, randomUUID } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import {
   applyDelta,
   assessSnapshot,
@@ -223,7 +223,7 @@ async function store(
   stream: { epoch: string; seq: number },
   labels: Readonly<Record<string, string>> | null,
   hash: string | null,
-  /** rawSnapshotHash of the frame being stored (null: a delta, which no resend can match). */
+  /** The raw hash of the frame being stored (raw-snapshot.ts; null: none, or a delta). */
   rawHash: string | null,
   /**
    * A delta's store: only these devices differ from the stored ones (the rest are not sent to the
@@ -358,29 +358,6 @@ export async function ingestSnapshot(
     if (!isUniqueViolation(error)) throw error;
     return attempt(false);
   }
-}
-
-/**
- * Salt of rawSnapshotHash, new in every server process: a raw hash only ever matches what this
- * process stored itself, so a server upgraded with new readiness rules never skips assessing a
- * host's first snapshot (the inventory hash above then catches an unchanged one).
- */
-const RAW_HASH_SALT = randomUUID();
-
-/**
- * Hash of a snapshot frame's `snapshot` as the agent sent it (after JSON.parse, before any
- * validation), without its collectedAt, and of the session's labels. Equal to the hash stored with
- * the host's last snapshot means the content is the very one this process validated, assessed and
- * stored then, so a resend is acknowledged for the cost of a JSON.parse and one UPDATE: agents
- * resend their whole inventory after every reconnect, and on a fleet that is almost always the
- * same inventory.
- */
-export function rawSnapshotHash(
-  snapshot: Readonly<Record<string, unknown>>,
-  labels: Readonly<Record<string, string>>,
-): string {
-  const { collectedAt: _changesEveryRead, ...content } = snapshot;
-  return `r1:${sha256(`${RAW_HASH_SALT}\n${canonicalJson(labels)}\n${JSON.stringify(content)}`)}`;
 }
 
 /**

@@ -474,7 +474,7 @@ function describeIssues(issues: readonly z.core.$ZodIssue[]): string {
 }
 
 /** A frame that passed the size, UTF-8 and JSON checks: a JSON object not yet validated. */
-export interface DecodedFrame {
+interface DecodedFrame {
   value: object;
   /** Its size in bytes, for the per-type size bound that validation applies. */
   size: number;
@@ -557,24 +557,6 @@ function parseWith<T>(
  */
 export function parseAgentMessage(raw: string | Uint8Array): ParsedMessage<AgentMessage> {
   return parseWith(agentMessageSchema, raw, MAX_SNAPSHOT_MESSAGE_BYTES, BULK_TYPES);
-}
-
-/**
- * The first half of parseAgentMessageForServer (size, UTF-8, JSON): for a server that looks at
- * the parsed value before validating it (a resent snapshot's raw hash), so that a frame of
- * hundreds of kilobytes is decoded and JSON-parsed once. parseDecodedAgentMessageForServer is the
- * second half; the two give exactly what parseAgentMessageForServer gives.
- */
-export function decodeAgentFrame(
-  raw: string | Uint8Array,
-): { ok: true; frame: DecodedFrame } | { ok: false; error: ParsedMessage<never> } {
-  return decodeFrame(raw, MAX_SNAPSHOT_MESSAGE_BYTES);
-}
-
-export function parseDecodedAgentMessageForServer(
-  frame: DecodedFrame,
-): ParsedMessage<AgentMessageForServer> {
-  return validateFrame(agentMessageForServerSchema, frame, BULK_TYPES);
 }
 
 /**
