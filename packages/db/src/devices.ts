@@ -112,7 +112,7 @@ const EXCLUDED_SET = DEVICE_COLUMN_NAMES.split(',')
   .join(', ');
 
 /** The rows of a raw `execute()`: postgres.js returns an array, PGlite `{ rows }`. */
-function rowsOf<T>(result: unknown): T[] {
+export function rowsOf<T>(result: unknown): T[] {
   if (Array.isArray(result)) return result as T[];
   return (result as { rows: T[] }).rows;
 }

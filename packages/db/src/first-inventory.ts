@@ -23,6 +23,7 @@ import {
   deviceRowsFromJsonb,
   groupRowsFromJsonb,
   groupsById,
+  rowsOf,
   textArrayLiteral,
 } from './devices';
 import {
@@ -49,12 +50,6 @@ export interface FirstInventory {
   devices: readonly Device[];
   groups: readonly IommuGroup[];
   labels: Readonly<Record<string, string>>;
-}
-
-/** The rows of a raw `execute()`: postgres.js returns an array, PGlite `{ rows }`. */
-function rowsOf<T>(result: unknown): T[] {
-  if (Array.isArray(result)) return result as T[];
-  return (result as { rows: T[] }).rows;
 }
 
 /**
