@@ -206,20 +206,62 @@ export interface HostTopology {
   listing: IommuGroup[];
 }
 
+/** The host's device links as one JSON array of [address, iommu_group, parent, kind]. */
+function linksSql(hostId: string): SQL<unknown> {
+  return sql`(SELECT coalesce(json_agg(json_build_array(address, iommu_group, parent, kind)), '[]')
+    FROM devices WHERE host_id = ${hostId}::uuid)`;
+}
+
+/** The host's IOMMU groups as one JSON array of [group_id, devices], in group order. */
+function listingSql(hostId: string): SQL<unknown> {
+  return sql`(SELECT coalesce(json_agg(json_build_array(group_id, devices) ORDER BY group_id), '[]')
+    FROM iommu_groups WHERE host_id = ${hostId}::uuid)`;
+}
+
 /**
  * The links (address, IOMMU group, parent, kind) of every device of a host, and its group listing,
  * in one statement that returns one row: each list aggregated into a JSON document, which the
  * client parses whole, instead of hundreds of rows decoded column by column.
  */
 export async function loadHostTopology(tx: Database, hostId: string): Promise<HostTopology> {
-  const result = await tx.execute(sql`
-    SELECT
-      (SELECT coalesce(json_agg(json_build_array(address, iommu_group, parent, kind)), '[]')
-         FROM devices WHERE host_id = ${hostId}) AS links,
-      (SELECT coalesce(json_agg(json_build_array(group_id, devices) ORDER BY group_id), '[]')
-         FROM iommu_groups WHERE host_id = ${hostId}) AS listing`);
+  const result = await tx.execute(
+    sql`SELECT ${linksSql(hostId)} AS links, ${listingSql(hostId)} AS listing`,
+  );
   const [row] = rowsOf<{ links: unknown; listing: unknown }>(result);
   return { links: linksOf(row?.links), listing: listingOf(row?.listing) };
+}
+
+/**
+ * Columns to add to the `SELECT ... FROM hosts WHERE id = hostId FOR UPDATE` that locks a host
+ * row, so that the same statement reads the host's topology (what loadHostTopology reads), saving
+ * a delta a round trip. Pass the row to topologyIfCurrent: under READ COMMITTED a statement that
+ * waited for the lock returns the newest row version but reads everything else, the topology
+ * included, with the snapshot it started with, so a store of the same host that committed while it
+ * waited would be missed. Every write of a host's inventory updates its host row, so that case is
+ * exactly the one where the locked row's version (xmin) is not the version the statement's
+ * snapshot sees; topologyIfCurrent then gives null, and the caller reads it again
+ * (loadHostTopology, now after the lock).
+ */
+export function lockedTopologyColumns(hostId: string) {
+  return {
+    topologyLinks: linksSql(hostId),
+    topologyListing: listingSql(hostId),
+    lockedVersion: sql<string>`hosts.xmin::text`,
+    snapshotVersion: sql<
+      string | null
+    >`(SELECT h.xmin::text FROM hosts h WHERE h.id = ${hostId}::uuid)`,
+  };
+}
+
+/** The topology read with the lock (lockedTopologyColumns), or null when it may be stale. */
+export function topologyIfCurrent(row: {
+  topologyLinks: unknown;
+  topologyListing: unknown;
+  lockedVersion: string;
+  snapshotVersion: string | null;
+}): HostTopology | null {
+  if (row.snapshotVersion !== row.lockedVersion) return null;
+  return { links: linksOf(row.topologyLinks), listing: listingOf(row.topologyListing) };
 }
 
 /** Parsed from our own json_agg, so a mismatch is a bug here: it throws rather than guess. */

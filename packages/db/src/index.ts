@@ -22,11 +22,13 @@ export {
   deviceRow,
   type HostTopology,
   loadHostTopology,
+  lockedTopologyColumns,
   MAX_BIND_PARAMETERS,
   type SyncResult,
   syncHostLabels,
   syncIommuGroups,
   textArrayLiteral,
+  topologyIfCurrent,
   type UpsertResult,
 } from './devices';
 export { type DbEnv, dbEnvSchema, parseDbEnv } from './env';

@@ -40,16 +40,19 @@ import {
   deleteDevicesNotIn,
   deviceJson,
   devices,
+  type HostTopology,
   hostInventoryEmptySql,
   hosts,
   insertFirstInventory,
   iommuGroups,
   isUniqueViolation,
   loadHostTopology,
+  lockedTopologyColumns,
   rollupInputs,
   syncHostLabels,
   syncHostRollups,
   syncIommuGroups,
+  topologyIfCurrent,
 } from '@vfio-fleet/db';
 import { and, asc, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
 
@@ -396,8 +399,13 @@ export function ingestDelta(
   message: DeltaMessage,
 ): Promise<DeltaOutcome> {
   return db.transaction(async (tx): Promise<DeltaOutcome> => {
+    // The lock, and with it the host's topology for a delta of devices (one round trip fewer).
     const [row] = await tx
-      .select({ ...getTableColumns(hosts), asyncCommit: ASYNC_COMMIT })
+      .select({
+        ...getTableColumns(hosts),
+        asyncCommit: ASYNC_COMMIT,
+        ...lockedTopologyColumns(hostId),
+      })
       .from(hosts)
       .where(eq(hosts.id, hostId))
       .for('update');
@@ -414,7 +422,7 @@ export function ingestDelta(
     }
     const stored = { ...row, host };
     return (
-      (await ingestDeltaInScope(tx, hostId, stored, message)) ??
+      (await ingestDeltaInScope(tx, hostId, stored, topologyIfCurrent(row), message)) ??
       ingestDeltaWhole(tx, hostId, stored, message)
     );
   });
@@ -442,6 +450,8 @@ async function ingestDeltaInScope(
   tx: Database,
   hostId: string,
   row: LockedHost,
+  /** The topology read with the lock; null when it may be stale (it is then read again). */
+  lockedTopology: HostTopology | null,
   message: DeltaMessage,
 ): Promise<DeltaOutcome | null> {
   const { delta } = message;
@@ -454,7 +464,7 @@ async function ingestDeltaInScope(
   ) {
     return null;
   }
-  const { links, listing } = await loadHostTopology(tx, hostId);
+  const { links, listing } = lockedTopology ?? (await loadHostTopology(tx, hostId));
   const scope = deltaScope(links, listing, delta);
   if (scope === null) return null;
   const loaded =
