@@ -1,10 +1,9 @@
 import type { Device } from '@vfio-fleet/core';
 import { and, count, eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bulkUpsertDevices,
   type Database,
-  type DbHandle,
   DEVICE_ROW_PARAMETERS,
   DEVICE_ROWS_PER_STATEMENT,
   deleteDevicesNotIn,
@@ -19,7 +18,7 @@ import {
   textArrayLiteral,
 } from '../src/index';
 import { addressOf, blocked, makeDevice } from './fixtures';
-import { createScratch, drivers, inRollback, type Scratch } from './harness';
+import { drivers, inRollback, useMigratedDb } from './harness';
 
 async function newHost(tx: Database, agentId = 'agent-1'): Promise<string> {
   const [row] = await tx.insert(hosts).values({ agentId, hostname: agentId }).returning();
@@ -44,20 +43,10 @@ async function deviceCount(tx: Database, hostId: string): Promise<number> {
 }
 
 describe.each(drivers)('devices on %s', (driver) => {
-  let scratch: Scratch;
-  let handle: DbHandle;
-  beforeAll(async () => {
-    scratch = await createScratch(driver);
-    handle = await scratch.open();
-    await handle.migrate();
-  });
-  afterAll(async () => {
-    await handle?.close();
-    await scratch?.dispose();
-  });
+  const handle = useMigratedDb(driver);
 
   it('stores readiness from the core Device: status, reason codes, first reason, facts', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const gpu = blocked(makeDevice(1), 'shared-group');
       const result = await bulkUpsertDevices(tx, hostId, [makeDevice(0), gpu]);
@@ -82,7 +71,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('writes nothing when the same devices are sent again, and only the changed one after', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const list = Array.from({ length: 50 }, (_, i) => makeDevice(i));
       expect((await bulkUpsertDevices(tx, hostId, list)).written).toBe(50);
@@ -114,7 +103,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('writes more rows than a VALUES insert could bind in one statement', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const total = DEVICE_ROWS_PER_STATEMENT * 2 + 17;
       // As a multi-row VALUES insert this would need more parameters than PostgreSQL accepts.
@@ -130,7 +119,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('derives exactly the columns deviceRow() computes, nulls and reason order included', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const plain = makeDevice(0);
       const variants: Device[] = [
@@ -182,7 +171,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('takes an empty list without a statement', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       expect(await bulkUpsertDevices(tx, hostId, [])).toEqual({
         written: 0,
@@ -192,7 +181,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('keeps the last report of an address listed twice', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const first = makeDevice(0);
       const second = { ...makeDevice(0), driver: 'vfio-pci' };
@@ -202,7 +191,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('proves the limit is real: one statement over it is refused', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const total = Math.floor(MAX_BIND_PARAMETERS / DEVICE_ROW_PARAMETERS) + 1;
       const list = Array.from({ length: total }, (_, i) => makeDevice(i));
@@ -222,7 +211,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('deleteDevicesNotIn removes only that host’s devices missing from the list', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostA = await newHost(tx, 'agent-a');
       const hostB = await newHost(tx, 'agent-b');
       const list = Array.from({ length: 10 }, (_, i) => makeDevice(i));
@@ -240,7 +229,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('deleteDevicesNotIn takes any number of addresses in one parameter', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       await bulkUpsertDevices(tx, hostId, [makeDevice(0), makeDevice(1)]);
       const many = Array.from({ length: 70_000 }, (_, i) => `0001:00:00.${i % 8}-${i}`);
@@ -249,7 +238,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('array literals survive quotes and backslashes', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const values = ['plain', 'with "quotes"', 'back\\slash', 'comma,brace{}', ''];
       const result = await tx.execute(
         sql`select ${textArrayLiteral(values)}::text[] = ${sql.raw(
@@ -261,7 +250,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('deleting a host deletes its devices, labels and IOMMU groups', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const other = await newHost(tx, 'agent-other');
       for (const id of [hostId, other]) {
@@ -280,7 +269,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('syncIommuGroups writes new and changed groups only, and drops vanished ones', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const groups = [
         { id: 1, devices: [addressOf(0)] },
@@ -303,7 +292,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('syncHostLabels rewrites changed values only and deletes removed keys', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx);
       const labels = { rack: 'r1', 'example.com/tier': 'gpu', 'with "quote"': 'x' };
       expect(await syncHostLabels(tx, hostId, labels)).toEqual({ written: 3, deleted: 0 });
@@ -324,7 +313,7 @@ describe.each(drivers)('devices on %s', (driver) => {
     }));
 
   it('each test ran in a rolled-back transaction: the database is empty again', async () => {
-    const [row] = await handle.db.select({ n: count() }).from(hosts);
+    const [row] = await handle().db.select({ n: count() }).from(hosts);
     expect(row?.n).toBe(0);
   });
 });

@@ -3,11 +3,10 @@
 // already holds inventory rather than write over it.
 import type { Device, IommuGroup } from '@vfio-fleet/core';
 import { sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bulkUpsertDevices,
   type Database,
-  type DbHandle,
   hostInventoryEmptySql,
   hosts,
   insertFirstInventory,
@@ -17,7 +16,7 @@ import {
   syncIommuGroups,
 } from '../src/index';
 import { addressOf, blocked, makeDevice } from './fixtures';
-import { createScratch, drivers, inRollback, type Scratch } from './harness';
+import { drivers, inRollback, useMigratedDb } from './harness';
 
 async function newHost(tx: Database, agentId: string): Promise<string> {
   const [row] = await tx.insert(hosts).values({ agentId, hostname: agentId }).returning();
@@ -89,20 +88,10 @@ function mixedInventory(): { devices: Device[]; groups: IommuGroup[] } {
 }
 
 describe.each(drivers)('first inventory on %s', (driver) => {
-  let scratch: Scratch;
-  let handle: DbHandle;
-  beforeAll(async () => {
-    scratch = await createScratch(driver);
-    handle = await scratch.open();
-    await handle.migrate();
-  });
-  afterAll(async () => {
-    await handle?.close();
-    await scratch?.dispose();
-  });
+  const handle = useMigratedDb(driver);
 
   it('stores exactly what the upserts, the syncs and the rollups store', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const { devices, groups } = mixedInventory();
       const labels = { rack: 'r7', 'example.com/tier': 'gpu', 'with "quote"': 'x' };
 
@@ -145,7 +134,7 @@ describe.each(drivers)('first inventory on %s', (driver) => {
     }));
 
   it('refuses a host that already holds inventory, and writes nothing', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const { devices, groups } = mixedInventory();
       for (const [name, prepare] of [
         ['a device', (h: string) => bulkUpsertDevices(tx, h, [makeDevice(3)])],
@@ -168,7 +157,7 @@ describe.each(drivers)('first inventory on %s', (driver) => {
     }));
 
   it('takes an inventory without devices or groups', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'bare');
       expect(
         await insertFirstInventory(tx, hostId, { devices: [], groups: [], labels: { a: '1' } }),

@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
+import { afterAll, beforeAll } from 'vitest';
 import { createDb, type Database, type DbDriver, type DbHandle } from '../src/index';
 
 export const maintenanceUrl = process.env.DATABASE_URL || undefined;
@@ -43,6 +44,28 @@ export async function createScratch(driver: DbDriver): Promise<Scratch> {
       await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
       await admin.end({ timeout: 5 });
     },
+  };
+}
+
+/**
+ * For a describe block: a migrated scratch database of `driver`, opened before its tests and
+ * dropped after them. The returned function gives the handle inside a test.
+ */
+export function useMigratedDb(driver: DbDriver): () => DbHandle {
+  let scratch: Scratch | undefined;
+  let handle: DbHandle | undefined;
+  beforeAll(async () => {
+    scratch = await createScratch(driver);
+    handle = await scratch.open();
+    await handle.migrate();
+  });
+  afterAll(async () => {
+    await handle?.close();
+    await scratch?.dispose();
+  });
+  return () => {
+    if (handle === undefined) throw new Error('the scratch database is not open yet');
+    return handle;
   };
 }
 

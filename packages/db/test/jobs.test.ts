@@ -1,9 +1,8 @@
 import { eq } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ACTIVE_JOB_STATES,
   type Database,
-  type DbHandle,
   hosts,
   JOB_STATES,
   type JobState,
@@ -12,7 +11,7 @@ import {
   type NewJobRow,
   users,
 } from '../src/index';
-import { createScratch, drivers, inRollback, rejectsWithState, type Scratch } from './harness';
+import { drivers, inRollback, rejectsWithState, useMigratedDb } from './harness';
 
 const UNIQUE_VIOLATION = '23505';
 const CHECK_VIOLATION = '23514';
@@ -44,20 +43,10 @@ function insertJob(tx: Database, values: NewJobRow) {
 }
 
 describe.each(drivers)('jobs on %s', (driver) => {
-  let scratch: Scratch;
-  let handle: DbHandle;
-  beforeAll(async () => {
-    scratch = await createScratch(driver);
-    handle = await scratch.open();
-    await handle.migrate();
-  });
-  afterAll(async () => {
-    await handle?.close();
-    await scratch?.dispose();
-  });
+  const handle = useMigratedDb(driver);
 
   it.each(ACTIVE_JOB_STATES)('refuses a second active job for a group that has a %s one', (state) =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'agent-1');
       await insertJob(tx, job(hostId, 12, state));
       for (const second of ACTIVE_JOB_STATES) {
@@ -69,7 +58,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
   );
 
   it('allows a new job once the active one finished, and any number of finished ones', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'agent-1');
       const first = await insertJob(tx, job(hostId, 12));
       await tx
@@ -87,7 +76,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
     }));
 
   it('keeps groups and hosts apart: the same group number on another host is another group', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostA = await newHost(tx, 'agent-a');
       const hostB = await newHost(tx, 'agent-b');
       await insertJob(tx, job(hostA, 12));
@@ -96,7 +85,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
     }));
 
   it('refuses moving a second job of the group back to an active state', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'agent-1');
       const done = await insertJob(tx, job(hostId, 12, 'failed'));
       await insertJob(tx, job(hostId, 12, 'running'));
@@ -107,7 +96,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
     }));
 
   it('refuses values outside the closed sets (check constraints)', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'agent-1');
       const bogusState = tx.transaction((sp) =>
         sp.execute(
@@ -124,7 +113,7 @@ describe.each(drivers)('jobs on %s', (driver) => {
     }));
 
   it('records job events and deletes them with the job', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'agent-1');
       const [user] = await tx
         .insert(users)

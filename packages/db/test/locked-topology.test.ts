@@ -2,11 +2,10 @@
 // its row must be what loadHostTopology reads, and must be refused when that statement waited
 // for a store of the same host that changed it (READ COMMITTED reads it from the older snapshot).
 import { eq, sql } from 'drizzle-orm';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bulkUpsertDevices,
   type Database,
-  type DbHandle,
   hosts,
   loadHostTopology,
   lockedTopologyColumns,
@@ -14,7 +13,7 @@ import {
   topologyIfCurrent,
 } from '../src/index';
 import { addressOf, makeDevice } from './fixtures';
-import { createScratch, drivers, inRollback, type Scratch } from './harness';
+import { drivers, inRollback, useMigratedDb } from './harness';
 
 function lockWithTopology(tx: Database, hostId: string) {
   return tx
@@ -31,20 +30,10 @@ async function newHost(tx: Database, agentId: string): Promise<string> {
 }
 
 describe.each(drivers)('locked topology on %s', (driver) => {
-  let scratch: Scratch;
-  let handle: DbHandle;
-  beforeAll(async () => {
-    scratch = await createScratch(driver);
-    handle = await scratch.open();
-    await handle.migrate();
-  });
-  afterAll(async () => {
-    await handle?.close();
-    await scratch?.dispose();
-  });
+  const handle = useMigratedDb(driver);
 
   it('reads with the lock what loadHostTopology reads', () =>
-    inRollback(handle.db, async (tx) => {
+    inRollback(handle().db, async (tx) => {
       const hostId = await newHost(tx, 'topology');
       await bulkUpsertDevices(tx, hostId, [
         makeDevice(0, { kind: 'bridge', iommuGroup: 1 }),
@@ -71,7 +60,7 @@ describe.each(drivers)('locked topology on %s', (driver) => {
   it.runIf(driver === 'postgres')(
     'refuses the topology when the lock waited for a store that changed it',
     async () => {
-      const db = handle.db;
+      const db = handle().db;
       const hostId = await newHost(db, `raced-${Math.random()}`);
       await bulkUpsertDevices(db, hostId, [makeDevice(0)]);
       let release = () => {};
