@@ -11,7 +11,7 @@ export type ChildRequest =
   | { id: number; cmd: 'token' }
   | { id: number; cmd: 'reset-fleet' }
   | { id: number; cmd: 'reset-inventory' }
-  | { id: number; cmd: 'analyze-if-no-autovacuum' }
+  | { id: number; cmd: 'vacuum-analyze-if-no-autovacuum' }
   | { id: number; cmd: 'count'; since?: string }
   | { id: number; cmd: 'session' }
   | { id: number; cmd: 'create-jobs'; jobs: JobSpec[] }
