@@ -5,7 +5,7 @@
  * `npm install`'s prepare) must have produced apps/web/.next.
  */
 import { existsSync } from 'node:fs';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import { ServerError } from './errors';
 
@@ -47,7 +47,11 @@ export async function createNextHandler(options: { dir?: string } = {}): Promise
   const createNext = (
     typeof mod === 'function' ? mod : mod.default
   ) as typeof import('next').default;
-  const app = createNext({ dev: false, dir });
+  // Next.js attaches an `upgrade` listener to the server of its first request unless given one of
+  // its own, and that listener leaves a socket it has no route for open (the leak upgrade.ts
+  // closes). It gets a server that never listens: the gateway answers every upgrade on the port. A
+  // dev server's HMR socket would have to be routed there explicitly (app.getUpgradeHandler()).
+  const app = createNext({ dev: false, dir, httpServer: createServer() });
   await app.prepare();
   const handle = app.getRequestHandler();
   return {

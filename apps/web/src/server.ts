@@ -13,11 +13,13 @@ import { AgentDownloads, DEFAULT_DOWNLOADS_DIR } from './downloads/agent-downloa
 import { createDownloadsHandler, isDownloadsPath } from './downloads/downloads-handler';
 import { AgentGateway } from './gateway/agent-gateway';
 import type { FailedHelloLimits, FrameLimits } from './gateway/rate-limit';
+import { HTTP_SERVER_TIMEOUTS } from './gateway/upgrade';
 import { JobDispatcher, type JobDispatcherDeps } from './jobs/dispatcher';
 import type { Logger } from './logger';
 import type { NextHandler } from './next-handler';
 import { withDeadline } from './ops/deadline';
 import { FleetMetrics } from './ops/metrics';
+import { requestUrl } from './request-url';
 
 export interface StartServerOptions {
   port: number;
@@ -167,8 +169,12 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     sessionTtlHours: options.sessionTtlHours,
     loginLimiters: options.loginLimiters,
   });
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+  const server = createServer(HTTP_SERVER_TIMEOUTS, (req: IncomingMessage, res: ServerResponse) => {
+    const url = requestUrl(req);
+    if (url === null) {
+      sendJson(res, 400, { error: 'the request target is not a valid URL' });
+      return;
+    }
     if (req.method === 'GET' && url.pathname === '/api/health') {
       health(db, gateway).then(
         (body) => sendJson(res, body.ok ? 200 : 503, body),

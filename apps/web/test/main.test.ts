@@ -1,6 +1,5 @@
 // The entry point as a real process: env parsing, migrations on start, /api/health, and a clean
 // exit on SIGTERM. PGlite in a temporary data directory (main reads the same env a user sets).
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,9 +9,9 @@ import { parseServerEnv } from '../src/env';
 import { ServerError } from '../src/errors';
 import type { Health } from '../src/server';
 import { poll, scanJson } from './helpers/harness';
+import { startMain } from './helpers/main-process';
 import { scrape } from './helpers/scrape';
 
-const webDir = path.resolve(import.meta.dirname, '..');
 let tmp: string;
 
 beforeAll(async () => {
@@ -21,22 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-function startMain(env: Record<string, string>): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: webDir,
-    env: { ...process.env, DATABASE_URL: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    output += chunk;
-  });
-  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-    output += chunk;
-  });
-  return { child, output: () => output };
-}
 
 describe('main.ts', () => {
   it('migrates, serves /api/health and exits 0 on SIGTERM', async () => {

@@ -28,6 +28,7 @@ import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
+import { requestUrl } from '../request-url';
 import {
   issueCredential,
   registerDisconnect,
@@ -35,6 +36,7 @@ import {
   spendEnrollmentToken,
   TokenUseCounter,
 } from './credentials';
+import { Gate } from './gate';
 import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot } from './ingest';
 import { LastSeenWriter } from './last-seen';
 import {
@@ -44,10 +46,10 @@ import {
   type FailedHelloLimits,
   FrameBucket,
   type FrameLimits,
-  refuseUpgrade,
   remoteAddress,
 } from './rate-limit';
 import { type RawSnapshotFrame, rawSnapshotFrame } from './raw-snapshot';
+import { answerUpgrade } from './upgrade';
 
 export interface AgentGatewayDeps {
   db: Database;
@@ -101,30 +103,22 @@ const MAX_PENDING_FRAMES = 8;
  */
 const GATED_FRAME_BYTES = 64 * 1024;
 const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
-
-/** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
-class Gate {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
-
-  async acquire(): Promise<() => void> {
-    if (this.active >= this.limit) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    } else {
-      this.active += 1;
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiting.shift();
-      // The slot passes straight to the next waiter, so `active` only drops when none waits.
-      if (next !== undefined) next();
-      else this.active -= 1;
-    };
-  }
-}
+/**
+ * How long a closing handshake may take before the socket is destroyed (ws's default: 30 s). A
+ * peer that never answers the close frame (a silent pre-auth socket, a flooder whose socket is
+ * not being read) would otherwise hold its connection that much past its deadline.
+ */
+export const CLOSE_GRACE_MS = 1_000;
+/**
+ * ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
+ * largest legal message (a snapshot) is ever held in memory. A constant, not a literal in the
+ * call: @types/ws lacks ws's closeTimeout.
+ */
+const WSS_OPTIONS = {
+  noServer: true,
+  maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES,
+  closeTimeout: CLOSE_GRACE_MS,
+};
 
 interface Session {
   ws: WebSocket;
@@ -207,9 +201,7 @@ export class AgentGateway {
         this.logger.error({ err: error, hosts: count }, 'writing last_seen_at failed'),
       Math.min(LAST_SEEN_BATCH_MS, this.lastSeenWriteMs / 4),
     );
-    // ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
-    // largest legal message (a snapshot) is ever held in memory.
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES });
+    this.wss = new WebSocketServer(WSS_OPTIONS);
     this.wss.on('connection', (ws, request: IncomingMessage) => this.accept(ws, request));
     this.metrics = deps.metrics ?? NO_GATEWAY_METRICS;
     this.frameLimits = deps.frameLimits ?? DEFAULT_FRAME_LIMITS;
@@ -230,18 +222,32 @@ export class AgentGateway {
     return this.byAgent.size;
   }
 
+  /**
+   * Answers every upgrade request on `server`: the agents' path is handed to the WebSocket
+   * handshake, any other gets 404 (nothing else on this port speaks WebSocket: next-handler.ts
+   * keeps Next.js from listening for upgrades), and a target that is not a URL 400 (upgrade.ts).
+   */
   attach(server: Server, path = '/api/agent'): void {
     const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-      const url = new URL(request.url ?? '/', 'http://localhost');
-      // Other paths belong to whoever else listens for upgrades (Next.js's dev HMR, later).
-      if (url.pathname !== path) return;
+      const url = requestUrl(request);
+      if (url === null) {
+        answerUpgrade(socket, 400, 'the request target is not a valid URL');
+        return;
+      }
+      if (url.pathname !== path) {
+        answerUpgrade(socket, 404, `no WebSocket endpoint here; agents connect to ${path}`);
+        return;
+      }
       const address = remoteAddress(request, this.trustProxy);
       if (this.failedHellos.blocked(address)) {
         this.metrics.rateLimited('failed-hellos');
         this.logger.warn({ address }, 'agent upgrade refused: too many failed hellos');
-        refuseUpgrade(socket, this.failedHellos.retryAfterSeconds(address));
+        answerUpgrade(socket, 429, 'too many failed agent logins from this address', {
+          'Retry-After': this.failedHellos.retryAfterSeconds(address),
+        });
         return;
       }
+      // ws answers a malformed handshake (400) itself and destroys the socket.
       this.wss.handleUpgrade(request, socket, head, (ws) =>
         this.wss.emit('connection', ws, request),
       );

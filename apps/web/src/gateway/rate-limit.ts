@@ -13,7 +13,6 @@
  *   read.
  */
 import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
 
 export interface FrameLimits {
   /** Frames a connection may send at once (the bucket's size). */
@@ -163,12 +162,4 @@ export function remoteAddress(request: IncomingMessage, trustProxy: boolean): st
 /** `::ffff:1.2.3.4` (IPv4 on a dual-stack socket) is 1.2.3.4: one address, one budget. */
 function normalizeAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
-
-/** Writes a 429 on a raw upgrade socket (no handshake happened) and closes it. */
-export function refuseUpgrade(socket: Duplex, retryAfterSeconds: number): void {
-  const body = 'too many failed agent logins from this address\n';
-  socket.end(
-    `HTTP/1.1 429 Too Many Requests\r\nRetry-After: ${retryAfterSeconds}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-  );
 }
