@@ -24,6 +24,7 @@ import {
   startAgent,
   startFleet,
 } from './helpers/harness';
+import { memoryLogger } from './helpers/memory-logger';
 import { scrape } from './helpers/scrape';
 
 let tmp: string;
@@ -39,6 +40,10 @@ afterAll(async () => {
 
 const FRAME_LIMITS = { burst: 20, perSecond: 50, maxThrottledMs: 5_000 };
 const FAILED_HELLO_LIMITS = { maxFailures: 5, windowMs: 60_000 };
+/** How long the server waits for a close frame before it destroys the socket. */
+const CLOSE_GRACE_MS = 1_000;
+/** Scheduling on a loaded 2-core machine. */
+const SLACK_MS = 1_500;
 
 /** Opens a WebSocket as if through the trusted proxy, for `address`; the HTTP status it got. */
 function upgradeStatus(wsUrl: string, forwardedFor: string): Promise<number> {
@@ -67,7 +72,13 @@ describe('the limiters on a fake clock', () => {
       'ok',
     ]);
     // One frame over: -1 token, paused until 1 frame is earned back (2 tokens at 2/s = 1 s).
-    expect(bucket.take()).toEqual({ kind: 'throttle', pauseMs: 1_000, throttledForMs: 0 });
+    expect(bucket.take()).toEqual({
+      kind: 'throttle',
+      pauseMs: 1_000,
+      throttledForMs: 0,
+      started: true,
+    });
+    expect(bucket.overdue()).toBeNull();
     // A flooder: sends again the moment reading resumes. Every frame it sends is counted (and the
     // gateway handles each), but over time no faster than the refill rate allows, with one frame
     // of debt; once throttled without a break for over maxThrottledMs, it is closed.
@@ -81,9 +92,27 @@ describe('the limiters on a fake clock', () => {
     expect(verdict.throttledForMs).toBeGreaterThan(2_000);
     expect(frames).toBeLessThanOrEqual(3 + (now / 1000) * 2 + 2);
     expect(frames).toBeGreaterThan(5);
+    expect(bucket.overdue()).toBe(verdict.throttledForMs);
     // Quiet long enough to refill the whole bucket: the throttled stretch is over.
     now = 10_000;
     expect(bucket.take().kind).toBe('ok');
+  });
+
+  it('ends a pause at the stretch deadline at the latest, however deep the debt', () => {
+    let now = 0;
+    const bucket = new FrameBucket({ burst: 2, perSecond: 1, maxThrottledMs: 3_000 }, () => now);
+    bucket.take();
+    bucket.take();
+    // A pile of frames read in one go (what a paused socket's buffers hold when it resumes).
+    const verdicts = Array.from({ length: 100 }, () => bucket.take());
+    expect(verdicts.filter((v) => v.kind === 'throttle' && v.started)).toHaveLength(1);
+    const last = verdicts.at(-1);
+    // 100 frames of debt at 1/s would pause 101 s: the pause stops just past the 3 s deadline.
+    expect(last).toEqual({ kind: 'throttle', pauseMs: 3_001, throttledForMs: 0, started: false });
+    now = 2_999;
+    expect(bucket.overdue()).toBeNull();
+    now = 3_001;
+    expect(bucket.overdue()).toBe(3_001);
   });
 
   it('counts failed hellos per address in a sliding window', () => {
@@ -111,6 +140,7 @@ describe('the limiters on a fake clock', () => {
 });
 
 describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
+  const log = memoryLogger();
   let fleet: Fleet;
   let honest: AgentProcess;
   let honestHostId: string;
@@ -122,6 +152,7 @@ describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
       frameLimits: FRAME_LIMITS,
       failedHelloLimits: FAILED_HELLO_LIMITS,
       trustProxy: true,
+      logger: log.logger,
     });
     // A real agent, pinging every second and rescanning every second: it must never be slowed.
     const root = path.join(tmp, `honest-${driver}`);
@@ -202,9 +233,11 @@ describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
     expect(honest.stderr()).not.toContain('rate-limited');
   });
 
-  it('closes a connection that stays over the limit with a fatal rate-limited error', async () => {
+  it('closes a connection that stays over the limit at its deadline, logging the stretch once', async () => {
     const flooder = await enrolledRaw();
+    const agentId = flooder.received.find((m) => m.type === 'welcome')?.agentId;
     let sent = 0;
+    const started = performance.now();
     // Keeps the bucket empty for longer than maxThrottledMs; paused reading makes the client's
     // own buffer grow, so the loop also stops once plenty is queued.
     const timer = setInterval(() => {
@@ -216,8 +249,16 @@ describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
     }, 20);
     try {
       const error = await flooder.next('error', 0, 60_000);
+      const errorAfterMs = performance.now() - started;
       expect(error).toMatchObject({ code: 'rate-limited', fatal: true });
       expect(await flooder.closed(10_000)).toBe(1008);
+      const closedAfterMs = performance.now() - started;
+      // The burst is spent by the first frames, so the stretch starts with the flood: the error
+      // comes at maxThrottledMs, and the socket is gone a close grace later though the server is
+      // not reading it (the client's answering close frame is never read).
+      expect(errorAfterMs).toBeGreaterThanOrEqual(FRAME_LIMITS.maxThrottledMs - 100);
+      expect(errorAfterMs).toBeLessThan(FRAME_LIMITS.maxThrottledMs + SLACK_MS);
+      expect(closedAfterMs - errorAfterMs).toBeLessThan(CLOSE_GRACE_MS + SLACK_MS);
     } finally {
       clearInterval(timer);
       flooder.close();
@@ -225,6 +266,14 @@ describe.each(drivers)('per-agent rate limits (%s)', (driver) => {
     // Throttled, not dropped: it got far fewer pongs than it sent pings before being cut off.
     const pongs = flooder.received.filter((m) => m.type === 'pong').length;
     expect(pongs).toBeLessThan(sent);
+    // Thousands of frames over the rate, two lines: the stretch and the close.
+    const rateLines = log
+      .lines()
+      .filter((line) => line.agentId === agentId && /frame rate/.test(String(line.msg)));
+    expect(rateLines.map((line) => line.msg)).toEqual([
+      'agent connection over its frame rate: reading paused',
+      'agent connection closed: over its frame rate for too long',
+    ]);
     expect(honest.child.exitCode).toBeNull();
     expect(honest.stderr()).not.toContain('rate-limited');
   });

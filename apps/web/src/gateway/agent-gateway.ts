@@ -386,33 +386,48 @@ export class AgentGateway {
     });
   }
 
-  /** Counts a frame against the connection's bucket: pauses reading, or closes the connection. */
+  /**
+   * Counts a frame against the connection's bucket: pauses reading, or closes the connection once
+   * it has been over its rate for maxThrottledMs (checked when a pause ends, so the close is on
+   * time). Logged once per throttled stretch, not per frame.
+   */
   private limitRate(session: Session): void {
+    // A connection being closed is past limiting: the frames it still delivers change nothing.
+    if (session.ws.readyState !== session.ws.OPEN) return;
     const verdict = session.bucket.take();
     if (verdict.kind === 'ok' || session.throttle !== null) return;
     if (verdict.kind === 'close') {
-      this.metrics.rateLimited('frames');
-      this.logger.warn(
-        { agentId: session.agentId, address: session.address, ms: verdict.throttledForMs },
-        'agent connection closed: over its frame rate for too long',
-      );
-      this.fatal(
-        session,
-        'rate-limited',
-        `more than ${this.frameLimits.perSecond} frames a second for over ${Math.round(this.frameLimits.maxThrottledMs / 1000)} s`,
-      );
+      this.closeThrottled(session, verdict.throttledForMs);
       return;
     }
-    this.metrics.rateLimited('frames');
-    this.logger.debug(
-      { agentId: session.agentId, pauseMs: verdict.pauseMs },
-      'agent connection over its frame rate: reading paused',
-    );
+    if (verdict.started) {
+      this.metrics.rateLimited('frames');
+      this.logger.warn(
+        { agentId: session.agentId, address: session.address },
+        'agent connection over its frame rate: reading paused',
+      );
+    }
     session.ws.pause();
     session.throttle = setTimeout(() => {
       session.throttle = null;
-      this.resumeIfAllowed(session);
+      const overdue = session.bucket.overdue();
+      if (overdue !== null) this.closeThrottled(session, overdue);
+      else this.resumeIfAllowed(session);
     }, verdict.pauseMs);
+  }
+
+  private closeThrottled(session: Session, throttledForMs: number): void {
+    if (session.ws.readyState !== session.ws.OPEN) return;
+    this.metrics.rateLimited('frames');
+    this.logger.warn(
+      { agentId: session.agentId, address: session.address, ms: Math.round(throttledForMs) },
+      'agent connection closed: over its frame rate for too long',
+    );
+    this.fatal(
+      session,
+      'rate-limited',
+      `more than ${this.frameLimits.perSecond} frames a second for over ${Math.round(this.frameLimits.maxThrottledMs / 1000)} s`,
+    );
   }
 
   /** Reading resumes only when neither the frame rate nor the queue of pending frames holds it. */

@@ -43,14 +43,23 @@ export const DEFAULT_FAILED_HELLO_LIMITS: FailedHelloLimits = {
 export type TakeResult =
   /** Within the limit. */
   | { kind: 'ok' }
-  /** Over it: stop reading for `pauseMs`; `throttledForMs`: how long this stretch has lasted. */
-  | { kind: 'throttle'; pauseMs: number; throttledForMs: number }
+  /**
+   * Over it: stop reading for `pauseMs` (never past the stretch's deadline, so the close is not
+   * late); `throttledForMs`: how long this stretch has lasted; `started`: this frame began it.
+   */
+  | { kind: 'throttle'; pauseMs: number; throttledForMs: number; started: boolean }
   /** Throttled without a break for longer than maxThrottledMs. */
   | { kind: 'close'; throttledForMs: number };
 
 /**
  * A token bucket that may go into debt: a frame already received is always counted (and handled),
  * and the debt says how long reading must pause before the sender has earned its next frame.
+ *
+ * A paused connection sends no frames, so the stretch's length cannot be measured at frame
+ * arrivals alone: the frames its TCP buffers held when reading resumed deepen the debt, the next
+ * pause grows with it, and the close would wait for the first frame after that pause, long past
+ * maxThrottledMs. Pauses therefore end at the deadline at the latest, and the gateway asks
+ * overdue() when one ends.
  */
 export class FrameBucket {
   private tokens: number;
@@ -68,6 +77,30 @@ export class FrameBucket {
 
   /** Counts one received frame. */
   take(): TakeResult {
+    const now = this.refill();
+    this.tokens -= 1;
+    if (this.tokens >= 0) return { kind: 'ok' };
+    const started = this.throttledSince === null;
+    this.throttledSince ??= now;
+    const throttledForMs = now - this.throttledSince;
+    if (throttledForMs > this.limits.maxThrottledMs) return { kind: 'close', throttledForMs };
+    // Until the debt is paid and one more frame is earned, or just past the deadline.
+    const pauseMs = Math.min(
+      Math.ceil(((1 - this.tokens) / this.limits.perSecond) * 1000),
+      Math.floor(this.limits.maxThrottledMs - throttledForMs) + 1,
+    );
+    return { kind: 'throttle', pauseMs, throttledForMs, started };
+  }
+
+  /** How long the current stretch has lasted, when that is longer than maxThrottledMs; else null. */
+  overdue(): number | null {
+    const now = this.refill();
+    if (this.throttledSince === null) return null;
+    const throttledForMs = now - this.throttledSince;
+    return throttledForMs > this.limits.maxThrottledMs ? throttledForMs : null;
+  }
+
+  private refill(): number {
     const now = this.now();
     this.tokens = Math.min(
       this.limits.burst,
@@ -77,14 +110,7 @@ export class FrameBucket {
     // A full bucket means the sender stayed quiet long enough to earn a whole burst back: whatever
     // it did before is forgiven. A flooder resumed at a zero balance never gets here.
     if (this.tokens >= this.limits.burst) this.throttledSince = null;
-    this.tokens -= 1;
-    if (this.tokens >= 0) return { kind: 'ok' };
-    this.throttledSince ??= now;
-    const throttledForMs = now - this.throttledSince;
-    if (throttledForMs > this.limits.maxThrottledMs) return { kind: 'close', throttledForMs };
-    // Until the debt is paid and one more frame is earned.
-    const pauseMs = Math.ceil(((1 - this.tokens) / this.limits.perSecond) * 1000);
-    return { kind: 'throttle', pauseMs, throttledForMs };
+    return now;
   }
 }
 

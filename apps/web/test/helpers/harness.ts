@@ -8,7 +8,7 @@ import { parseServerMessage, type ServerMessage } from '@vfio-fleet/core';
 import { createDb, type Database, type DbDriver, type DbHandle } from '@vfio-fleet/db';
 import postgres from 'postgres';
 import { WebSocket } from 'ws';
-import { createLogger } from '../../src/logger';
+import { createLogger, type Logger } from '../../src/logger';
 import { type RunningServer, type StartServerOptions, startServer } from '../../src/server';
 
 const maintenanceUrl = process.env.DATABASE_URL || undefined;
@@ -74,6 +74,8 @@ export async function startFleet(
     offlineAfterSeconds?: number;
     helloTimeoutMs?: number;
     jobs?: StartServerOptions['jobs'];
+    /** Default: silent (debug with VFIO_FLEET_TEST_LOG=1). */
+    logger?: Logger;
   } & Pick<
     StartServerOptions,
     | 'frameLimits'
@@ -95,8 +97,10 @@ export async function startFleet(
       db: handle.db,
       apiDb: handle.apiDb,
       listen: handle.listen,
-      logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
       ...options,
+      logger:
+        options.logger ??
+        createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
     });
   let server = await start(0);
   const port = Number(new URL(server.url).port);
