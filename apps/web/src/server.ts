@@ -12,7 +12,8 @@ import type { LoginLimiters } from './api/trpc';
 import { AgentDownloads, DEFAULT_DOWNLOADS_DIR } from './downloads/agent-downloads';
 import { createDownloadsHandler, isDownloadsPath } from './downloads/downloads-handler';
 import { AgentGateway } from './gateway/agent-gateway';
-import type { FailedHelloLimits, FrameLimits } from './gateway/rate-limit';
+import type { FailedHelloLimits } from './gateway/hello-guard';
+import type { FrameLimits } from './gateway/rate-limit';
 import { HTTP_SERVER_TIMEOUTS } from './gateway/upgrade';
 import { JobDispatcher, type JobDispatcherDeps } from './jobs/dispatcher';
 import type { Logger } from './logger';
@@ -41,7 +42,7 @@ export interface StartServerOptions {
   trustProxy?: boolean;
   /** Per-connection frame rate (tests shorten it). */
   frameLimits?: FrameLimits;
-  /** Failed hellos per address before 429 (tests shorten it). */
+  /** Failed hellos per address before unknown agents' hellos are refused (tests shorten it). */
   failedHelloLimits?: FailedHelloLimits;
   /** Snapshots parsed and stored at once, server-wide (the gateway's default: 4). */
   maxConcurrentIngests?: number;

@@ -1,14 +1,3 @@
-/**
- * The agents' WebSocket endpoint (`/api/agent`, protocol v1 of docs/protocol.md, server side).
- *
- * It shares the HTTP server with everything else on the port (Next.js next), so it only claims
- * upgrade requests for its own path. Every frame is size-bounded and parsed by core's
- * parseAgentMessageForServer (which drops the agent's readiness verdicts unread: the server
- * assesses the facts itself); the host a message is stored under is the one the credential belongs to,
- * never a name or machine-id the payload claims. A connection's messages are handled one at a time
- * (a promise chain), so an ack always follows the write it acknowledges, in order.
- */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
@@ -21,7 +10,7 @@ import {
   parseAgentMessageForServer,
   type ServerMessage,
 } from '@vfio-fleet/core';
-import { agentCredentials, type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
+import { type Database, hosts, textArrayLiteral } from '@vfio-fleet/db';
 import { and, eq, inArray, lt, lte, sql } from 'drizzle-orm';
 import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { ServerError } from '../errors';
@@ -29,25 +18,19 @@ import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
 import { requestUrl } from '../request-url';
-import {
-  issueCredential,
-  registerDisconnect,
-  secretMatches,
-  spendEnrollmentToken,
-  TokenUseCounter,
-} from './credentials';
+import { registerDisconnect, TokenUseCounter } from './credentials';
 import { Gate } from './gate';
-import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot } from './ingest';
-import { LastSeenWriter } from './last-seen';
+import { verifyHello } from './hello-auth';
 import {
   DEFAULT_FAILED_HELLO_LIMITS,
-  DEFAULT_FRAME_LIMITS,
   FailedHelloLimiter,
   type FailedHelloLimits,
-  FrameBucket,
-  type FrameLimits,
-  remoteAddress,
-} from './rate-limit';
+  type HelloAdmission,
+  HelloGuard,
+} from './hello-guard';
+import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot } from './ingest';
+import { LastSeenWriter } from './last-seen';
+import { DEFAULT_FRAME_LIMITS, FrameBucket, type FrameLimits, remoteAddress } from './rate-limit';
 import { type RawSnapshotFrame, rawSnapshotFrame } from './raw-snapshot';
 import { answerUpgrade } from './upgrade';
 
@@ -67,7 +50,7 @@ export interface AgentGatewayDeps {
   metrics?: GatewayMetrics;
   /** Frames per connection (default DEFAULT_FRAME_LIMITS). */
   frameLimits?: FrameLimits;
-  /** Failed hellos per remote address before its upgrades get 429 (default DEFAULT_FAILED_HELLO_LIMITS). */
+  /** Failed hellos per remote address before unknown agents' hellos are refused (hello-guard.ts). */
   failedHelloLimits?: FailedHelloLimits;
   /** Take the client address from X-Forwarded-For (VFIO_FLEET_TRUST_PROXY=1). */
   trustProxy?: boolean;
@@ -80,6 +63,8 @@ export interface AgentGatewayDeps {
 /** Close codes (RFC 6455): policy violation, and going away when the server stops. */
 const CLOSE_POLICY = 1008;
 const CLOSE_GOING_AWAY = 1001;
+/** A hello refused unverified for its address's failures: the agent redials later. */
+const CLOSE_TRY_AGAIN_LATER = 1013;
 /** The server could not handle a message (the database is down): the agent reconnects and resends. */
 const CLOSE_INTERNAL_ERROR = 1011;
 /** last_seen_at is written at most this often per host: thousands of pings must not be thousands of writes. */
@@ -174,7 +159,7 @@ export class AgentGateway {
   private readonly detachers: (() => void)[] = [];
   private readonly metrics: GatewayMetrics;
   private readonly frameLimits: FrameLimits;
-  private readonly failedHellos: FailedHelloLimiter;
+  private readonly helloGuard: HelloGuard;
   private readonly trustProxy: boolean;
   private readonly dispatcher: JobDispatcher | null;
   /** Each authenticated session's send, as handed to the dispatcher (to unregister that one). */
@@ -205,8 +190,8 @@ export class AgentGateway {
     this.wss.on('connection', (ws, request: IncomingMessage) => this.accept(ws, request));
     this.metrics = deps.metrics ?? NO_GATEWAY_METRICS;
     this.frameLimits = deps.frameLimits ?? DEFAULT_FRAME_LIMITS;
-    this.failedHellos = new FailedHelloLimiter(
-      deps.failedHelloLimits ?? DEFAULT_FAILED_HELLO_LIMITS,
+    this.helloGuard = new HelloGuard(
+      new FailedHelloLimiter(deps.failedHelloLimits ?? DEFAULT_FAILED_HELLO_LIMITS),
     );
     this.trustProxy = deps.trustProxy ?? false;
     this.tokenUses = new TokenUseCounter(this.db, (error) =>
@@ -236,15 +221,6 @@ export class AgentGateway {
       }
       if (url.pathname !== path) {
         answerUpgrade(socket, 404, `no WebSocket endpoint here; agents connect to ${path}`);
-        return;
-      }
-      const address = remoteAddress(request, this.trustProxy);
-      if (this.failedHellos.blocked(address)) {
-        this.metrics.rateLimited('failed-hellos');
-        this.logger.warn({ address }, 'agent upgrade refused: too many failed hellos');
-        answerUpgrade(socket, 429, 'too many failed agent logins from this address', {
-          'Retry-After': this.failedHellos.retryAfterSeconds(address),
-        });
         return;
       }
       // ws answers a malformed handshake (400) itself and destroys the socket.
@@ -552,104 +528,45 @@ export class AgentGateway {
       );
       return;
     }
+    const admission = this.helloGuard.admit(session.address, hello.auth);
+    if (admission === null) {
+      this.refuseHello(session);
+      return;
+    }
+    try {
+      await this.authenticate(session, hello, admission);
+    } finally {
+      if (admission.done()) {
+        this.logger.warn(
+          {
+            address: session.address,
+            retryAfterSeconds: this.helloGuard.retryAfterSeconds(session.address),
+          },
+          'too many failed agent hellos from this address: hellos of agents not seen yet are refused for now',
+        );
+      }
+    }
+  }
+
+  /** Verifies a hello's token or credential and welcomes the agent, or closes with auth-failed. */
+  private async authenticate(
+    session: Session,
+    hello: HelloMessage,
+    admission: HelloAdmission,
+  ): Promise<void> {
     const now = this.now();
-    let agentId: string;
-    let hostId: string;
-    let credential: { agentId: string; secret: string } | null = null;
-    /** Where the server's copy of the agent's inventory stream stands. */
-    let stream: { epoch: string | null; lastSeq: number | null; rawHashStored: boolean };
-    if (hello.auth.kind === 'enroll') {
-      const token = hello.auth.token;
-      const enrolled = await this.db.transaction(async (tx) => {
-        const spent = await spendEnrollmentToken(tx, token, now);
-        if (spent === null) return null;
-        const newAgentId = randomUUID();
-        // Online from its first row: one transaction (one commit) per enrollment, which is what
-        // bounds an enrollment storm.
-        const [host] = await tx
-          .insert(hosts)
-          .values({
-            agentId: newAgentId,
-            hostname: hello.host.hostname,
-            machineId: hello.host.machineId,
-            kernelRelease: hello.host.kernelRelease,
-            state: 'online',
-            lastSeenAt: now,
-            connectedAt: now,
-            agentVersion: hello.agentVersion,
-          })
-          .returning({ id: hosts.id });
-        if (host === undefined) throw new Error('inserting the host returned no row');
-        const issued = await issueCredential(tx, host.id, newAgentId);
-        return { hostId: host.id, issued, spent };
-      });
-      if (enrolled === null) {
-        this.authFailed(session);
-        this.fatal(
-          session,
-          'auth-failed',
-          'the enrollment token is unknown, expired, revoked or used up',
-        );
-        return;
-      }
-      if (!enrolled.spent.counted) this.tokenUses.record(enrolled.spent.id);
-      agentId = enrolled.issued.agentId;
-      hostId = enrolled.hostId;
-      credential = enrolled.issued;
-      stream = { epoch: null, lastSeq: null, rawHashStored: false };
+    const verdict = await verifyHello(this.db, hello, now);
+    if (!verdict.ok) {
+      this.authFailed(admission);
+      this.fatal(session, 'auth-failed', verdict.message);
+      return;
+    }
+    const { agentId, hostId, credential, stream } = verdict;
+    // Its next hellos need not wait behind strangers' failures at its address.
+    this.helloGuard.remember(agentId, verdict.secretHash);
+    if (verdict.uncountedTokenUse !== null) this.tokenUses.record(verdict.uncountedTokenUse);
+    if (credential !== null) {
       this.logger.info({ agentId, hostname: hello.host.hostname }, 'agent enrolled');
-    } else {
-      const [row] = await this.db
-        .select()
-        .from(agentCredentials)
-        .where(eq(agentCredentials.agentId, hello.auth.agentId));
-      // One answer for unknown, wrong and revoked, so a prober learns nothing about which ids exist.
-      if (
-        row === undefined ||
-        !secretMatches(hello.auth.secret, row.secretHash) ||
-        row.revokedAt !== null ||
-        row.hostId === null
-      ) {
-        this.authFailed(session);
-        this.fatal(
-          session,
-          'auth-failed',
-          'the credential was rejected (unknown, wrong or revoked)',
-        );
-        return;
-      }
-      agentId = row.agentId;
-      hostId = row.hostId;
-      const credentialHost = hostId;
-      // One transaction, so a reconnect storm costs one commit per agent.
-      const [host] = await this.db.transaction(async (tx) => {
-        await tx
-          .update(agentCredentials)
-          .set({ lastUsedAt: now })
-          .where(eq(agentCredentials.agentId, row.agentId));
-        // The host identity is the credential's: hello.host never finds or moves a host row. The
-        // version goes with the state: the fleet's agent versions are as fresh as its hellos.
-        return tx
-          .update(hosts)
-          .set({
-            state: 'online',
-            lastSeenAt: now,
-            connectedAt: now,
-            agentVersion: hello.agentVersion,
-          })
-          .where(eq(hosts.id, credentialHost))
-          .returning({
-            epoch: hosts.epoch,
-            lastSeq: hosts.lastSeq,
-            rawHashStored: sql<boolean>`${hosts.rawInventoryHash} IS NOT NULL`,
-          });
-      });
-      if (host === undefined) {
-        this.authFailed(session);
-        this.fatal(session, 'auth-failed', 'the credential belongs to no host');
-        return;
-      }
-      stream = host;
     }
 
     // One connection per agent: a second login (a restarted agent whose old socket has not timed
@@ -688,10 +605,25 @@ export class AgentGateway {
     }
   }
 
-  private authFailed(session: Session): void {
+  private authFailed(admission: HelloAdmission): void {
     this.metrics.message('hello', 'auth-failed');
     this.metrics.authFailure();
-    this.failedHellos.record(session.address);
+    admission.failed();
+  }
+
+  /** Past its address's failures, a hello of an agent not seen yet is refused unverified. */
+  private refuseHello(session: Session): void {
+    const retryAfterSeconds = this.helloGuard.retryAfterSeconds(session.address);
+    this.metrics.rateLimited('failed-hellos');
+    this.metrics.message('hello', 'rejected');
+    // Not fatal: the agent redials with its backoff, and gets in once the window has room.
+    this.send(session, {
+      type: 'error',
+      code: 'rate-limited',
+      message: `too many failed hellos from this address; retry in ${retryAfterSeconds} s`,
+      fatal: false,
+    });
+    session.ws.close(CLOSE_TRY_AGAIN_LATER, 'rate-limited');
   }
 
   private async onMessage(

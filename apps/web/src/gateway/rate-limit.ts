@@ -1,5 +1,5 @@
 /**
- * Per-agent rate limits of the gateway.
+ * Per-connection rate limits of the gateway (failed hellos per address: hello-guard.ts).
  *
  * - FrameBucket: a token bucket per connection. An honest agent sends a snapshot, then one delta
  *   at a time (each waits for its ack), a ping per heartbeat and a few job frames per job: far
@@ -7,10 +7,7 @@
  *   it is not dropped frame by frame (every frame is still handled, in order: a lost delta would
  *   only cost a resync); the gateway stops reading its socket until the debt is refilled, so TCP
  *   pushes back on the sender. One that stays throttled for long is closed.
- * - FailedHelloLimiter: failed hellos (wrong token or credential) per remote address in a sliding
- *   window. Past the limit the address's upgrade requests are refused with 429 before the
- *   WebSocket handshake, so guessing credentials costs the server no handshake and no database
- *   read.
+ * - remoteAddress: the address a connection's failed hellos are counted against.
  */
 import type { IncomingMessage } from 'node:http';
 
@@ -27,17 +24,6 @@ export const DEFAULT_FRAME_LIMITS: FrameLimits = {
   burst: 60,
   perSecond: 20,
   maxThrottledMs: 30_000,
-};
-
-export interface FailedHelloLimits {
-  /** Failed hellos from one address within `windowMs` before its upgrades get 429. */
-  maxFailures: number;
-  windowMs: number;
-}
-
-export const DEFAULT_FAILED_HELLO_LIMITS: FailedHelloLimits = {
-  maxFailures: 20,
-  windowMs: 60_000,
 };
 
 export type TakeResult =
@@ -111,58 +97,6 @@ export class FrameBucket {
     // it did before is forgiven. A flooder resumed at a zero balance never gets here.
     if (this.tokens >= this.limits.burst) this.throttledSince = null;
     return now;
-  }
-}
-
-/** Failed hellos per address in a sliding window. */
-export class FailedHelloLimiter {
-  private readonly failures = new Map<string, number[]>();
-
-  constructor(
-    private readonly limits: FailedHelloLimits,
-    private readonly now: () => number = () => Date.now(),
-  ) {}
-
-  record(address: string): void {
-    const now = this.now();
-    const times = this.recent(address, now);
-    times.push(now);
-    // Only the newest maxFailures matter for the verdict: memory per address stays bounded.
-    if (times.length > this.limits.maxFailures)
-      times.splice(0, times.length - this.limits.maxFailures);
-    this.failures.set(address, times);
-    // Addresses that went quiet are forgotten now and then, so a scan from many addresses cannot
-    // grow the map without bound.
-    if (this.failures.size > 10_000) this.prune(now);
-  }
-
-  /** True when `address` has used up its failures in the window: refuse it before the handshake. */
-  blocked(address: string): boolean {
-    const times = this.recent(address, this.now());
-    if (times.length === 0) this.failures.delete(address);
-    return times.length >= this.limits.maxFailures;
-  }
-
-  /** Seconds until the oldest failure in the window expires: the 429's Retry-After. */
-  retryAfterSeconds(address: string): number {
-    const times = this.recent(address, this.now());
-    const oldest = times[0];
-    if (oldest === undefined) return 0;
-    return Math.max(1, Math.ceil((oldest + this.limits.windowMs - this.now()) / 1000));
-  }
-
-  private recent(address: string, now: number): number[] {
-    const times = this.failures.get(address) ?? [];
-    const cutoff = now - this.limits.windowMs;
-    const fresh = times.filter((t) => t > cutoff);
-    if (fresh.length !== times.length) this.failures.set(address, fresh);
-    return fresh;
-  }
-
-  private prune(now: number): void {
-    for (const address of [...this.failures.keys()]) {
-      if (this.recent(address, now).length === 0) this.failures.delete(address);
-    }
   }
 }
 

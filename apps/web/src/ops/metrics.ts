@@ -49,7 +49,10 @@ export interface GatewayMetrics {
   message(type: string, result: MessageResult): void;
   ingest(kind: 'snapshot' | 'delta', seconds: number, devicesWritten: number): void;
   authFailure(): void;
-  /** `frames`: a connection was slowed or closed; `failed-hellos`: an upgrade got 429. */
+  /**
+   * `frames`: a connection began a throttled stretch or was closed; `failed-hellos`: a hello was
+   * refused unverified after too many failures from its address.
+   */
   rateLimited(limit: RateLimit): void;
 }
 
@@ -125,7 +128,7 @@ export class FleetMetrics implements GatewayMetrics {
   readonly rateLimitedTotal = this.registry.register(
     new Counter(
       'vfio_fleet_agent_rate_limited_total',
-      'Rate limiting: a connection slowed or closed for sending too many frames (limit="frames"), an upgrade refused with 429 after too many failed hellos from its address (limit="failed-hellos").',
+      'Rate limiting: a connection slowed (once per throttled stretch) or closed for sending too many frames (limit="frames"), a hello refused unverified after too many failed hellos from its address (limit="failed-hellos").',
       ['limit'],
     ),
   );

@@ -379,6 +379,11 @@ export const KNOWN_ERROR_CODES = {
   invalidMessage: 'invalid-message',
   /** The server failed; the agent reconnects with backoff. */
   internal: 'internal',
+  /**
+   * Over a rate limit: fatal for a connection over its frame rate for too long; not fatal for a
+   * hello refused unverified after too many failed hellos from its address (the agent redials).
+   */
+  rateLimited: 'rate-limited',
 } as const;
 
 export const errorMessageSchema = z.object({
