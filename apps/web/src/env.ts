@@ -4,6 +4,7 @@
  * VFIO_FLEET_DATA_DIR) are validated by @vfio-fleet/db's createDb, which reads the same env.
  */
 import { z } from 'zod';
+import { publicUrlSchema } from './api/public-url';
 import { ServerError } from './errors';
 
 const emptyToUndefined = (value: unknown) => (value === '' ? undefined : value);
@@ -41,8 +42,13 @@ export const serverEnvSchema = z.object({
     emptyToUndefined,
     z.string().min(16, 'METRICS_TOKEN needs at least 16 characters').max(1024).optional(),
   ),
-  /** `1`: a reverse proxy in front sets X-Forwarded-For (agents' addresses for rate limits). */
+  /**
+   * `1`: a reverse proxy in front sets X-Forwarded-For (client addresses for rate limits), and
+   * X-Forwarded-Host / X-Forwarded-Proto (this server's URL in install commands).
+   */
   VFIO_FLEET_TRUST_PROXY: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('0')),
+  /** This server's URL for agents (install.sh, enrollment commands); unset: from the request. */
+  VFIO_FLEET_PUBLIC_URL: z.preprocess(emptyToUndefined, publicUrlSchema.optional()),
   /** `0`: no read-only agent for this host next to the server. */
   VFIO_FLEET_LOCAL_AGENT: z.preprocess(emptyToUndefined, z.enum(['0', '1']).default('1')),
   /** The local agent reads this tree instead of / (`--root`; a fixture tree in tests, demos). */
@@ -66,6 +72,7 @@ export function parseServerEnv(env: Record<string, string | undefined> = process
     VFIO_FLEET_UI: env.VFIO_FLEET_UI,
     METRICS_TOKEN: env.METRICS_TOKEN,
     VFIO_FLEET_TRUST_PROXY: env.VFIO_FLEET_TRUST_PROXY,
+    VFIO_FLEET_PUBLIC_URL: env.VFIO_FLEET_PUBLIC_URL,
     VFIO_FLEET_LOCAL_AGENT: env.VFIO_FLEET_LOCAL_AGENT,
     VFIO_FLEET_LOCAL_AGENT_ROOT: env.VFIO_FLEET_LOCAL_AGENT_ROOT,
     VFIO_FLEET_DOWNLOADS_DIR: env.VFIO_FLEET_DOWNLOADS_DIR,

@@ -40,6 +40,7 @@ async function main(): Promise<void> {
     next: ui?.handle,
     metricsToken: env.METRICS_TOKEN,
     trustProxy: env.VFIO_FLEET_TRUST_PROXY === '1',
+    publicUrl: env.VFIO_FLEET_PUBLIC_URL,
     // Relative to where the server was started, like VFIO_FLEET_DATA_DIR.
     downloadsDir:
       env.VFIO_FLEET_DOWNLOADS_DIR === undefined

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { type Database, hosts, type Listen, ping } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { createApiHandler, TRPC_PATH } from './api/http-handler';
+import { publicUrl } from './api/public-url';
 import type { LoginLimiters } from './api/trpc';
 import { AgentDownloads, DEFAULT_DOWNLOADS_DIR } from './downloads/agent-downloads';
 import { createDownloadsHandler, isDownloadsPath } from './downloads/downloads-handler';
@@ -38,8 +39,13 @@ export interface StartServerOptions {
   helloTimeoutMs?: number;
   /** When set, GET /metrics needs `Authorization: Bearer <token>` (METRICS_TOKEN). */
   metricsToken?: string;
-  /** Take agents' addresses from X-Forwarded-For (VFIO_FLEET_TRUST_PROXY=1). */
+  /**
+   * Take clients' addresses from X-Forwarded-For and this server's URL from X-Forwarded-Host and
+   * X-Forwarded-Proto (VFIO_FLEET_TRUST_PROXY=1).
+   */
   trustProxy?: boolean;
+  /** This server's URL for agents (VFIO_FLEET_PUBLIC_URL); default: from each request. */
+  publicUrl?: string;
   /** Per-connection frame rate (tests shorten it). */
   frameLimits?: FrameLimits;
   /** Failed hellos per address before unknown agents' hellos are refused (tests shorten it). */
@@ -160,7 +166,9 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
   });
   connected = () => gateway.connectedAgents;
   const downloads = new AgentDownloads(options.downloadsDir ?? DEFAULT_DOWNLOADS_DIR, logger);
-  const serveDownload = createDownloadsHandler(downloads, logger);
+  const urlOptions = { trustProxy: options.trustProxy ?? false, configured: options.publicUrl };
+  const serverUrl = (req: IncomingMessage) => publicUrl(req, urlOptions);
+  const serveDownload = createDownloadsHandler(downloads, logger, serverUrl);
   const api = createApiHandler({
     db: options.apiDb ?? db,
     logger,
@@ -169,6 +177,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     downloads,
     sessionTtlHours: options.sessionTtlHours,
     loginLimiters: options.loginLimiters,
+    serverUrl,
   });
   const server = createServer(HTTP_SERVER_TIMEOUTS, (req: IncomingMessage, res: ServerResponse) => {
     const url = requestUrl(req);

@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { SlidingWindowLimiter } from '../auth/rate-limit';
 import { DEFAULT_SESSION_TTL_HOURS, readSessionToken, resolveSession } from '../auth/sessions';
+import { publicUrl } from './public-url';
 import { appRouter } from './root';
 import type { ApiContext, ApiDeps, LoginLimiters } from './trpc';
 
@@ -22,7 +23,7 @@ export function defaultLoginLimiters(): LoginLimiters {
   };
 }
 
-type OptionalDeps = 'loginLimiters' | 'sessionTtlHours' | 'dispatcher' | 'downloads';
+type OptionalDeps = 'loginLimiters' | 'sessionTtlHours' | 'dispatcher' | 'downloads' | 'serverUrl';
 export type ApiHandlerDeps = Omit<ApiDeps, OptionalDeps> & Partial<Pick<ApiDeps, OptionalDeps>>;
 
 export function createApiHandler(
@@ -34,6 +35,7 @@ export function createApiHandler(
     downloads: deps.downloads ?? null,
     loginLimiters: deps.loginLimiters ?? defaultLoginLimiters(),
     sessionTtlHours: deps.sessionTtlHours ?? DEFAULT_SESSION_TTL_HOURS,
+    serverUrl: deps.serverUrl ?? ((req) => publicUrl(req, { trustProxy: false })),
   };
   return createHTTPHandler({
     router: appRouter,

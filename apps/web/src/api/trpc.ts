@@ -36,6 +36,8 @@ export interface ApiDeps {
   sessionTtlHours: number;
   /** The packaged agent (for the install commands); null: none. */
   downloads: AgentDownloads | null;
+  /** This server's URL for agents, as public-url.ts finds it for a request. */
+  serverUrl: (req: IncomingMessage) => string;
 }
 
 export interface ApiContext extends ApiDeps {

@@ -14,7 +14,6 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { publicUrl } from '../api/public-url';
 import { ServerError } from '../errors';
 import type { Logger } from '../logger';
 import { type AgentDownloads, MANIFEST_FILE } from './agent-downloads';
@@ -69,6 +68,8 @@ function matchesEtag(req: IncomingMessage, etag: string): boolean {
 export function createDownloadsHandler(
   downloads: AgentDownloads,
   logger: Logger,
+  /** This server's URL for agents (public-url.ts), for install.sh; it throws a ServerError. */
+  serverUrl: (req: IncomingMessage) => string,
 ): (req: IncomingMessage, res: ServerResponse, pathname: string) => Promise<void> {
   return async (req, res, pathname) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -95,7 +96,7 @@ export function createDownloadsHandler(
       }
       let server: string;
       try {
-        server = publicUrl(req);
+        server = serverUrl(req);
       } catch (error) {
         if (error instanceof ServerError) {
           sendText(req, res, 400, `${error.message}\n`);

@@ -81,6 +81,7 @@ export async function startFleet(
     | 'frameLimits'
     | 'failedHelloLimits'
     | 'trustProxy'
+    | 'publicUrl'
     | 'metricsToken'
     | 'next'
     | 'loginLimiters'

@@ -24,7 +24,6 @@ import { decodeCursor, encodeCursor } from '../../fleet/cursor';
 import { hashSecret, newSecret, revokeCredential } from '../../gateway/credentials';
 import { shellWord } from '../../shell-word';
 import { cursorInput, limitInput, uuidInput } from '../inputs';
-import { publicUrl } from '../public-url';
 import { adminProcedure, createRouter, viewerProcedure } from '../trpc';
 
 function auditBy(user: { id: string; username: string }) {
@@ -85,7 +84,7 @@ export const tokensRouter = createRouter({
       }),
     )
     .mutation(async ({ ctx, input }) => {
-      const server = publicUrl(ctx.req);
+      const server = ctx.serverUrl(ctx.req);
       const labels = input.labels ?? {};
       const release = (await ctx.downloads?.release()) ?? null;
       const token = newSecret();
