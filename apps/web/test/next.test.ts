@@ -5,6 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { hosts, users } from '@vfio-fleet/db';
@@ -66,6 +67,35 @@ describe.each(drivers)('Next.js on the server port (%s)', (driver) => {
     expect(login.status).toBe(200);
     expect(await login.text()).toContain('Sign in');
     expect((await fetch(`${fleet.url}/no-such-page`)).status).toBe(404);
+  });
+
+  it('answers every upgrade itself once Next has served pages (Next listens on a server of its own)', async () => {
+    expect((await fetch(`${fleet.url}/`)).status).toBe(200);
+    const { port } = new URL(fleet.url);
+    for (const target of ['/', '/login', '/_next/webpack-hmr', '/no-such-page']) {
+      const answer = await new Promise<{ text: string; closed: boolean }>((resolve) => {
+        let text = '';
+        const socket = connect(Number(port), '127.0.0.1', () =>
+          socket.write(
+            `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+          ),
+        );
+        const timer = setTimeout(() => {
+          socket.destroy();
+          resolve({ text, closed: false });
+        }, 5_000);
+        socket.setEncoding('latin1').on('data', (chunk: string) => {
+          text += chunk;
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () => {
+          clearTimeout(timer);
+          resolve({ text, closed: true });
+        });
+      });
+      expect(answer.text, target).toMatch(/^HTTP\/1\.1 404 /);
+      expect(answer.closed, target).toBe(true);
+    }
   });
 
   it('keeps /api/health, /api/trpc and the agents WebSocket on the same port', async () => {
