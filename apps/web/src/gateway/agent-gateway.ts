@@ -1,3 +1,15 @@
+/**
+ * The agents' WebSocket endpoint (`/api/agent`, protocol v1 of docs/protocol.md, server side).
+ *
+ * It shares the HTTP server with everything else on the port (Next.js next), and answers every
+ * upgrade request on it: its own path goes to the handshake, any other gets 404 (upgrade.ts).
+ * Hellos are admitted by hello-guard.ts and verified by hello-auth.ts. Every frame is size-bounded
+ * and parsed by core's parseAgentMessageForServer (which drops the agent's readiness verdicts
+ * unread: the server assesses the facts itself); the host a message is stored under is the one the
+ * credential belongs to, never a name or machine-id the payload claims. A connection's messages
+ * are handled one at a time (a promise chain), so an ack always follows the write it
+ * acknowledges, in order.
+ */
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
@@ -93,7 +105,7 @@ const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
  * peer that never answers the close frame (a silent pre-auth socket, a flooder whose socket is
  * not being read) would otherwise hold its connection that much past its deadline.
  */
-export const CLOSE_GRACE_MS = 1_000;
+const CLOSE_GRACE_MS = 1_000;
 /**
  * ws drops a frame over maxPayload (close 1009) before buffering it: nothing larger than the
  * largest legal message (a snapshot) is ever held in memory. A constant, not a literal in the
