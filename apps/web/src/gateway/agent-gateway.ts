@@ -27,6 +27,7 @@ import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
+import { Gate } from '../ops/gate';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
 import {
   issueCredential,
@@ -101,30 +102,6 @@ const MAX_PENDING_FRAMES = 8;
  */
 const GATED_FRAME_BYTES = 64 * 1024;
 const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
-
-/** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
-class Gate {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
-
-  async acquire(): Promise<() => void> {
-    if (this.active >= this.limit) {
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
-    } else {
-      this.active += 1;
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiting.shift();
-      // The slot passes straight to the next waiter, so `active` only drops when none waits.
-      if (next !== undefined) next();
-      else this.active -= 1;
-    };
-  }
-}
 
 interface Session {
   ws: WebSocket;
