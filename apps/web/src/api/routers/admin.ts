@@ -25,7 +25,8 @@ import { hashSecret, newSecret, revokeCredential } from '../../gateway/credentia
 import { shellWord } from '../../shell-word';
 import { cursorInput, limitInput, uuidInput } from '../inputs';
 import { publicUrl } from '../public-url';
-import { adminProcedure, createRouter, viewerProcedure } from '../trpc';
+import { adminProcedure, alone, createRouter, viewerProcedure } from '../trpc';
+import { admitAttempt, clientIp } from './auth';
 
 function auditBy(user: { id: string; username: string }) {
   return { userId: user.id, username: user.username };
@@ -389,6 +390,7 @@ export const usersRouter = createRouter({
     }),
 
   create: adminProcedure
+    .use(alone)
     .input(
       z.object({ username: usernameInput, password: newPasswordInput, role: z.enum(USER_ROLES) }),
     )
@@ -463,14 +465,27 @@ export const usersRouter = createRouter({
 
   /** Any user, for themselves: needs the current password; logs out their other sessions. */
   changePassword: viewerProcedure
+    .use(alone)
     .input(
       z.object({ currentPassword: z.string().min(1).max(1024), newPassword: newPasswordInput }),
     )
     .mutation(async ({ ctx, input }) => {
-      const [user] = await ctx.db.select().from(users).where(eq(users.id, ctx.user.id));
-      if (user === undefined || !(await verifyPassword(input.currentPassword, user.passwordHash))) {
+      // Guessing the current password through a stolen session counts like failed logins.
+      const attempt = admitAttempt(ctx, clientIp(ctx), ctx.user.username);
+      let user: typeof users.$inferSelect | undefined;
+      let ok = false;
+      try {
+        [user] = await ctx.db.select().from(users).where(eq(users.id, ctx.user.id));
+        ok = user !== undefined && (await verifyPassword(input.currentPassword, user.passwordHash));
+      } catch (error) {
+        attempt.abandoned();
+        throw error;
+      }
+      if (user === undefined || !ok) {
+        attempt.failed();
         throw new ServerError('forbidden', 'the current password is wrong');
       }
+      attempt.succeeded();
       const passwordHash = await hashPassword(input.newPassword);
       await ctx.db.transaction(async (tx) => {
         await tx.update(users).set({ passwordHash }).where(eq(users.id, user.id));
