@@ -1,11 +1,12 @@
 // The API's edges over real HTTP, as a browser page on another site or a hand-made request would
-// reach them: cross-site POSTs (a form or fetch from evil.example carrying the admin's cookie) and
-// bodies other than JSON.
+// reach them: cross-site POSTs (a form or fetch from evil.example carrying the admin's cookie),
+// bodies other than JSON, and forged pagination cursors.
 import { enrollmentTokens, users } from '@vfio-fleet/db';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crossSiteReason } from '../src/api/request-guard';
 import { hashPassword } from '../src/auth/passwords';
-import { type ApiClient, apiClient } from './helpers/api-client';
+import { encodeCursor } from '../src/fleet/cursor';
+import { type ApiClient, apiClient, failure } from './helpers/api-client';
 import { drivers, type Fleet, startFleet } from './helpers/harness';
 
 const PASSWORD = 'correct horse battery staple';
@@ -137,5 +138,47 @@ describe.each(drivers)('API edges (%s)', (driver) => {
     expect(await tokenCount()).toBe(before);
     // The session survived every one of them.
     expect(await admin.api.auth.me.query()).toMatchObject({ username: 'ada' });
+  });
+
+  it('answers a forged cursor with BAD_REQUEST naming the cursor, never a 500', async () => {
+    const uuid = '00000000-0000-4000-8000-000000000000';
+    // Wrong for every list below: a part of the wrong kind, the wrong length, not a cursor.
+    const forged = [
+      encodeCursor(['host', 'not-a-uuid']),
+      encodeCursor([42.5, uuid]),
+      encodeCursor([null, null]),
+      encodeCursor(['a', 'b', 'c', 'd']),
+      'not base64 json',
+    ];
+    const { api } = admin;
+    const calls = (cursor: string): [string, () => Promise<unknown>][] => [
+      ['hosts.list hostname', () => api.hosts.list.query({ cursor, sort: 'hostname' })],
+      ['hosts.list lastSeen', () => api.hosts.list.query({ cursor, sort: 'lastSeen' })],
+      ['hosts.list devices', () => api.hosts.list.query({ cursor, sort: 'devices' })],
+      ['devices.search', () => api.devices.search.query({ cursor })],
+      ['tokens.list', () => api.tokens.list.query({ cursor })],
+      ['agents.list', () => api.agents.list.query({ cursor })],
+      ['users.list', () => api.users.list.query({ cursor })],
+    ];
+    const targeted: [string, () => Promise<unknown>][] = [
+      // The query casts these parts (::bigint, ::timestamptz, ::uuid).
+      [
+        'lastSeen digits',
+        () => api.hosts.list.query({ cursor: encodeCursor(['12abc', uuid]), sort: 'lastSeen' }),
+      ],
+      [
+        'token time',
+        () =>
+          api.tokens.list.query({ cursor: encodeCursor(['2024-13-45T00:00:00.000000Z', uuid]) }),
+      ],
+      ['agent time', () => api.agents.list.query({ cursor: encodeCursor(['yesterday', 'agent']) })],
+    ];
+    for (const [name, call] of [...forged.flatMap(calls), ...targeted]) {
+      const refused = await failure(call()).catch((error: unknown) => {
+        throw new Error(`${name}: ${String(error)}`);
+      });
+      expect(refused, name).toMatchObject({ code: 'BAD_REQUEST', status: 400 });
+      expect(refused.message).toMatch(/^invalid cursor: pass back the nextCursor/);
+    }
   });
 });

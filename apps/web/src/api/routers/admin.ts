@@ -134,7 +134,7 @@ export const tokensRouter = createRouter({
   list: adminProcedure
     .input(z.object({ limit: limitInput, cursor: cursorInput }).default({ limit: 50 }))
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 2);
+      const after = decodeCursor(input.cursor, ['timestamp', 'uuid']);
       const rows = await ctx.db
         .select({ token: enrollmentTokens, createdBy: users.username, key: tokenCreatedKey })
         .from(enrollmentTokens)
@@ -230,7 +230,7 @@ export const agentsRouter = createRouter({
         .default({ limit: 50 }),
     )
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 2);
+      const after = decodeCursor(input.cursor, ['timestamp', 'text']);
       const where: SQL[] = [];
       if (after !== null) {
         where.push(
@@ -373,7 +373,7 @@ export const usersRouter = createRouter({
   list: adminProcedure
     .input(z.object({ limit: limitInput, cursor: cursorInput }).default({ limit: 50 }))
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 1);
+      const after = decodeCursor(input.cursor, ['text']);
       const rows = await ctx.db
         .select()
         .from(users)
