@@ -142,10 +142,13 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
-export function startAgent(args: readonly string[]): AgentProcess {
+export function startAgent(
+  args: readonly string[],
+  env: Record<string, string> = {},
+): AgentProcess {
   const child = spawn(process.execPath, [agentBin, 'run', ...args], {
     cwd: agentDir,
-    env: { ...process.env, NO_COLOR: '1', VFIO_FLEET_LOG_LEVEL: 'debug' },
+    env: { ...process.env, NO_COLOR: '1', VFIO_FLEET_LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -18,11 +18,10 @@ import { z } from 'zod';
 import { recordAudit } from '../../audit/audit-log';
 import { hashPassword, verifyPassword } from '../../auth/passwords';
 import { revokeUserSessions } from '../../auth/sessions';
-import { installCommands } from '../../downloads/install-commands';
+import { agentCommand, installCommands } from '../../downloads/install-commands';
 import { ServerError } from '../../errors';
 import { decodeCursor, encodeCursor } from '../../fleet/cursor';
 import { hashSecret, newSecret, revokeCredential } from '../../gateway/credentials';
-import { shellWord } from '../../shell-word';
 import { cursorInput, limitInput, uuidInput } from '../inputs';
 import { publicUrl } from '../public-url';
 import { adminProcedure, alone, createRouter, viewerProcedure } from '../trpc';
@@ -51,17 +50,6 @@ function tokenState(row: typeof enrollmentTokens.$inferSelect, now: Date): Token
   if (row.expiresAt <= now) return 'expired';
   if (row.maxUses !== null && row.uses >= row.maxUses) return 'used-up';
   return 'active';
-}
-
-/** The command line an admin runs on a new host: the agent, this server, the token, its labels. */
-export function agentCommand(
-  server: string,
-  token: string,
-  labels: Record<string, string>,
-): string {
-  const words = ['vfio-fleet-agent', 'run', '--server', server, '--token', token];
-  for (const [key, value] of Object.entries(labels)) words.push('--label', `${key}=${value}`);
-  return words.map(shellWord).join(' ');
 }
 
 /** created_at as exact text (microseconds): a Date cursor would skip rows within a millisecond. */
