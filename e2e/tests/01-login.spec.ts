@@ -31,3 +31,26 @@ test('the right password signs in and shows who is signed in', async ({ page, fl
   await expect(page.getByRole('banner')).toContainText(fleet.users.admin.username);
   await expect(page.getByRole('banner')).toContainText('admin');
 });
+
+test('a next= that points at another site still lands on the console after signing in', async ({
+  page,
+  fleet,
+}) => {
+  const user = fleet.users.admin;
+  // What a browser reads as another host although it starts like a path (and one that is).
+  for (const next of ['/%5Cevil.example/x', '/%09/evil.example/x', '//evil.example/x']) {
+    await page.goto(`${fleet.url}/login?next=${next}`);
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Password').fill(user.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await expect(page.getByRole('navigation', { name: 'Main' }), next).toBeVisible();
+    expect(new URL(page.url()).origin, next).toBe(fleet.url);
+    await expect(page).toHaveURL(`${fleet.url}/`);
+  }
+  // A page of the console is still where it goes.
+  await page.goto(`${fleet.url}/login?next=${encodeURIComponent('/hosts?state=online')}`);
+  await page.getByLabel('Username').fill(user.username);
+  await page.getByLabel('Password').fill(user.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page).toHaveURL(`${fleet.url}/hosts?state=online`);
+});
