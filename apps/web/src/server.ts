@@ -18,6 +18,7 @@ import type { Logger } from './logger';
 import type { NextHandler } from './next-handler';
 import { withDeadline } from './ops/deadline';
 import { FleetMetrics } from './ops/metrics';
+import { preparePageRequest, setSecurityHeaders } from './security-headers';
 
 export interface StartServerOptions {
   port: number;
@@ -168,6 +169,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     loginLimiters: options.loginLimiters,
   });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    setSecurityHeaders(res);
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (req.method === 'GET' && url.pathname === '/api/health') {
       health(db, gateway).then(
@@ -200,6 +202,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       return;
     }
     if (options.next !== undefined) {
+      preparePageRequest(req, res);
       options.next(req, res).catch((error: unknown) => {
         logger.error({ err: error }, 'next.js request failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal' });
