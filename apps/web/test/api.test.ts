@@ -364,7 +364,7 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
     });
     expect(await failure(viewer.api.devices.search.query({ cursor: 'garbage' }))).toMatchObject({
       code: 'BAD_REQUEST',
-      message: 'invalid cursor',
+      message: 'invalid cursor: pass back the nextCursor of the previous page, unchanged',
     });
   });
 
