@@ -22,6 +22,11 @@ export interface E2eFixtures {
    * full page, or only the viewport (a modal dialog's backdrop covers only the viewport).
    */
   shot: (name: string, options?: { fullPage?: boolean }) => Promise<void>;
+  /**
+   * What the browser refused under the server's Content-Security-Policy, as console errors with
+   * the page they came from. Automatic: every test fails if its pages logged one.
+   */
+  cspViolations: string[];
 }
 
 /** Signs `page` in through the login form, landing on `next`. */
@@ -54,6 +59,19 @@ export const test = base.extend<E2eFixtures>({
       await expect(page.getByRole('button', { name: 'Sign out' })).toBeVisible();
     });
   },
+  cspViolations: [
+    async ({ page }, use) => {
+      const violations: string[] = [];
+      page.on('console', (message) => {
+        if (message.type() === 'error' && /Content.Security.Policy/i.test(message.text())) {
+          violations.push(`${page.url()}: ${message.text()}`);
+        }
+      });
+      await use(violations);
+      expect(violations, 'Content-Security-Policy violations').toEqual([]);
+    },
+    { auto: true },
+  ],
   shot: async ({ page }, use, testInfo) => {
     await use(async (name, options) => {
       const dir =

@@ -72,7 +72,9 @@ test('an admin creates an enrollment token and gets the exact agent command line
   const created = page.getByRole('region', { name: /Token created/ });
   await expect(created).toBeVisible();
   await expect(created).toContainText(
-    new RegExp(`vfio-fleet-agent run --server ${fleet.url.replace(/[.]/g, '\\.')} --token \\S+`),
+    new RegExp(
+      `VFIO_FLEET_TOKEN=\\S+ vfio-fleet-agent run --server ${fleet.url.replace(/[.]/g, '\\.')}`,
+    ),
   );
   await expect(created.getByRole('button', { name: 'Copy command' })).toBeVisible();
   await shot('admin-tokens');

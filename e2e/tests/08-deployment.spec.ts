@@ -39,7 +39,7 @@ test('an admin creates a token and gets the three install commands with its toke
   const created = page.getByRole('region', { name: /Token created/ });
   await expect(created).toBeVisible();
   const line = await created.locator('pre').first().textContent();
-  const token = /--token (\S+)/.exec(line ?? '')?.[1];
+  const token = /^VFIO_FLEET_TOKEN=(\S+) /.exec(line ?? '')?.[1];
   if (token === undefined) throw new Error(`no token in ${line}`);
 
   const script = created.getByRole('figure', { name: /^Install script/ });

@@ -22,6 +22,7 @@ import type { NextHandler } from './next-handler';
 import { withDeadline } from './ops/deadline';
 import { FleetMetrics } from './ops/metrics';
 import { requestUrl } from './request-url';
+import { preparePageRequest, setSecurityHeaders } from './security-headers';
 
 export interface StartServerOptions {
   port: number;
@@ -180,6 +181,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     serverUrl,
   });
   const server = createServer(HTTP_SERVER_TIMEOUTS, (req: IncomingMessage, res: ServerResponse) => {
+    setSecurityHeaders(res);
     const url = requestUrl(req);
     if (url === null) {
       sendJson(res, 400, { error: 'the request target is not a valid URL' });
@@ -216,6 +218,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
       return;
     }
     if (options.next !== undefined) {
+      preparePageRequest(req, res);
       options.next(req, res).catch((error: unknown) => {
         logger.error({ err: error }, 'next.js request failed');
         if (!res.headersSent) sendJson(res, 500, { error: 'internal' });

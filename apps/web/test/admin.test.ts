@@ -1,17 +1,18 @@
 // The administration API the dashboard's admin pages use, end to end: tokens.create with labels
-// prints a command line that a real shell splits into the words the agent needs, and a real agent
-// started with exactly those words enrolls with those labels; agents.list pages through the
+// prints a command line that a real shell turns into the words and the token (in the agent's
+// environment, never its arguments) the agent needs, and a real agent started with exactly those
+// enrolls with those labels; agents.list pages through the
 // enrolled agents with their hosts; agents.revoke by agent id shows up there and in audit.list,
 // which names the host. Real server on port 0, real agent processes, on PGlite and PostgreSQL.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { users } from '@vfio-fleet/db';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { agentCommand } from '../src/api/routers/admin';
 import { hashPassword } from '../src/auth/passwords';
+import { agentCommand } from '../src/downloads/install-commands';
 import { shellWord } from '../src/shell-word';
 import { type ApiClient, apiClient, failure } from './helpers/api-client';
 import {
@@ -28,40 +29,59 @@ const PASSWORD = 'a long enough password';
 let tmp: string;
 beforeAll(async () => {
   tmp = await mkdtemp(path.join(tmpdir(), 'web-admin-'));
+  // A stand-in agent on PATH that prints the token it was given and its arguments.
+  const stub = path.join(tmp, 'bin', 'vfio-fleet-agent');
+  await mkdir(path.dirname(stub));
+  await writeFile(stub, `#!/bin/sh\nprintf '%s\\0' "\${VFIO_FLEET_TOKEN-(unset)}" "$@"\n`);
+  await chmod(stub, 0o755);
 });
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-/** The words /bin/sh makes of a command line: what an admin pasting it actually runs. */
-function shellWords(command: string): string[] {
-  const out = execFileSync('/bin/sh', ['-c', `printf '%s\\0' ${command}`], { encoding: 'utf8' });
-  return out.split('\0').slice(0, -1);
+/**
+ * What /bin/sh runs when an admin pastes `command`: the agent's arguments and the token in its
+ * environment (through the stand-in agent on PATH).
+ */
+function pasted(command: string): { token: string; argv: string[] } {
+  const out = execFileSync('/bin/sh', ['-c', command], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: `${path.join(tmp, 'bin')}:/usr/bin:/bin` },
+  });
+  const [token = '', ...argv] = out.split('\0').slice(0, -1);
+  return { token, argv };
 }
 
 describe('agentCommand', () => {
-  it('quotes what a shell would interpret, and leaves plain words bare', () => {
+  it('passes the token in the environment, quotes what a shell would interpret, and leaves plain words bare', () => {
     expect(shellWord('rack=r01')).toBe('rack=r01');
     expect(shellWord('http://[::1]:3000')).toBe("'http://[::1]:3000'");
     const labels = { note: "it's $HOME; `rm -rf /` *", empty: '', rack: 'r01' };
     const command = agentCommand('http://10.0.0.1:3000', 'tok_EN-123', labels);
     expect(
-      command.startsWith('vfio-fleet-agent run --server http://10.0.0.1:3000 --token tok_EN-123 '),
+      command.startsWith(
+        'VFIO_FLEET_TOKEN=tok_EN-123 vfio-fleet-agent run --server http://10.0.0.1:3000 ',
+      ),
     ).toBe(true);
-    expect(shellWords(command)).toEqual([
-      'vfio-fleet-agent',
-      'run',
-      '--server',
-      'http://10.0.0.1:3000',
-      '--token',
-      'tok_EN-123',
-      '--label',
-      "note=it's $HOME; `rm -rf /` *",
-      '--label',
-      'empty=',
-      '--label',
-      'rack=r01',
-    ]);
+    expect(pasted(command)).toEqual({
+      token: 'tok_EN-123',
+      argv: [
+        'run',
+        '--server',
+        'http://10.0.0.1:3000',
+        '--label',
+        "note=it's $HOME; `rm -rf /` *",
+        '--label',
+        'empty=',
+        '--label',
+        'rack=r01',
+      ],
+    });
+    // Not in the arguments, where `ps` shows it to every local user.
+    expect(pasted(agentCommand('http://h', "t'o k$", {}))).toEqual({
+      token: "t'o k$",
+      argv: ['run', '--server', 'http://h'],
+    });
   });
 });
 
@@ -118,31 +138,35 @@ describe.each(drivers)('admin API (%s)', (driver) => {
     });
     expect(created.labels).toEqual(labels);
     expect(created.server).toBe(fleet.url);
-    const words = shellWords(created.command);
-    expect(words.slice(0, 6)).toEqual([
-      'vfio-fleet-agent',
+    const { token, argv } = pasted(created.command);
+    expect(token).toBe(created.token);
+    expect(argv).toEqual([
       'run',
       '--server',
       fleet.url,
-      '--token',
-      created.token,
+      '--label',
+      'rack=r 7',
+      '--label',
+      "example.com/tier=gold's",
     ]);
-    expect(words.slice(6)).toEqual(['--label', 'rack=r 7', '--label', "example.com/tier=gold's"]);
 
     for (const scenario of ['mlx5-vf', 'vfio-bound'] as const) {
       const root = path.join(tmp, driver, scenario, 'host');
       await buildScenario(root, scenario);
-      // startAgent adds `run` itself: everything after it comes from the printed command.
+      // startAgent adds `run` itself: everything after it, and the token, from the printed command.
       agents.push(
-        startAgent([
-          ...words.slice(2),
-          '--simulate',
-          root,
-          '--interval',
-          '1',
-          '--state-dir',
-          path.join(tmp, driver, scenario, 'state'),
-        ]),
+        startAgent(
+          [
+            ...argv.slice(1),
+            '--simulate',
+            root,
+            '--interval',
+            '1',
+            '--state-dir',
+            path.join(tmp, driver, scenario, 'state'),
+          ],
+          { VFIO_FLEET_TOKEN: token },
+        ),
       );
     }
     const listed = await poll(async () => {

@@ -109,8 +109,8 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
       maxUses: 3,
     });
     command = created.command;
-    const [, server, token] =
-      /^vfio-fleet-agent run --server (\S+) --token (\S+)$/.exec(command) ?? [];
+    const [, token, server] =
+      /^VFIO_FLEET_TOKEN=(\S+) vfio-fleet-agent run --server (\S+)$/.exec(command) ?? [];
     if (server === undefined || token === undefined)
       throw new Error(`unexpected command ${command}`);
     for (const { name, rack } of SCENARIOS) {
@@ -161,7 +161,7 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
 
   it('tokens.create printed the agent command for this server, and the agents enrolled with it', async () => {
     expect(command).toMatch(
-      new RegExp(`^vfio-fleet-agent run --server ${fleet.url} --token [A-Za-z0-9_-]{43}$`),
+      new RegExp(`^VFIO_FLEET_TOKEN=[A-Za-z0-9_-]{43} vfio-fleet-agent run --server ${fleet.url}$`),
     );
     const tokens = await admin.api.tokens.list.query({});
     expect(tokens.items).toHaveLength(1);
@@ -173,7 +173,7 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
       createdBy: 'ada',
     });
     // The token itself is never listed.
-    const secret = command.split(' ').at(-1) ?? '';
+    const secret = /VFIO_FLEET_TOKEN=(\S+)/.exec(command)?.[1] ?? '';
     expect(JSON.stringify(tokens)).not.toContain(secret);
     const hosts = await viewer.api.hosts.list.query({});
     expect(hosts.items.map((h) => h.state)).toEqual(['online', 'online', 'online']);
@@ -364,7 +364,7 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
     });
     expect(await failure(viewer.api.devices.search.query({ cursor: 'garbage' }))).toMatchObject({
       code: 'BAD_REQUEST',
-      message: 'invalid cursor',
+      message: 'invalid cursor: pass back the nextCursor of the previous page, unchanged',
     });
   });
 

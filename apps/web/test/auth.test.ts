@@ -7,6 +7,7 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { defaultLoginLimiters } from '../src/api/http-handler';
 import { ensureAdmin } from '../src/auth/bootstrap-admin';
+import { LoginAttempts } from '../src/auth/login-attempts';
 import { hashPassword, verifyPassword } from '../src/auth/passwords';
 import { SlidingWindowLimiter } from '../src/auth/rate-limit';
 import { createLogger } from '../src/logger';
@@ -54,6 +55,59 @@ describe('passwords', () => {
     expect(limiter.check('other').allowed).toBe(true);
     now = 10_001;
     expect(limiter.check('k').allowed).toBe(true);
+  });
+
+  it('reserves an event in the same step as its check, and takes it back once on cancel', () => {
+    const limiter = new SlidingWindowLimiter({ limit: 2, windowMs: 10_000, now: () => 0 });
+    const first = limiter.reserve('k');
+    const second = limiter.reserve('k');
+    expect(limiter.reserve('k')).toEqual({ allowed: false, retryAfterSeconds: 10 });
+    if (!first.allowed || !second.allowed) throw new Error('the first two were refused');
+    first.cancel();
+    first.cancel();
+    expect(limiter.check('k').allowed).toBe(true);
+    expect(limiter.reserve('k').allowed).toBe(true);
+    expect(limiter.check('k').allowed).toBe(false);
+    // A reset key has nothing left to take back.
+    limiter.reset('k');
+    second.cancel();
+    expect(limiter.check('k').allowed).toBe(true);
+  });
+
+  it('admits login attempts: failures stay counted, success and no verdict take them back', () => {
+    const limiters = {
+      byIp: new SlidingWindowLimiter({ limit: 3, windowMs: 60_000 }),
+      byUsername: new SlidingWindowLimiter({ limit: 2, windowMs: 60_000 }),
+    };
+    const attempts = new LoginAttempts(limiters, 2);
+    const begin = (ip: string, user: string) => {
+      const admission = attempts.begin(ip, user);
+      if (!admission.allowed) throw new Error(admission.message);
+      return admission.attempt;
+    };
+    // Two in flight from one address: a third waits for one of them to end.
+    const a = begin('10.0.0.1', 'Ann');
+    const b = begin('10.0.0.1', 'bob');
+    expect(attempts.begin('10.0.0.1', 'cy')).toMatchObject({
+      allowed: false,
+      retryAfterSeconds: 1,
+      message: expect.stringMatching(/still being checked/),
+    });
+    a.failed();
+    b.abandoned();
+    // ann (usernames compare lowercased) has one failure left; a success forgives it.
+    begin('10.0.0.2', 'ann').failed();
+    expect(attempts.begin('10.0.0.3', 'ANN')).toMatchObject({ allowed: false });
+    limiters.byUsername.reset('ann');
+    begin('10.0.0.1', 'ann').succeeded();
+    // 10.0.0.1: ann's failure counted, bob's abandoned one and the success not.
+    expect(limiters.byIp.check('10.0.0.1').allowed).toBe(true);
+    begin('10.0.0.1', 'x').failed();
+    begin('10.0.0.1', 'y').failed();
+    expect(attempts.begin('10.0.0.1', 'z')).toMatchObject({
+      allowed: false,
+      message: expect.stringMatching(/too many failed logins; try again in \d+ s/),
+    });
   });
 });
 
@@ -320,6 +374,35 @@ describe.each(drivers)('users, sessions and roles (%s)', (driver) => {
       await apiClient(fleet.url).api.auth.login.mutate({
         username: 'changer',
         password: 'n'.repeat(16),
+      });
+    });
+
+    it('refuses procedures that check or hash a password inside a batch, and counts a wrong current password', async () => {
+      await createUser(fleet.db, 'batcher', 'viewer');
+      const client = await loggedIn(fleet, 'batcher');
+      const change = { currentPassword: 'wrong', newPassword: 'n'.repeat(16) };
+      const res = await fetch(
+        `${fleet.url}/api/trpc/users.changePassword,users.changePassword?batch=1`,
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', cookie: client.cookie ?? '' },
+          body: JSON.stringify({ 0: change, 1: { ...change, currentPassword: PASSWORD } }),
+        },
+      );
+      expect(res.status).toBe(400);
+      const each = (await res.json()) as { error: { message: string } }[];
+      expect(each.map((e) => e.error.message)).toEqual([
+        'users.changePassword must be called on its own, not in a batch (this request has 2 calls)',
+        'users.changePassword must be called on its own, not in a batch (this request has 2 calls)',
+      ]);
+      // Alone, wrong current passwords count against the user like failed logins.
+      for (let i = 0; i < 5; i += 1) {
+        expect((await failure(client.api.users.changePassword.mutate(change))).code).toBe(
+          'FORBIDDEN',
+        );
+      }
+      expect(await failure(client.api.users.changePassword.mutate(change))).toMatchObject({
+        code: 'TOO_MANY_REQUESTS',
       });
     });
 

@@ -1,5 +1,6 @@
 // Next.js inside the one server process: the real server (port 0) with Next's production handler
-// serves the page, while the tRPC API and the agents' WebSocket keep working on the same port.
+// serves the page, while the tRPC API and the agents' WebSocket keep working on the same port; and
+// every kind of response carries the security headers, pages a CSP nonce of their own.
 // Uses the existing `next build` output (the package's build script, run by `npm install`) and
 // builds once when there is none.
 import { execFileSync } from 'node:child_process';
@@ -96,6 +97,52 @@ describe.each(drivers)('Next.js on the server port (%s)', (driver) => {
       expect(answer.text, target).toMatch(/^HTTP\/1\.1 404 /);
       expect(answer.closed, target).toBe(true);
     }
+  });
+
+  it('sends the security headers on every kind of response, and each page a nonce of its own', async () => {
+    const responses: [string, Response][] = [];
+    const get = async (path: string, init?: RequestInit) => {
+      const res = await fetch(`${fleet.url}${path}`, init);
+      responses.push([`${init?.method ?? 'GET'} ${path} ${res.status}`, res]);
+      return res;
+    };
+    await get('/api/health');
+    await get('/metrics');
+    await get('/downloads/manifest.json');
+    await get('/install.sh');
+    await get('/api/trpc/auth.me');
+    await get('/api/trpc/no.such.procedure');
+    await get('/api/trpc/auth.logout', {
+      method: 'POST',
+      headers: { origin: 'https://evil.example', 'content-type': 'application/json' },
+    });
+    await get('/no-such-page');
+    await get('/login');
+    // A client's own CSP header must not choose the nonce.
+    const home = await get('/', {
+      headers: { 'content-security-policy': "script-src 'nonce-chosen-by-the-client'" },
+    });
+    const html = await home.text();
+    const asset = /<script[^>]* src="(\/_next\/static\/[^"]+)"/.exec(html)?.[1];
+    expect(asset, 'a script of the page').toBeDefined();
+    await get(asset ?? '/_next/static/missing.js');
+    for (const [what, res] of responses) {
+      expect(res.headers.get('x-content-type-options'), what).toBe('nosniff');
+      expect(res.headers.get('x-frame-options'), what).toBe('DENY');
+      expect(res.headers.get('referrer-policy'), what).toBe('same-origin');
+      const policy = res.headers.get('content-security-policy') ?? '';
+      expect(policy, what).toContain("frame-ancestors 'none'");
+      expect(policy, what).toMatch(/default-src 'none'|object-src 'none'/);
+      expect(policy, what).toMatch(/base-uri '(self|none)'/);
+      expect(policy, what).toMatch(/form-action '(self|none)'/);
+    }
+    // The page's scripts carry this response's nonce, and the next response has another.
+    const nonce = /'nonce-([^']+)'/.exec(home.headers.get('content-security-policy') ?? '')?.[1];
+    expect(nonce).toMatch(/^[A-Za-z0-9+/]{22}==$/);
+    expect(html).toContain(`nonce="${nonce}"`);
+    expect(html).not.toContain('chosen-by-the-client');
+    const again = await fetch(`${fleet.url}/`);
+    expect(again.headers.get('content-security-policy')).not.toContain(`'nonce-${nonce}'`);
   });
 
   it('keeps /api/health, /api/trpc and the agents WebSocket on the same port', async () => {

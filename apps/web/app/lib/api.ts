@@ -1,18 +1,34 @@
 'use client';
 /**
  * The dashboard's one data source: a typed tRPC client over HTTP to our own server's `/api/trpc`.
- * Only the router's *type* is imported from src/: no server code reaches the browser bundle.
+ * Only the router's *type* and the API's limits (src/api/limits.ts, import-free) come from src/:
+ * no server code reaches the browser bundle.
  * Pages call it through @tanstack/react-query (`useQuery({ queryKey, queryFn: () => api.x.query() })`).
  */
-import { createTRPCClient, httpBatchLink, TRPCClientError } from '@trpc/client';
+import {
+  createTRPCClient,
+  httpBatchLink,
+  httpLink,
+  splitLink,
+  TRPCClientError,
+} from '@trpc/client';
 import type { inferRouterInputs, inferRouterOutputs } from '@trpc/server';
+import { MAX_BATCH_CALLS } from '../../src/api/limits';
 import type { AppRouter } from '../../src/api/root';
 
 export type RouterOutputs = inferRouterOutputs<AppRouter>;
 export type RouterInputs = inferRouterInputs<AppRouter>;
 
 export const api = createTRPCClient<AppRouter>({
-  links: [httpBatchLink({ url: '/api/trpc', maxURLLength: 4000 })],
+  links: [
+    // Mutations go one per request: they are rare, and those that check a password refuse to be
+    // part of a batch.
+    splitLink({
+      condition: (op) => op.type === 'mutation',
+      true: httpLink({ url: '/api/trpc' }),
+      false: httpBatchLink({ url: '/api/trpc', maxURLLength: 4000, maxItems: MAX_BATCH_CALLS }),
+    }),
+  ],
 });
 
 /** The tRPC error code of a failed call (`UNAUTHORIZED`, `FORBIDDEN`, `CONFLICT`...), or null. */

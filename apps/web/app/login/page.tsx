@@ -3,6 +3,7 @@ import { useMutation, useQueryClient } from '@tanstack/react-query';
 import { useRouter } from 'next/navigation';
 import { type FormEvent, useState } from 'react';
 import { api, errorText } from '../lib/api';
+import { afterLoginPath } from './next-path';
 
 export default function LoginPage() {
   const router = useRouter();
@@ -14,10 +15,10 @@ export default function LoginPage() {
     onSuccess: async () => {
       await queryClient.invalidateQueries();
       // Read at submit time, not with useSearchParams: the form then renders on the server too,
-      // usable before the page's script has loaded. Only a path on this site: an open redirect
-      // would let a link send users elsewhere.
+      // usable before the page's script has loaded. Only a page of this console: an open
+      // redirect would let a link send users elsewhere.
       const next = new URLSearchParams(window.location.search).get('next');
-      router.replace(next?.startsWith('/') && !next.startsWith('//') ? next : '/');
+      router.replace(afterLoginPath(next, window.location.origin));
     },
   });
   const submit = (event: FormEvent) => {

@@ -4,11 +4,13 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
+import { LoginAttempts, type LoginLimiters } from '../auth/login-attempts';
 import { SlidingWindowLimiter } from '../auth/rate-limit';
 import { DEFAULT_SESSION_TTL_HOURS, readSessionToken, resolveSession } from '../auth/sessions';
 import { publicUrl } from './public-url';
+import { guardApiRequest } from './request-guard';
 import { appRouter } from './root';
-import type { ApiContext, ApiDeps, LoginLimiters } from './trpc';
+import type { ApiContext, ApiDeps } from './trpc';
 
 export const TRPC_PATH = '/api/trpc';
 /** API inputs are small; a bulk job's host list is the largest. */
@@ -23,17 +25,19 @@ export function defaultLoginLimiters(): LoginLimiters {
   };
 }
 
-type OptionalDeps = 'loginLimiters' | 'sessionTtlHours' | 'dispatcher' | 'downloads' | 'serverUrl';
-export type ApiHandlerDeps = Omit<ApiDeps, OptionalDeps> & Partial<Pick<ApiDeps, OptionalDeps>>;
+type OptionalDeps = 'sessionTtlHours' | 'dispatcher' | 'downloads' | 'serverUrl';
+export type ApiHandlerDeps = Omit<ApiDeps, OptionalDeps | 'loginAttempts'> &
+  Partial<Pick<ApiDeps, OptionalDeps>> & { loginLimiters?: LoginLimiters };
 
 export function createApiHandler(
   deps: ApiHandlerDeps,
 ): (req: IncomingMessage, res: ServerResponse) => void {
+  const { loginLimiters, ...rest } = deps;
   const shared: ApiDeps = {
-    ...deps,
+    ...rest,
     dispatcher: deps.dispatcher ?? null,
     downloads: deps.downloads ?? null,
-    loginLimiters: deps.loginLimiters ?? defaultLoginLimiters(),
+    loginAttempts: new LoginAttempts(loginLimiters ?? defaultLoginLimiters()),
     sessionTtlHours: deps.sessionTtlHours ?? DEFAULT_SESSION_TTL_HOURS,
     serverUrl: deps.serverUrl ?? ((req) => publicUrl(req, { trustProxy: false })),
   };
@@ -41,10 +45,11 @@ export function createApiHandler(
     router: appRouter,
     basePath: `${TRPC_PATH}/`,
     maxBodySize: MAX_BODY_BYTES,
-    async createContext({ req, res }): Promise<ApiContext> {
+    async createContext({ req, res, info }): Promise<ApiContext> {
+      guardApiRequest(req, info);
       const token = readSessionToken(req);
       const user = token === null ? null : await resolveSession(shared.db, token);
-      return { ...shared, req, res, user };
+      return { ...shared, req, res, user, calls: info.calls.length };
     },
   });
 }

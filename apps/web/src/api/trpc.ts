@@ -8,7 +8,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { initTRPC, TRPCError } from '@trpc/server';
 import type { Database, JobRow, UserRole } from '@vfio-fleet/db';
-import type { SlidingWindowLimiter } from '../auth/rate-limit';
+import type { LoginAttempts } from '../auth/login-attempts';
 import type { SessionUser } from '../auth/sessions';
 import type { AgentDownloads } from '../downloads/agent-downloads';
 import { ServerError, type ServerErrorCode } from '../errors';
@@ -21,10 +21,7 @@ export interface JobNotifier {
   requestCancel(job: JobRow): void;
 }
 
-export interface LoginLimiters {
-  byIp: SlidingWindowLimiter;
-  byUsername: SlidingWindowLimiter;
-}
+export type { LoginLimiters } from '../auth/login-attempts';
 
 /** Everything of the server the API uses, the same for every request. */
 export interface ApiDeps {
@@ -32,7 +29,8 @@ export interface ApiDeps {
   logger: Logger;
   gateway: AgentGateway;
   dispatcher: JobNotifier | null;
-  loginLimiters: LoginLimiters;
+  /** The failed-login limits (auth/login-attempts.ts), one per server. */
+  loginAttempts: LoginAttempts;
   sessionTtlHours: number;
   /** The packaged agent (for the install commands); null: none. */
   downloads: AgentDownloads | null;
@@ -44,6 +42,8 @@ export interface ApiContext extends ApiDeps {
   req: IncomingMessage;
   res: ServerResponse;
   user: SessionUser | null;
+  /** Calls in this HTTP request: more than 1 in a batch. */
+  calls: number;
 }
 
 const TRPC_CODES: Partial<Record<ServerErrorCode, TRPCError['code']>> = {
@@ -125,6 +125,20 @@ const mapErrors = t.middleware(async ({ ctx, next, path }) => {
 });
 
 export const publicProcedure = t.procedure.use(mapErrors);
+
+/**
+ * For procedures that hash a password: one call per HTTP request. In a batch, one request would
+ * buy many guesses, and many hashes' worth of the server's time.
+ */
+export const alone = t.middleware(({ ctx, path, next }) => {
+  if (ctx.calls > 1) {
+    throw new TRPCError({
+      code: 'BAD_REQUEST',
+      message: `${path} must be called on its own, not in a batch (this request has ${ctx.calls} calls)`,
+    });
+  }
+  return next();
+});
 
 const RANK: Record<UserRole, number> = { viewer: 0, operator: 1, admin: 2 };
 

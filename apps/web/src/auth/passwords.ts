@@ -4,6 +4,9 @@
  * raised later without invalidating existing hashes — each is verified with its own parameters.
  */
 import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { ServerError } from '../errors';
+import { Gate, GateFullError } from '../ops/gate';
 
 /** N = 2^15, r = 8: about 32 MiB and tens of milliseconds per hash, OWASP's scrypt baseline. */
 const DEFAULT_COST = { N: 2 ** 15, r: 8, p: 1 } as const;
@@ -14,13 +17,43 @@ const MAX_N = 2 ** 20;
 const MAX_R = 32;
 const MAX_P = 16;
 
-function derive(password: string, salt: Buffer, cost: { N: number; r: number; p: number }) {
+/**
+ * scrypt runs on libuv's threadpool (4 threads by default), which fs, dns.lookup and the rest of
+ * crypto share, and keeps a core busy: a flood of logins queued there made every file read wait
+ * behind it. Server-wide, at most half the cores (at most 2, half the pool) hash at once; a few
+ * more wait their turn, and beyond that a caller is told the server is busy rather than queued
+ * without end.
+ */
+const HASH_CONCURRENCY = Math.min(2, Math.max(1, Math.floor(availableParallelism() / 2)));
+const HASH_MAX_WAITING = 16;
+const hashGate = new Gate(HASH_CONCURRENCY, HASH_MAX_WAITING);
+
+async function derive(
+  password: string,
+  salt: Buffer,
+  cost: { N: number; r: number; p: number },
+): Promise<Buffer> {
   const options: ScryptOptions = { ...cost, maxmem: 256 * cost.N * cost.r + 16 * 1024 * 1024 };
-  return new Promise<Buffer>((resolve, reject) => {
-    scrypt(password.normalize('NFKC'), salt, KEY_LENGTH, options, (error, key) =>
-      error ? reject(error) : resolve(key),
+  let release: () => void;
+  try {
+    release = await hashGate.acquire();
+  } catch (error) {
+    if (!(error instanceof GateFullError)) throw error;
+    throw new ServerError(
+      'rate-limited',
+      'the server is busy checking other passwords; try again in a few seconds',
+      { cause: error },
     );
-  });
+  }
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scrypt(password.normalize('NFKC'), salt, KEY_LENGTH, options, (error, key) =>
+        error ? reject(error) : resolve(key),
+      );
+    });
+  } finally {
+    release();
+  }
 }
 
 export async function hashPassword(password: string): Promise<string> {
@@ -71,7 +104,11 @@ let dummyHash: Promise<string> | null = null;
  * the response time must not tell a stranger which usernames are real.
  */
 export async function verifyAgainstDummy(password: string): Promise<false> {
-  dummyHash ??= hashPassword(randomBytes(16).toString('hex'));
+  dummyHash ??= hashPassword(randomBytes(16).toString('hex')).catch((error: unknown) => {
+    // A busy server refused it: the next unknown-user login makes it again.
+    dummyHash = null;
+    throw error;
+  });
   await verifyPassword(password, await dummyHash);
   return false;
 }

@@ -19,6 +19,11 @@ export interface RateLimitVerdict {
   retryAfterSeconds: number;
 }
 
+/** reserve()'s answer: allowed and counted (`cancel` takes the event back), or refused. */
+export type Reservation =
+  | { allowed: true; cancel: () => void }
+  | { allowed: false; retryAfterSeconds: number };
+
 export class SlidingWindowLimiter {
   private readonly events = new Map<string, number[]>();
   private readonly limit: number;
@@ -54,7 +59,35 @@ export class SlidingWindowLimiter {
     };
   }
 
+  /**
+   * check() and hit() as one step: the event is counted now, when allowed. Checking before a slow
+   * operation and counting after it lets every concurrent caller pass the check first.
+   */
+  reserve(key: string): Reservation {
+    const verdict = this.check(key);
+    if (!verdict.allowed) return { allowed: false, retryAfterSeconds: verdict.retryAfterSeconds };
+    const at = this.record(key);
+    let cancelled = false;
+    return {
+      allowed: true,
+      cancel: () => {
+        if (cancelled) return;
+        cancelled = true;
+        // Gone already when the key was reset or fell out of the window: nothing to take back.
+        const times = this.events.get(key);
+        const index = times?.indexOf(at) ?? -1;
+        if (times === undefined || index < 0) return;
+        times.splice(index, 1);
+        if (times.length === 0) this.events.delete(key);
+      },
+    };
+  }
+
   hit(key: string): void {
+    this.record(key);
+  }
+
+  private record(key: string): number {
     const now = this.now();
     const times = this.recent(key, now);
     times.push(now);
@@ -66,6 +99,7 @@ export class SlidingWindowLimiter {
       if (stalest.done === true) break;
       this.events.delete(stalest.value);
     }
+    return now;
   }
 
   reset(key: string): void {

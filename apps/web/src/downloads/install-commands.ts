@@ -114,6 +114,21 @@ export function agentEnvLines(input: Omit<InstallInput, 'release'>): string[] {
   ];
 }
 
+/**
+ * The command line for a host where the agent is installed already: the token in the agent's own
+ * variable, on the command's environment, not in its arguments, where every local user could
+ * read it in `ps` for as long as the agent runs. Every label travels here, whatever its value.
+ */
+export function agentCommand(
+  server: string,
+  token: string,
+  labels: Record<string, string>,
+): string {
+  const words = ['vfio-fleet-agent', 'run', '--server', server];
+  for (const [key, value] of Object.entries(labels)) words.push('--label', `${key}=${value}`);
+  return `${AGENT_ENV.token}=${shellWord(token)} ${words.map(shellWord).join(' ')}`;
+}
+
 export function downloadUrl(server: string, name: string): string {
   return `${server.replace(/\/+$/, '')}/downloads/${name}`;
 }

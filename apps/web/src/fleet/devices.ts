@@ -50,7 +50,7 @@ export async function searchDevices(
   db: Database,
   input: DeviceSearchInput,
 ): Promise<{ items: DeviceSearchRow[]; nextCursor: string | null }> {
-  const after = decodeCursor(input.cursor, 3);
+  const after = decodeCursor(input.cursor, ['text', 'uuid', 'text']);
   const q = input.q?.trim();
   const pattern = q === undefined || q === '' ? undefined : containsPattern(q);
   const hostSearch = input.hostSearch?.trim() || undefined;

@@ -8,7 +8,7 @@ import type { Database, HostState } from '@vfio-fleet/db';
 import { type SQL, sql } from 'drizzle-orm';
 import { ServerError } from '../errors';
 import { type AgentVersionStatus, agentVersionStatus } from './agent-version';
-import { type CursorKey, decodeCursor, page } from './cursor';
+import { type CursorKey, type CursorPart, decodeCursor, page } from './cursor';
 import { DEVICE_COLUMNS, type DeviceView, deviceView } from './device-view';
 import { hostHasLabels, type LabelFilter } from './filters';
 import { type ActiveJob, activeJobsOf } from './groups';
@@ -51,15 +51,23 @@ export interface HostListItem {
 }
 
 /** The sort key of each order, as a column of the inner query (comparable in a row comparison). */
-const SORT_KEYS: Record<HostSort, { expr: SQL; cast: (v: CursorKey[number]) => SQL }> = {
-  hostname: { expr: sql`h.hostname`, cast: (v) => sql`${String(v)}::text` },
+const SORT_KEYS: Record<
+  HostSort,
+  { expr: SQL; part: CursorPart; cast: (v: CursorKey[number]) => SQL }
+> = {
+  hostname: { expr: sql`h.hostname`, part: 'text', cast: (v) => sql`${String(v)}::text` },
   // Microseconds since the epoch as bigint: a cursor holding an ISO string would lose PostgreSQL's
   // microseconds and skip or repeat rows; never-seen hosts sort as the epoch.
   lastSeen: {
     expr: sql`coalesce((extract(epoch FROM h.last_seen_at) * 1000000)::bigint, 0)`,
+    part: 'integer',
     cast: (v) => sql`${String(v)}::bigint`,
   },
-  devices: { expr: sql`coalesce(c.total, 0)::bigint`, cast: (v) => sql`${String(v)}::bigint` },
+  devices: {
+    expr: sql`coalesce(c.total, 0)::bigint`,
+    part: 'integer',
+    cast: (v) => sql`${String(v)}::bigint`,
+  },
 };
 
 function labelsOf(value: unknown): Record<string, string> {
@@ -80,8 +88,8 @@ export async function listHosts(
   db: Database,
   input: HostListInput,
 ): Promise<{ items: HostListItem[]; nextCursor: string | null }> {
-  const after = decodeCursor(input.cursor, 2);
   const key = SORT_KEYS[input.sort];
+  const after = decodeCursor(input.cursor, [key.part, 'uuid']);
   const search = input.search?.trim();
   const filters = allOf([
     search === undefined || search === ''

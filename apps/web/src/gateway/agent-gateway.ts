@@ -28,10 +28,10 @@ import { type RawData, type WebSocket, WebSocketServer } from 'ws';
 import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
+import { Gate } from '../ops/gate';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
 import { requestUrl } from '../request-url';
 import { registerDisconnect, TokenUseCounter } from './credentials';
-import { Gate } from './gate';
 import { verifyHello } from './hello-auth';
 import {
   DEFAULT_FAILED_HELLO_LIMITS,

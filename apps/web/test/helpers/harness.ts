@@ -35,6 +35,24 @@ export interface TestDb {
   close(): Promise<void>;
 }
 
+/** A fresh, empty PostgreSQL database (for a server process of its own, too), and its drop. */
+export async function scratchPostgres(): Promise<{ url: string; drop(): Promise<void> }> {
+  if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
+  const name = `vf_test_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(maintenanceUrl, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE "${name}"`);
+  const url = new URL(maintenanceUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      // WITH (FORCE): a connection a failed test left open must not keep the database alive.
+      await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      await admin.end({ timeout: 5 });
+    },
+  };
+}
+
 /** A migrated throwaway database: PGlite in memory, or a fresh PostgreSQL database dropped on close. */
 export async function openTestDb(driver: DbDriver): Promise<TestDb> {
   let handle: DbHandle;
@@ -42,18 +60,9 @@ export async function openTestDb(driver: DbDriver): Promise<TestDb> {
   if (driver === 'pglite') {
     handle = await createDb({ dataDir: 'memory://', env: {} });
   } else {
-    if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
-    const name = `vf_test_${randomBytes(6).toString('hex')}`;
-    const admin = postgres(maintenanceUrl, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`CREATE DATABASE "${name}"`);
-    const url = new URL(maintenanceUrl);
-    url.pathname = `/${name}`;
-    handle = await createDb({ url: url.toString(), env: {} });
-    dispose = async () => {
-      // WITH (FORCE): a connection a failed test left open must not keep the database alive.
-      await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-      await admin.end({ timeout: 5 });
-    };
+    const scratch = await scratchPostgres();
+    handle = await createDb({ url: scratch.url, env: {} });
+    dispose = scratch.drop;
   }
   await handle.migrate();
   return {
@@ -138,10 +147,13 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
-export function startAgent(args: readonly string[]): AgentProcess {
+export function startAgent(
+  args: readonly string[],
+  env: Record<string, string> = {},
+): AgentProcess {
   const child = spawn(process.execPath, [agentBin, 'run', ...args], {
     cwd: agentDir,
-    env: { ...process.env, NO_COLOR: '1', VFIO_FLEET_LOG_LEVEL: 'debug' },
+    env: { ...process.env, NO_COLOR: '1', VFIO_FLEET_LOG_LEVEL: 'debug', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -239,7 +239,8 @@ function CreatedToken({ created, onDone }: { created: Created; onDone: () => voi
       </p>
       <figure className={styles.figure}>
         <figcaption className="small muted">
-          Agent command line (where the agent is installed already)
+          Agent command line (where the agent is installed already; the token goes in its
+          environment, where <code>ps</code> does not show it)
         </figcaption>
         <pre className={styles.command} ref={commandRef}>
           {created.command}

@@ -18,13 +18,13 @@ import { z } from 'zod';
 import { recordAudit } from '../../audit/audit-log';
 import { hashPassword, verifyPassword } from '../../auth/passwords';
 import { revokeUserSessions } from '../../auth/sessions';
-import { installCommands } from '../../downloads/install-commands';
+import { agentCommand, installCommands } from '../../downloads/install-commands';
 import { ServerError } from '../../errors';
 import { decodeCursor, encodeCursor } from '../../fleet/cursor';
 import { hashSecret, newSecret, revokeCredential } from '../../gateway/credentials';
-import { shellWord } from '../../shell-word';
 import { cursorInput, limitInput, uuidInput } from '../inputs';
-import { adminProcedure, createRouter, viewerProcedure } from '../trpc';
+import { adminProcedure, alone, createRouter, viewerProcedure } from '../trpc';
+import { admitAttempt, clientIp } from './auth';
 
 function auditBy(user: { id: string; username: string }) {
   return { userId: user.id, username: user.username };
@@ -49,17 +49,6 @@ function tokenState(row: typeof enrollmentTokens.$inferSelect, now: Date): Token
   if (row.expiresAt <= now) return 'expired';
   if (row.maxUses !== null && row.uses >= row.maxUses) return 'used-up';
   return 'active';
-}
-
-/** The command line an admin runs on a new host: the agent, this server, the token, its labels. */
-export function agentCommand(
-  server: string,
-  token: string,
-  labels: Record<string, string>,
-): string {
-  const words = ['vfio-fleet-agent', 'run', '--server', server, '--token', token];
-  for (const [key, value] of Object.entries(labels)) words.push('--label', `${key}=${value}`);
-  return words.map(shellWord).join(' ');
 }
 
 /** created_at as exact text (microseconds): a Date cursor would skip rows within a millisecond. */
@@ -132,7 +121,7 @@ export const tokensRouter = createRouter({
   list: adminProcedure
     .input(z.object({ limit: limitInput, cursor: cursorInput }).default({ limit: 50 }))
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 2);
+      const after = decodeCursor(input.cursor, ['timestamp', 'uuid']);
       const rows = await ctx.db
         .select({ token: enrollmentTokens, createdBy: users.username, key: tokenCreatedKey })
         .from(enrollmentTokens)
@@ -228,7 +217,7 @@ export const agentsRouter = createRouter({
         .default({ limit: 50 }),
     )
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 2);
+      const after = decodeCursor(input.cursor, ['timestamp', 'text']);
       const where: SQL[] = [];
       if (after !== null) {
         where.push(
@@ -371,7 +360,7 @@ export const usersRouter = createRouter({
   list: adminProcedure
     .input(z.object({ limit: limitInput, cursor: cursorInput }).default({ limit: 50 }))
     .query(async ({ ctx, input }) => {
-      const after = decodeCursor(input.cursor, 1);
+      const after = decodeCursor(input.cursor, ['text']);
       const rows = await ctx.db
         .select()
         .from(users)
@@ -388,6 +377,7 @@ export const usersRouter = createRouter({
     }),
 
   create: adminProcedure
+    .use(alone)
     .input(
       z.object({ username: usernameInput, password: newPasswordInput, role: z.enum(USER_ROLES) }),
     )
@@ -462,14 +452,27 @@ export const usersRouter = createRouter({
 
   /** Any user, for themselves: needs the current password; logs out their other sessions. */
   changePassword: viewerProcedure
+    .use(alone)
     .input(
       z.object({ currentPassword: z.string().min(1).max(1024), newPassword: newPasswordInput }),
     )
     .mutation(async ({ ctx, input }) => {
-      const [user] = await ctx.db.select().from(users).where(eq(users.id, ctx.user.id));
-      if (user === undefined || !(await verifyPassword(input.currentPassword, user.passwordHash))) {
+      // Guessing the current password through a stolen session counts like failed logins.
+      const attempt = admitAttempt(ctx, clientIp(ctx), ctx.user.username);
+      let user: typeof users.$inferSelect | undefined;
+      let ok = false;
+      try {
+        [user] = await ctx.db.select().from(users).where(eq(users.id, ctx.user.id));
+        ok = user !== undefined && (await verifyPassword(input.currentPassword, user.passwordHash));
+      } catch (error) {
+        attempt.abandoned();
+        throw error;
+      }
+      if (user === undefined || !ok) {
+        attempt.failed();
         throw new ServerError('forbidden', 'the current password is wrong');
       }
+      attempt.succeeded();
       const passwordHash = await hashPassword(input.newPassword);
       await ctx.db.transaction(async (tx) => {
         await tx.update(users).set({ passwordHash }).where(eq(users.id, user.id));

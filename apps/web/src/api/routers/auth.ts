@@ -1,11 +1,13 @@
 /**
  * auth.login / logout / me. Login answers one message for an unknown user, a disabled one and a
- * wrong password (and spends the same scrypt work on each), and is rate-limited on failures per
- * client IP and per username.
+ * wrong password (and spends the same scrypt work on each), is rate-limited on failures per
+ * client IP and per username (each attempt counted before it is hashed: auth/login-attempts.ts),
+ * and is never part of a batch.
  */
 import { type Database, users } from '@vfio-fleet/db';
 import { and, eq, isNull } from 'drizzle-orm';
 import { z } from 'zod';
+import type { LoginAttempt } from '../../auth/login-attempts';
 import { verifyAgainstDummy, verifyPassword } from '../../auth/passwords';
 import {
   clearedSessionCookie,
@@ -15,7 +17,7 @@ import {
   sessionCookie,
 } from '../../auth/sessions';
 import { ServerError } from '../../errors';
-import { type ApiContext, createRouter, publicProcedure, viewerProcedure } from '../trpc';
+import { type ApiContext, alone, createRouter, publicProcedure, viewerProcedure } from '../trpc';
 
 export const LOGIN_FAILED = 'wrong username or password';
 
@@ -34,15 +36,24 @@ async function findActiveUser(db: Database, username: string) {
   return user;
 }
 
-function clientIp(ctx: ApiContext): string {
+export function clientIp(ctx: ApiContext): string {
   // The socket's address, not X-Forwarded-For: a header is whatever the client wants it to be.
   // Behind a reverse proxy every client shares the proxy's address, so the per-IP limit is set
   // well above the per-username one.
   return ctx.req.socket.remoteAddress ?? 'unknown';
 }
 
+/** Counts a password check against the limits before it is hashed, or refuses it (429). */
+export function admitAttempt(ctx: ApiContext, ip: string, username: string): LoginAttempt {
+  const admission = ctx.loginAttempts.begin(ip, username);
+  if (admission.allowed) return admission.attempt;
+  ctx.res.setHeader('Retry-After', String(admission.retryAfterSeconds));
+  throw new ServerError('rate-limited', admission.message);
+}
+
 export const authRouter = createRouter({
   login: publicProcedure
+    .use(alone)
     .input(
       z.object({
         username: z.string().min(1).max(64),
@@ -50,30 +61,26 @@ export const authRouter = createRouter({
       }),
     )
     .mutation(async ({ ctx, input }): Promise<Me> => {
-      const { byIp, byUsername } = ctx.loginLimiters;
-      const ipKey = clientIp(ctx);
-      const userKey = input.username.toLowerCase();
-      for (const verdict of [byIp.check(ipKey), byUsername.check(userKey)]) {
-        if (!verdict.allowed) {
-          ctx.res.setHeader('Retry-After', String(verdict.retryAfterSeconds));
-          throw new ServerError(
-            'rate-limited',
-            `too many failed logins; try again in ${verdict.retryAfterSeconds} s`,
-          );
-        }
+      const ip = clientIp(ctx);
+      const attempt = admitAttempt(ctx, ip, input.username);
+      let user: Awaited<ReturnType<typeof findActiveUser>>;
+      let ok: boolean;
+      try {
+        user = await findActiveUser(ctx.db, input.username);
+        ok =
+          user === undefined
+            ? await verifyAgainstDummy(input.password)
+            : await verifyPassword(input.password, user.passwordHash);
+      } catch (error) {
+        attempt.abandoned();
+        throw error;
       }
-      const user = await findActiveUser(ctx.db, input.username);
-      const ok =
-        user === undefined
-          ? await verifyAgainstDummy(input.password)
-          : await verifyPassword(input.password, user.passwordHash);
       if (user === undefined || !ok) {
-        byIp.hit(ipKey);
-        byUsername.hit(userKey);
-        ctx.logger.info({ username: input.username, ip: ipKey }, 'login failed');
+        attempt.failed();
+        ctx.logger.info({ username: input.username, ip }, 'login failed');
         throw new ServerError('unauthorized', LOGIN_FAILED);
       }
-      byUsername.reset(userKey);
+      attempt.succeeded();
       const { token, expiresAt } = await createSession(ctx.db, user.id, ctx.sessionTtlHours);
       ctx.res.setHeader('Set-Cookie', sessionCookie(token, expiresAt, isSecureRequest(ctx.req)));
       ctx.logger.info({ username: user.username }, 'logged in');
