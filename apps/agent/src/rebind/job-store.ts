@@ -13,8 +13,9 @@ import {
   type ReadinessReason,
   readinessReasonSchema,
 } from '@vfio-fleet/core';
+import { processAlive } from '@vfio-fleet/local-state';
 import { z } from 'zod';
-import { ensureDir, errnoOf, processAlive, readOptional, writeFileAtomic } from './state-files';
+import { ensureDir, errnoOf, readOptional, writeFileAtomic } from './state-files';
 
 /** The wire protocol's id rule: it also keeps a job id safe as a file name (no `/`, no `..`). */
 export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
