@@ -9,7 +9,6 @@
  * Both expose the same `Database` type (drizzle's PgDatabase over this schema), so code written
  * against one runs on the other, transactions included.
  */
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
@@ -20,6 +19,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { openDataDir } from './data-dir';
 import { parseDbEnv } from './env';
 import { type Listen, pgliteListen, postgresListen } from './notify';
 import * as schema from './schema';
@@ -62,6 +62,8 @@ export interface CreateDbOptions {
   env?: Record<string, string | undefined>;
   /** Where the generated SQL lives; defaults to this package's `drizzle/` folder. */
   migrationsFolder?: string;
+  /** Hears what opening had to fix (a PGlite data dir other users could read); the server logs it. */
+  onNotice?: (message: string) => void;
 }
 
 export const DEFAULT_DATA_DIR = './.data';
@@ -100,6 +102,7 @@ export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle>
   return openPglite(
     options.dataDir ?? env.VFIO_FLEET_DATA_DIR ?? DEFAULT_DATA_DIR,
     migrationsFolder,
+    options.onNotice ?? (() => undefined),
   );
 }
 
@@ -152,21 +155,29 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
   };
 }
 
-async function openPglite(dataDir: string, migrationsFolder: string): Promise<DbHandle> {
+async function openPglite(
+  dataDir: string,
+  migrationsFolder: string,
+  notice: (message: string) => void,
+): Promise<DbHandle> {
   const inMemory = dataDir.startsWith('memory://');
   const location = inMemory ? dataDir : path.resolve(dataDir);
-  if (!inMemory) mkdirSync(location, { recursive: true });
-  let client: PGlite;
+  // Locked and made private before PGlite reads or creates a file in it (see data-dir.ts).
+  const dir = inMemory ? null : await openDataDir(location, notice);
+  let client: PGlite | null = null;
   try {
     client = await PGlite.create(location);
+    await dir?.settle();
   } catch (error) {
+    await client?.close().catch(() => undefined);
+    await dir?.close();
     throw new Error(`cannot open the PGlite database in ${location}: ${errorMessage(error)}`, {
       cause: error,
     });
   }
   const db = drizzlePglite({ client, schema });
-  // PGlite is one connection in this process (a data directory cannot be shared between
-  // processes), so concurrent migrate() calls only need to queue behind each other here.
+  // PGlite is one connection in this process (the data directory's lock keeps other processes
+  // out), so concurrent migrate() calls only need to queue behind each other here.
   let migrating: Promise<void> = Promise.resolve();
 
   return {
@@ -182,6 +193,7 @@ async function openPglite(dataDir: string, migrationsFolder: string): Promise<Db
     async close() {
       await migrating;
       if (!client.closed) await client.close();
+      await dir?.close();
     },
   };
 }

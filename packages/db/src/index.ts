@@ -12,6 +12,7 @@ export {
   type Schema,
   type Transaction,
 } from './client';
+export { DATA_DIR_LOCK_FILE } from './data-dir';
 export {
   bulkUpsertDevices,
   chunks,
