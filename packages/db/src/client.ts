@@ -186,7 +186,11 @@ async function openPglite(
     driver: 'pglite',
     listen: pgliteListen(client),
     migrate() {
-      const run = migrating.then(() => migratePglite(db, { migrationsFolder }));
+      // A migration creates files (0666, see data-dir.ts): private again once it is done.
+      const run = migrating.then(async () => {
+        await migratePglite(db, { migrationsFolder });
+        await dir?.settle();
+      });
       migrating = run.catch(() => {});
       return run;
     },
