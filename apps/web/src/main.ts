@@ -16,7 +16,10 @@ import { startServer } from './server';
 async function main(): Promise<void> {
   const env = parseServerEnv(process.env);
   const logger = createLogger(env.VFIO_FLEET_LOG_LEVEL);
-  const handle = await createDb({ env: process.env });
+  const handle = await createDb({
+    env: process.env,
+    onNotice: (message) => logger.warn(message),
+  });
   await handle.migrate();
   logger.info({ driver: handle.driver }, 'database migrated');
   await ensureAdmin(handle.db, { password: env.ADMIN_PASSWORD }, logger);
