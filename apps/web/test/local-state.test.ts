@@ -117,7 +117,8 @@ function agentsOn(stateDir: string): number[] {
 }
 
 describe('the data directory of a real server', () => {
-  it('is private from the start, one server at a time, and free again after a kill -9', async () => {
+  const name = 'is private from the start, one server at a time, and free again after a kill -9';
+  it(name, { timeout: SERVERS_TIMEOUT_MS }, async () => {
     const dataDir = path.join(tmp, 'data');
     const env = { VFIO_FLEET_DATA_DIR: dataDir, VFIO_FLEET_LOCAL_AGENT: '0' };
     const first = startMain(env);
@@ -147,11 +148,13 @@ describe('the data directory of a real server', () => {
     third.child.kill('SIGTERM');
     expect(await third.exited, third.output()).toBe(0);
     expect(await openModes(dataDir)).toEqual([]);
-  }, SERVERS_TIMEOUT_MS);
+  });
 });
 
 describe('the local agent of a real server', () => {
-  it('dies with its server on kill -9, and the next server ends an orphan and runs exactly one', async () => {
+  const name =
+    'dies with its server on kill -9, and the next server ends an orphan and runs exactly one';
+  it(name, { timeout: SERVERS_TIMEOUT_MS }, async () => {
     const root = path.join(tmp, 'host');
     await buildScenario(root, 'dual-gpu');
     const dataDir = path.join(tmp, 'agent-data');
@@ -203,5 +206,5 @@ describe('the local agent of a real server', () => {
     second.child.kill('SIGTERM');
     expect(await second.exited, second.output()).toBe(0);
     expect(agentsOn(stateDir)).toEqual([]);
-  }, SERVERS_TIMEOUT_MS);
+  });
 });
