@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   const handle = await createDb({
     env: process.env,
     onNotice: (message) => logger.warn(message),
+    apiStatementTimeoutMs: env.VFIO_FLEET_API_QUERY_TIMEOUT_MS,
   });
   await handle.migrate();
   logger.info({ driver: handle.driver }, 'database migrated');
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     next: ui?.handle,
     metricsToken: env.METRICS_TOKEN,
     trustProxy: env.VFIO_FLEET_TRUST_PROXY === '1',
+    apiQueryTimeoutMs: env.VFIO_FLEET_API_QUERY_TIMEOUT_MS,
     // Relative to where the server was started, like VFIO_FLEET_DATA_DIR.
     downloadsDir:
       env.VFIO_FLEET_DOWNLOADS_DIR === undefined

@@ -58,6 +58,8 @@ export interface StartServerOptions {
   jobs?: Pick<JobDispatcherDeps, 'leaseSeconds' | 'pollMs' | 'runningGraceSeconds'>;
   /** Where the packaged agent is (VFIO_FLEET_DOWNLOADS_DIR; default this checkout's packaging/dist). */
   downloadsDir?: string;
+  /** How long an API call may wait for the database (VFIO_FLEET_API_QUERY_TIMEOUT_MS). */
+  apiQueryTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -166,6 +168,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     downloads,
     sessionTtlHours: options.sessionTtlHours,
     loginLimiters: options.loginLimiters,
+    apiQueryTimeoutMs: options.apiQueryTimeoutMs,
   });
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://localhost');

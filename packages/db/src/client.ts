@@ -38,8 +38,10 @@ export interface DbHandle {
   /**
    * The same database over connections of its own, for the dashboard's API: on PostgreSQL a
    * second pool, so that a page's queries never wait for a connection behind the agents' ingest
-   * transactions (which can hold all of `db`'s while a fleet reconnects). On PGlite, `db` itself:
-   * one in-process connection is all there is.
+   * transactions (which can hold all of `db`'s while a fleet reconnects), and with
+   * `apiStatementTimeoutMs` as its statement_timeout. On PGlite, `db` itself: one in-process
+   * connection is all there is, and no statement_timeout (a query runs on this process's own
+   * thread; one waiting for the connection is bounded only by its caller's deadline).
    */
   apiDb: Database;
   driver: DbDriver;
@@ -64,6 +66,12 @@ export interface CreateDbOptions {
   migrationsFolder?: string;
   /** Hears what opening had to fix (a PGlite data dir other users could read); the server logs it. */
   onNotice?: (message: string) => void;
+  /**
+   * PostgreSQL: `statement_timeout` of apiDb's connections, so a page's query that waits on a
+   * lock or a stuck server is cut there. The ingest pool (`db`) keeps none: a snapshot's
+   * transaction must not fail for being slow. PGlite: no effect (see DbHandle.apiDb).
+   */
+  apiStatementTimeoutMs?: number;
 }
 
 export const DEFAULT_DATA_DIR = './.data';
@@ -98,7 +106,7 @@ export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle>
   const env = parseDbEnv(options.env ?? process.env);
   const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
   const url = options.url ?? env.DATABASE_URL;
-  if (url !== undefined) return openPostgres(url, migrationsFolder);
+  if (url !== undefined) return openPostgres(url, migrationsFolder, options.apiStatementTimeoutMs);
   return openPglite(
     options.dataDir ?? env.VFIO_FLEET_DATA_DIR ?? DEFAULT_DATA_DIR,
     migrationsFolder,
@@ -106,7 +114,11 @@ export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle>
   );
 }
 
-async function openPostgres(url: string, migrationsFolder: string): Promise<DbHandle> {
+async function openPostgres(
+  url: string,
+  migrationsFolder: string,
+  apiStatementTimeoutMs: number | undefined,
+): Promise<DbHandle> {
   const where = describePostgresUrl(url);
   const clientOptions = {
     connect_timeout: 10,
@@ -125,7 +137,14 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
     });
   }
   const db = drizzlePostgres(client, { schema });
-  const apiClient = postgres(url, { ...clientOptions, max: API_POOL_SIZE });
+  const apiClient = postgres(url, {
+    ...clientOptions,
+    max: API_POOL_SIZE,
+    // Sent as a startup parameter: every API connection has it, from its first statement on.
+    ...(apiStatementTimeoutMs === undefined
+      ? {}
+      : { connection: { statement_timeout: Math.ceil(apiStatementTimeoutMs) } }),
+  });
   const apiDb = drizzlePostgres(apiClient, { schema });
 
   return {

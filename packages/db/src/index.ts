@@ -47,7 +47,7 @@ export {
   postgresListen,
   type Unlisten,
 } from './notify';
-export { isUniqueViolation } from './pg-errors';
+export { isQueryCanceled, isUniqueViolation } from './pg-errors';
 export {
   boundToVfioSql,
   type RollupSyncResult,

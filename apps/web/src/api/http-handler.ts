@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { SlidingWindowLimiter } from '../auth/rate-limit';
 import { DEFAULT_SESSION_TTL_HOURS, readSessionToken, resolveSession } from '../auth/sessions';
+import { sessionWithin } from './db-deadline';
 import { appRouter } from './root';
 import type { ApiContext, ApiDeps, LoginLimiters } from './trpc';
 
@@ -41,7 +42,8 @@ export function createApiHandler(
     maxBodySize: MAX_BODY_BYTES,
     async createContext({ req, res }): Promise<ApiContext> {
       const token = readSessionToken(req);
-      const user = token === null ? null : await resolveSession(shared.db, token);
+      const user =
+        token === null ? null : await sessionWithin(resolveSession(shared.db, token), shared);
       return { ...shared, req, res, user };
     },
   });

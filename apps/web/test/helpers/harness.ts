@@ -5,7 +5,13 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parseServerMessage, type ServerMessage } from '@vfio-fleet/core';
-import { createDb, type Database, type DbDriver, type DbHandle } from '@vfio-fleet/db';
+import {
+  type CreateDbOptions,
+  createDb,
+  type Database,
+  type DbDriver,
+  type DbHandle,
+} from '@vfio-fleet/db';
 import postgres from 'postgres';
 import { WebSocket } from 'ws';
 import { createLogger } from '../../src/logger';
@@ -36,11 +42,14 @@ export interface TestDb {
 }
 
 /** A migrated throwaway database: PGlite in memory, or a fresh PostgreSQL database dropped on close. */
-export async function openTestDb(driver: DbDriver): Promise<TestDb> {
+export async function openTestDb(
+  driver: DbDriver,
+  options: Pick<CreateDbOptions, 'apiStatementTimeoutMs'> = {},
+): Promise<TestDb> {
   let handle: DbHandle;
   let dispose: () => Promise<void> = async () => {};
   if (driver === 'pglite') {
-    handle = await createDb({ dataDir: 'memory://', env: {} });
+    handle = await createDb({ dataDir: 'memory://', env: {}, ...options });
   } else {
     if (maintenanceUrl === undefined) throw new Error('DATABASE_URL is not set');
     const name = `vf_test_${randomBytes(6).toString('hex')}`;
@@ -48,7 +57,7 @@ export async function openTestDb(driver: DbDriver): Promise<TestDb> {
     await admin.unsafe(`CREATE DATABASE "${name}"`);
     const url = new URL(maintenanceUrl);
     url.pathname = `/${name}`;
-    handle = await createDb({ url: url.toString(), env: {} });
+    handle = await createDb({ url: url.toString(), env: {}, ...options });
     dispose = async () => {
       // WITH (FORCE): a connection a failed test left open must not keep the database alive.
       await admin.unsafe(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
@@ -74,20 +83,23 @@ export async function startFleet(
     offlineAfterSeconds?: number;
     helloTimeoutMs?: number;
     jobs?: StartServerOptions['jobs'];
-  } & Pick<
-    StartServerOptions,
-    | 'frameLimits'
-    | 'failedHelloLimits'
-    | 'trustProxy'
-    | 'metricsToken'
-    | 'next'
-    | 'loginLimiters'
-    | 'sessionTtlHours'
-    | 'downloadsDir'
-    | 'maxConcurrentIngests'
-  > = {},
+  } & Pick<CreateDbOptions, 'apiStatementTimeoutMs'> &
+    Pick<
+      StartServerOptions,
+      | 'frameLimits'
+      | 'failedHelloLimits'
+      | 'trustProxy'
+      | 'metricsToken'
+      | 'next'
+      | 'loginLimiters'
+      | 'sessionTtlHours'
+      | 'downloadsDir'
+      | 'maxConcurrentIngests'
+      | 'apiQueryTimeoutMs'
+    > = {},
 ): Promise<Fleet> {
-  const testDb = await openTestDb(driver);
+  const { apiStatementTimeoutMs, ...serverOptions } = options;
+  const testDb = await openTestDb(driver, { apiStatementTimeoutMs });
   const { handle } = testDb;
   const start = (port: number) =>
     startServer({
@@ -96,7 +108,7 @@ export async function startFleet(
       apiDb: handle.apiDb,
       listen: handle.listen,
       logger: createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
-      ...options,
+      ...serverOptions,
     });
   let server = await start(0);
   const port = Number(new URL(server.url).port);
