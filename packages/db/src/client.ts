@@ -102,6 +102,9 @@ export function describePostgresUrl(url: string): string {
  */
 const API_POOL_SIZE = 4;
 
+/** application_name of the API pool's connections (PostgreSQL). */
+export const API_APPLICATION_NAME = 'vfio-fleet-api';
+
 export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle> {
   const env = parseDbEnv(options.env ?? process.env);
   const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
@@ -140,10 +143,14 @@ async function openPostgres(
   const apiClient = postgres(url, {
     ...clientOptions,
     max: API_POOL_SIZE,
-    // Sent as a startup parameter: every API connection has it, from its first statement on.
-    ...(apiStatementTimeoutMs === undefined
-      ? {}
-      : { connection: { statement_timeout: Math.ceil(apiStatementTimeoutMs) } }),
+    // Startup parameters: every API connection has them from its first statement on. The name
+    // tells the API's sessions from the ingest's in pg_stat_activity.
+    connection: {
+      application_name: API_APPLICATION_NAME,
+      ...(apiStatementTimeoutMs === undefined
+        ? {}
+        : { statement_timeout: Math.ceil(apiStatementTimeoutMs) }),
+    },
   });
   const apiDb = drizzlePostgres(apiClient, { schema });
 

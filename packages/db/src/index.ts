@@ -1,4 +1,5 @@
 export {
+  API_APPLICATION_NAME,
   type CreateDbOptions,
   createDb,
   type Database,
