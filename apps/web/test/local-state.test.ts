@@ -16,7 +16,9 @@ import { poll } from './helpers/harness';
 
 const webDir = path.resolve(import.meta.dirname, '..');
 /** Each case starts two or three servers, a fresh PGlite database among them: slow on 2 cores. */
-const SERVERS_TIMEOUT_MS = 180_000;
+const SERVERS_TIMEOUT_MS = 360_000;
+/** How long one server may take to listen, or its host to come online (a loaded machine). */
+const START_MS = 150_000;
 let tmp: string;
 const started: number[] = [];
 
@@ -69,7 +71,7 @@ function startMain(env: Record<string, string>): Proc {
 }
 
 async function urlOf(main: Proc): Promise<string> {
-  const url = await poll(() => /"url":"(http:[^"]+)"/.exec(main.output())?.[1], 60_000);
+  const url = await poll(() => /"url":"(http:[^"]+)"/.exec(main.output())?.[1], START_MS);
   expect(url, main.output()).toBeDefined();
   return url ?? '';
 }
@@ -164,7 +166,7 @@ describe('the local agent of a real server', () => {
       poll(async () => {
         const body = (await (await fetch(`${url}/api/health`)).json()) as Health;
         return body.hosts.online === 1 && body.agents === 1 ? body : undefined;
-      }, 60_000);
+      }, START_MS);
 
     const first = startMain(env);
     const firstUrl = await urlOf(first);
@@ -175,7 +177,7 @@ describe('the local agent of a real server', () => {
 
     first.child.kill('SIGKILL');
     await first.exited;
-    const gone = await poll(() => (processAlive(agentPid) ? undefined : true), 5_000);
+    const gone = await poll(() => (processAlive(agentPid) ? undefined : true), 10_000);
     expect(gone, 'the local agent outlived its server').toBe(true);
     expect(await openModes(stateDir)).toEqual([]);
 
@@ -191,7 +193,7 @@ describe('the local agent of a real server', () => {
         },
       ),
     );
-    await poll(() => (/"msg":"agent starting"/.test(orphan.output()) ? true : undefined), 30_000);
+    await poll(() => (/"msg":"agent starting"/.test(orphan.output()) ? true : undefined), START_MS);
     expect(agentsOn(stateDir)).toEqual([orphan.pid]);
 
     const second = startMain(env);
