@@ -28,7 +28,9 @@ export type AgentErrorCode =
   | 'file-unreadable'
   | 'device-not-found'
   | 'plan-refused'
-  | 'capture-target-not-empty';
+  | 'capture-target-not-empty'
+  /** Another `run` holds the state dir (agent.lock). */
+  | 'state-dir-in-use';
 
 const EXIT_BY_CODE: Record<AgentErrorCode, ExitCode> = {
   usage: EXIT_CODES.usage,
@@ -38,6 +40,7 @@ const EXIT_BY_CODE: Record<AgentErrorCode, ExitCode> = {
   'device-not-found': EXIT_CODES.usage,
   'plan-refused': EXIT_CODES.refused,
   'capture-target-not-empty': EXIT_CODES.usage,
+  'state-dir-in-use': EXIT_CODES.failure,
 };
 
 export interface AgentErrorOptions {

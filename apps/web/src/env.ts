@@ -58,6 +58,14 @@ export const serverEnvSchema = z.object({
    * it lists, as `npm run build -w packaging` writes them; default this checkout's packaging/dist.
    */
   VFIO_FLEET_DOWNLOADS_DIR: z.preprocess(emptyToUndefined, z.string().min(1).optional()),
+  /**
+   * How long an API call may wait for the database before it fails with 503 (PostgreSQL: also
+   * the API connections' statement_timeout).
+   */
+  VFIO_FLEET_API_QUERY_TIMEOUT_MS: z.preprocess(
+    emptyToUndefined,
+    z.coerce.number().int().min(100).max(600_000).default(10_000),
+  ),
 });
 export type ServerEnv = z.infer<typeof serverEnvSchema>;
 
@@ -76,6 +84,7 @@ export function parseServerEnv(env: Record<string, string | undefined> = process
     VFIO_FLEET_LOCAL_AGENT: env.VFIO_FLEET_LOCAL_AGENT,
     VFIO_FLEET_LOCAL_AGENT_ROOT: env.VFIO_FLEET_LOCAL_AGENT_ROOT,
     VFIO_FLEET_DOWNLOADS_DIR: env.VFIO_FLEET_DOWNLOADS_DIR,
+    VFIO_FLEET_API_QUERY_TIMEOUT_MS: env.VFIO_FLEET_API_QUERY_TIMEOUT_MS,
   });
   if (!parsed.success) {
     throw new ServerError('bad-config', `invalid environment: ${z.prettifyError(parsed.error)}`);

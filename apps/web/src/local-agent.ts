@@ -13,6 +13,10 @@
  *   then deleted and it enrolls again, once; a second refusal in a row is logged and left alone.
  *   Other exits are restarted with a growing delay.
  * - Its log lines (pino JSON on stderr) go into the server's log under `component: local-agent`.
+ * - It dies with the server: fd 3 is a pipe only the server holds (`--parent-fd 3`), which ends
+ *   when the server does, `kill -9` included. An orphan of an older server still holding the
+ *   state dir is stopped before a new agent starts (local-agent-orphan.ts); the agent itself
+ *   refuses to run twice on one state dir. The state dir is kept private (0700, 0600 files).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -20,8 +24,10 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Database } from '@vfio-fleet/db';
+import { makePrivate } from '@vfio-fleet/local-state';
 import { z } from 'zod';
 import { createEnrollmentToken } from './gateway/credentials';
+import { claimStateDir } from './local-agent-orphan';
 import type { Logger } from './logger';
 
 /** The agent's launcher in this checkout (it loads the built bundle, apps/agent/dist). */
@@ -84,10 +90,24 @@ export function startLocalAgent(options: LocalAgentOptions): LocalAgent {
       options.stateDir,
       '--label',
       'role=local',
+      '--parent-fd',
+      '3',
     ];
     if (options.root !== undefined) args.push('--root', options.root);
     if (options.intervalSeconds !== undefined)
       args.push('--interval', String(options.intervalSeconds));
+    const fixed = await makePrivate(options.stateDir);
+    if (fixed > 0)
+      logger.warn({ stateDir: options.stateDir, fixed }, 'fixed modes in the state dir');
+    const claim = await claimStateDir(options.stateDir, logger, STOP_GRACE_MS);
+    if (claim.kind === 'busy') {
+      failures += 1;
+      const delay = backoff();
+      logger.error({ restartInMs: delay }, `not starting the local agent: ${claim.message}`);
+      schedule(delay);
+      return;
+    }
+    if (stopping) return;
     const tokenEnv: Record<string, string> = {};
     if (!existsSync(credentialFile)) {
       const { token } = await createEnrollmentToken(options.db, {
@@ -109,7 +129,8 @@ export function startLocalAgent(options: LocalAgentOptions): LocalAgent {
         VFIO_FLEET_LOG_LEVEL: 'info',
         ...tokenEnv,
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      // fd 3: the pipe whose end tells the agent its server is gone (never written).
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });
     child = proc;
     logger.info({ agentPid: proc.pid, root: options.root ?? '/' }, 'local agent started');

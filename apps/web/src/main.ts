@@ -16,7 +16,11 @@ import { startServer } from './server';
 async function main(): Promise<void> {
   const env = parseServerEnv(process.env);
   const logger = createLogger(env.VFIO_FLEET_LOG_LEVEL);
-  const handle = await createDb({ env: process.env });
+  const handle = await createDb({
+    env: process.env,
+    onNotice: (message) => logger.warn(message),
+    apiStatementTimeoutMs: env.VFIO_FLEET_API_QUERY_TIMEOUT_MS,
+  });
   await handle.migrate();
   logger.info({ driver: handle.driver }, 'database migrated');
   await ensureAdmin(handle.db, { password: env.ADMIN_PASSWORD }, logger);
@@ -41,6 +45,7 @@ async function main(): Promise<void> {
     metricsToken: env.METRICS_TOKEN,
     trustProxy: env.VFIO_FLEET_TRUST_PROXY === '1',
     publicUrl: env.VFIO_FLEET_PUBLIC_URL,
+    apiQueryTimeoutMs: env.VFIO_FLEET_API_QUERY_TIMEOUT_MS,
     // Relative to where the server was started, like VFIO_FLEET_DATA_DIR.
     downloadsDir:
       env.VFIO_FLEET_DOWNLOADS_DIR === undefined

@@ -68,6 +68,8 @@ export interface StartServerOptions {
   jobs?: Pick<JobDispatcherDeps, 'leaseSeconds' | 'pollMs' | 'runningGraceSeconds'>;
   /** Where the packaged agent is (VFIO_FLEET_DOWNLOADS_DIR; default this checkout's packaging/dist). */
   downloadsDir?: string;
+  /** How long an API call may wait for the database (VFIO_FLEET_API_QUERY_TIMEOUT_MS). */
+  apiQueryTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -179,6 +181,7 @@ export async function startServer(options: StartServerOptions): Promise<RunningS
     sessionTtlHours: options.sessionTtlHours,
     loginLimiters: options.loginLimiters,
     serverUrl,
+    apiQueryTimeoutMs: options.apiQueryTimeoutMs,
   });
   const server = createServer(HTTP_SERVER_TIMEOUTS, (req: IncomingMessage, res: ServerResponse) => {
     setSecurityHeaders(res);

@@ -9,7 +9,6 @@
  * Both expose the same `Database` type (drizzle's PgDatabase over this schema), so code written
  * against one runs on the other, transactions included.
  */
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
@@ -20,6 +19,7 @@ import { migrate as migratePglite } from 'drizzle-orm/pglite/migrator';
 import { drizzle as drizzlePostgres } from 'drizzle-orm/postgres-js';
 import { migrate as migratePostgres } from 'drizzle-orm/postgres-js/migrator';
 import postgres from 'postgres';
+import { openDataDir } from './data-dir';
 import { parseDbEnv } from './env';
 import { type Listen, pgliteListen, postgresListen } from './notify';
 import * as schema from './schema';
@@ -38,8 +38,10 @@ export interface DbHandle {
   /**
    * The same database over connections of its own, for the dashboard's API: on PostgreSQL a
    * second pool, so that a page's queries never wait for a connection behind the agents' ingest
-   * transactions (which can hold all of `db`'s while a fleet reconnects). On PGlite, `db` itself:
-   * one in-process connection is all there is.
+   * transactions (which can hold all of `db`'s while a fleet reconnects), and with
+   * `apiStatementTimeoutMs` as its statement_timeout. On PGlite, `db` itself: one in-process
+   * connection is all there is, and no statement_timeout (a query runs on this process's own
+   * thread; one waiting for the connection is bounded only by its caller's deadline).
    */
   apiDb: Database;
   driver: DbDriver;
@@ -62,6 +64,14 @@ export interface CreateDbOptions {
   env?: Record<string, string | undefined>;
   /** Where the generated SQL lives; defaults to this package's `drizzle/` folder. */
   migrationsFolder?: string;
+  /** Hears what opening had to fix (a PGlite data dir other users could read); the server logs it. */
+  onNotice?: (message: string) => void;
+  /**
+   * PostgreSQL: `statement_timeout` of apiDb's connections, so a page's query that waits on a
+   * lock or a stuck server is cut there. The ingest pool (`db`) keeps none: a snapshot's
+   * transaction must not fail for being slow. PGlite: no effect (see DbHandle.apiDb).
+   */
+  apiStatementTimeoutMs?: number;
 }
 
 export const DEFAULT_DATA_DIR = './.data';
@@ -92,18 +102,26 @@ export function describePostgresUrl(url: string): string {
  */
 const API_POOL_SIZE = 4;
 
+/** application_name of the API pool's connections (PostgreSQL). */
+export const API_APPLICATION_NAME = 'vfio-fleet-api';
+
 export async function createDb(options: CreateDbOptions = {}): Promise<DbHandle> {
   const env = parseDbEnv(options.env ?? process.env);
   const migrationsFolder = options.migrationsFolder ?? MIGRATIONS_FOLDER;
   const url = options.url ?? env.DATABASE_URL;
-  if (url !== undefined) return openPostgres(url, migrationsFolder);
+  if (url !== undefined) return openPostgres(url, migrationsFolder, options.apiStatementTimeoutMs);
   return openPglite(
     options.dataDir ?? env.VFIO_FLEET_DATA_DIR ?? DEFAULT_DATA_DIR,
     migrationsFolder,
+    options.onNotice ?? (() => undefined),
   );
 }
 
-async function openPostgres(url: string, migrationsFolder: string): Promise<DbHandle> {
+async function openPostgres(
+  url: string,
+  migrationsFolder: string,
+  apiStatementTimeoutMs: number | undefined,
+): Promise<DbHandle> {
   const where = describePostgresUrl(url);
   const clientOptions = {
     connect_timeout: 10,
@@ -122,7 +140,18 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
     });
   }
   const db = drizzlePostgres(client, { schema });
-  const apiClient = postgres(url, { ...clientOptions, max: API_POOL_SIZE });
+  const apiClient = postgres(url, {
+    ...clientOptions,
+    max: API_POOL_SIZE,
+    // Startup parameters: every API connection has them from its first statement on. The name
+    // tells the API's sessions from the ingest's in pg_stat_activity.
+    connection: {
+      application_name: API_APPLICATION_NAME,
+      ...(apiStatementTimeoutMs === undefined
+        ? {}
+        : { statement_timeout: Math.ceil(apiStatementTimeoutMs) }),
+    },
+  });
   const apiDb = drizzlePostgres(apiClient, { schema });
 
   return {
@@ -152,21 +181,29 @@ async function openPostgres(url: string, migrationsFolder: string): Promise<DbHa
   };
 }
 
-async function openPglite(dataDir: string, migrationsFolder: string): Promise<DbHandle> {
+async function openPglite(
+  dataDir: string,
+  migrationsFolder: string,
+  notice: (message: string) => void,
+): Promise<DbHandle> {
   const inMemory = dataDir.startsWith('memory://');
   const location = inMemory ? dataDir : path.resolve(dataDir);
-  if (!inMemory) mkdirSync(location, { recursive: true });
-  let client: PGlite;
+  // Locked and made private before PGlite reads or creates a file in it (see data-dir.ts).
+  const dir = inMemory ? null : await openDataDir(location, notice);
+  let client: PGlite | null = null;
   try {
     client = await PGlite.create(location);
+    await dir?.settle();
   } catch (error) {
+    await client?.close().catch(() => undefined);
+    await dir?.close();
     throw new Error(`cannot open the PGlite database in ${location}: ${errorMessage(error)}`, {
       cause: error,
     });
   }
   const db = drizzlePglite({ client, schema });
-  // PGlite is one connection in this process (a data directory cannot be shared between
-  // processes), so concurrent migrate() calls only need to queue behind each other here.
+  // PGlite is one connection in this process (the data directory's lock keeps other processes
+  // out), so concurrent migrate() calls only need to queue behind each other here.
   let migrating: Promise<void> = Promise.resolve();
 
   return {
@@ -175,13 +212,18 @@ async function openPglite(dataDir: string, migrationsFolder: string): Promise<Db
     driver: 'pglite',
     listen: pgliteListen(client),
     migrate() {
-      const run = migrating.then(() => migratePglite(db, { migrationsFolder }));
+      // A migration creates files (0666, see data-dir.ts): private again once it is done.
+      const run = migrating.then(async () => {
+        await migratePglite(db, { migrationsFolder });
+        await dir?.settle();
+      });
       migrating = run.catch(() => {});
       return run;
     },
     async close() {
       await migrating;
       if (!client.closed) await client.close();
+      await dir?.close();
     },
   };
 }

@@ -1,4 +1,5 @@
 export {
+  API_APPLICATION_NAME,
   type CreateDbOptions,
   createDb,
   type Database,
@@ -12,6 +13,7 @@ export {
   type Schema,
   type Transaction,
 } from './client';
+export { DATA_DIR_LOCK_FILE } from './data-dir';
 export {
   bulkUpsertDevices,
   chunks,
@@ -46,7 +48,7 @@ export {
   postgresListen,
   type Unlisten,
 } from './notify';
-export { isUniqueViolation } from './pg-errors';
+export { isQueryCanceled, isUniqueViolation } from './pg-errors';
 export {
   boundToVfioSql,
   type RollupSyncResult,

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { helloMessageSchema } from '@vfio-fleet/core';
 import { loadConfig } from '../config';
 import { AgentDaemon } from '../daemon/agent-daemon';
+import { parentLockInfo, watchParentPipe } from '../daemon/parent-watch';
 import { agentEndpointUrl, parseLabels } from '../daemon/server-url';
 import { readFaultsFile, type SimulatedKernelOptions } from '../daemon/simulate';
 import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
@@ -51,6 +52,8 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
       simulate: { type: 'boolean' },
       // Hidden (tests, demos): kernel-model faults, so a rollback can be shown end to end.
       'simulate-faults': { type: 'string' },
+      // Hidden (the server's local agent): stop when this inherited pipe closes.
+      'parent-fd': { type: 'string' },
       'pci-ids': { type: 'string' },
     });
     if (values.help === true) {
@@ -88,6 +91,12 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
     }
     if (values['simulate-faults'] !== undefined && values.simulate !== true) {
       throw usage('--simulate-faults needs --simulate');
+    }
+    const parentFd = values['parent-fd'] === undefined ? null : Number(values['parent-fd']);
+    if (parentFd !== null && !(Number.isInteger(parentFd) && parentFd >= 3)) {
+      throw usage(
+        `--parent-fd must be an inherited file descriptor (3 or more), not ${values['parent-fd']}`,
+      );
     }
 
     const config = await loadConfig(
@@ -147,6 +156,7 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
       labels,
       simulate,
       logger,
+      lockInfo: parentFd === null ? {} : parentLockInfo(),
     });
 
     let signalled: (signal: NodeJS.Signals) => void = () => undefined;
@@ -165,6 +175,16 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    // The parent gone is a SIGTERM it can no longer send (an orphan would keep this host's
+    // connection from the next server's own local agent).
+    const parentPid = process.ppid;
+    const unwatch =
+      parentFd === null
+        ? () => undefined
+        : watchParentPipe(parentFd, () => {
+            logger.warn({ parentPid }, 'the process that started this agent is gone: stopping');
+            onSignal('SIGTERM');
+          });
     try {
       await daemon.start();
       const ended = await Promise.race([
@@ -181,6 +201,7 @@ a fatal error (revoked credential, used-up token, unsupported protocol), 1 anyth
       await daemon.stop();
       return EXIT_CODES.ok;
     } finally {
+      unwatch();
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
     }

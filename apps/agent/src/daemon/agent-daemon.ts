@@ -2,14 +2,15 @@
  * `vfio-fleet-agent run`: wires the daemon's components (credential store, kernel access, inventory
  * stream, job runner, connection) and owns their order of start and stop.
  *
- * Start: state dir and credential first (a missing credential without a token is an operator
- * mistake, reported before any network traffic), then persisted bindings are re-applied (before
+ * Start: state dir, its lock (one `run` per state dir: agent.lock) and credential first (a
+ * missing credential without a token is an operator mistake, reported before any network
+ * traffic), then persisted bindings are re-applied (before
  * anything else touches the host, as `bind --persist` promises), then one host read (hello needs
  * the host's identity, and a bad --root fails fast), then the stream and the connection.
  *
  * Stop: no new jobs; jobs running are waited for (a rebind cut between two sysfs writes would
  * leave a group half-moved; every step has its own timeout) while the socket stays up so their
- * results still go out; then the scan timer; then the socket, closed with 1000.
+ * results still go out; then the scan timer; then the socket, closed with 1000; then the lock.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -23,6 +24,7 @@ import {
   type ServerMessage,
   type WelcomeMessage,
 } from '@vfio-fleet/core';
+import type { HeldLock, LockInfo } from '@vfio-fleet/local-state';
 import packageJson from '../../package.json';
 import { AgentError } from '../errors';
 import { HostFs } from '../host-fs';
@@ -37,6 +39,7 @@ import { CredentialStore, type StoredCredential } from './credential-store';
 import { InventoryStream } from './inventory-stream';
 import { JobRunner } from './job-runner';
 import { type SimulatedKernelOptions, simulatedKernel } from './simulate';
+import { lockStateDir } from './state-lock';
 
 export const AGENT_VERSION: string = packageJson.version;
 
@@ -59,6 +62,8 @@ export interface DaemonOptions {
   random?: Random;
   /** Skip the start-up splay (the first dial happens at once). */
   splay?: boolean;
+  /** Written into the state dir's lock, for whoever finds it held (a local agent's server). */
+  lockInfo?: LockInfo;
 }
 
 /** How the daemon ended on its own (the server refused it); a signal ends it through stop(). */
@@ -77,6 +82,7 @@ export class AgentDaemon {
   private inventory: InventoryStream | null = null;
   private jobs: JobRunner | null = null;
   private connection: Connection | null = null;
+  private stateLock: HeldLock | null = null;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
   /** Resolves when the server ends this agent's session for good (a fatal error). */
   readonly halted: Promise<DaemonHalt>;
@@ -92,8 +98,22 @@ export class AgentDaemon {
   }
 
   async start(): Promise<void> {
-    const { options, logger } = this;
     await this.credentials.start();
+    this.stateLock = await lockStateDir(
+      this.options.stateDir,
+      this.options.lockInfo ?? {},
+      this.logger,
+    );
+    try {
+      await this.startLocked();
+    } catch (error) {
+      await this.stateLock?.release();
+      throw error;
+    }
+  }
+
+  private async startLocked(): Promise<void> {
+    const { options, logger } = this;
     this.credential = await this.credentials.load();
     if (this.credential === null && options.token === null) {
       throw new AgentError(
@@ -175,6 +195,7 @@ export class AgentDaemon {
     await this.inventory?.stop();
     await this.connection?.stop();
     await this.credentials.stop();
+    await this.stateLock?.release();
     this.logger.info('agent stopped');
   }
 

@@ -4,18 +4,14 @@
  * everything from planning to the final re-read.
  *
  * Two layers: a promise chain per group inside this process (the daemon runs jobs concurrently),
- * and an exclusive lock file across processes (a local `bind` while the daemon runs). The file is
- * created with O_EXCL ('wx') and holds the owner's pid, so a lock left by a crashed agent is
- * recognised (its pid is gone) and taken over instead of blocking the group forever.
+ * and an exclusive lock file across processes (a local `bind` while the daemon runs): the shared
+ * pid lock file of @vfio-fleet/local-state, so a lock left by a crashed agent is recognised (its
+ * process is gone) and taken over instead of blocking the group forever.
  */
-import { randomUUID } from 'node:crypto';
-import { link, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ensureDir, errnoOf, processAlive } from './state-files';
+import { type HeldLock, tryLock } from '@vfio-fleet/local-state';
 
 const POLL_MS = 25;
-/** A lock file without a pid yet is being written by its creator; only an old one is abandoned. */
-const HALF_WRITTEN_MS = 2000;
 
 export class GroupBusyError extends Error {
   override readonly name = 'GroupBusyError';
@@ -66,83 +62,33 @@ export class GroupLocks {
       throw new GroupBusyError(`another job in this agent holds ${key}`);
     }
     const file = path.join(this.lockDir, `${key}.lock`);
+    let held: HeldLock;
     try {
-      await this.lockFile(file, deadline);
+      held = await lockFile(file, deadline);
     } catch (error) {
       cleanup();
       throw error;
     }
     return {
       release: async () => {
-        await unlink(file).catch(() => undefined);
+        await held.release();
         cleanup();
       },
     };
   }
+}
 
-  private async lockFile(file: string, deadline: number): Promise<void> {
-    await ensureDir(this.lockDir);
-    for (;;) {
-      try {
-        const handle = await open(file, 'wx', 0o600);
-        try {
-          await handle.writeFile(`${process.pid}\n`, 'utf8');
-        } finally {
-          await handle.close();
-        }
-        return;
-      } catch (error) {
-        if (errnoOf(error) !== 'EEXIST') throw error;
-      }
-      const owner = await readPid(file);
-      if (owner === null ? await olderThan(file, HALF_WRITTEN_MS) : isStale(owner)) {
-        await takeOverStale(file);
-        continue;
-      }
-      if (Date.now() >= deadline) {
-        throw new GroupBusyError(`process ${owner ?? '?'} holds ${path.basename(file)}`);
-      }
-      await sleep(POLL_MS);
+async function lockFile(file: string, deadline: number): Promise<HeldLock> {
+  for (;;) {
+    // This process's own name in a file can only be left over: the promise chain above already
+    // serialises holders inside it. The state dir is on this host's own disk.
+    const attempt = await tryLock(file, { local: true, ownProcessIsStale: true });
+    if (attempt.kind === 'acquired') return attempt.lock;
+    if (Date.now() >= deadline) {
+      throw new GroupBusyError(`process ${attempt.owner?.pid ?? '?'} holds ${path.basename(file)}`);
     }
+    await sleep(POLL_MS);
   }
-}
-
-/**
- * Moves a stale lock aside atomically (only one contender's rename succeeds), then checks that
- * what it moved really was stale: if another agent replaced it with a live lock in between, that
- * lock is put back (link fails when yet another one was created meanwhile, which is also fine).
- */
-async function takeOverStale(file: string): Promise<void> {
-  const aside = `${file}.stale-${process.pid}-${randomUUID()}`;
-  try {
-    await rename(file, aside);
-  } catch (error) {
-    if (errnoOf(error) === 'ENOENT') return;
-    throw error;
-  }
-  const owner = await readPid(aside);
-  if (owner !== null && !isStale(owner)) {
-    await link(aside, file).catch(() => undefined);
-  }
-  await unlink(aside).catch(() => undefined);
-}
-
-// Our own pid in a file can only be a previous agent's (pid reuse, e.g. pid 1 in a container):
-// inside this process the promise chain already serialises holders.
-function isStale(owner: number): boolean {
-  return owner === process.pid || !processAlive(owner);
-}
-
-async function olderThan(file: string, ms: number): Promise<boolean> {
-  const info = await stat(file).catch(() => null);
-  return info !== null && Date.now() - info.mtimeMs > ms;
-}
-
-async function readPid(file: string): Promise<number | null> {
-  const text = await readFile(file, 'utf8').catch(() => null);
-  if (text === null) return null;
-  const trimmed = text.trim();
-  return /^\d+$/.test(trimmed) ? Number(trimmed) : null;
 }
 
 async function waitFor(promise: Promise<void>, ms: number): Promise<boolean> {

@@ -11,6 +11,7 @@ import { Pager, useCursorPager } from '../components/pager';
 import { RelativeTime } from '../components/relative-time';
 import { Empty, ErrorState, Loading } from '../components/states';
 import { api, LIVE_MS, type RouterInputs, type RouterOutputs } from '../lib/api';
+import { Distinguisher } from './distinguisher';
 import styles from './hosts.module.css';
 import { Labels } from './labels';
 
@@ -185,6 +186,8 @@ export default function HostsPage() {
                   <tr key={h.id}>
                     <td>
                       <Link href={`/hosts/${h.id}`}>{h.hostname}</Link>
+                      {h.distinguisher === null ? null : ' '}
+                      <Distinguisher value={h.distinguisher} small />
                       {h.problemCount > 0 ? (
                         <span className="muted small">
                           {' '}

@@ -7,6 +7,7 @@ import { createHTTPHandler } from '@trpc/server/adapters/standalone';
 import { LoginAttempts, type LoginLimiters } from '../auth/login-attempts';
 import { SlidingWindowLimiter } from '../auth/rate-limit';
 import { DEFAULT_SESSION_TTL_HOURS, readSessionToken, resolveSession } from '../auth/sessions';
+import { sessionWithin } from './db-deadline';
 import { publicUrl } from './public-url';
 import { guardApiRequest } from './request-guard';
 import { appRouter } from './root';
@@ -48,7 +49,8 @@ export function createApiHandler(
     async createContext({ req, res, info }): Promise<ApiContext> {
       guardApiRequest(req, info);
       const token = readSessionToken(req);
-      const user = token === null ? null : await resolveSession(shared.db, token);
+      const user =
+        token === null ? null : await sessionWithin(resolveSession(shared.db, token), shared);
       return { ...shared, req, res, user, calls: info.calls.length };
     },
   });

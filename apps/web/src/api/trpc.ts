@@ -14,6 +14,7 @@ import type { AgentDownloads } from '../downloads/agent-downloads';
 import { ServerError, type ServerErrorCode } from '../errors';
 import type { AgentGateway } from '../gateway/agent-gateway';
 import type { Logger } from '../logger';
+import { boundedByDatabase } from './db-deadline';
 
 /** What the API needs of the job dispatcher (wired by server.ts when there is one). */
 export interface JobNotifier {
@@ -36,6 +37,8 @@ export interface ApiDeps {
   downloads: AgentDownloads | null;
   /** This server's URL for agents, as public-url.ts finds it for a request. */
   serverUrl: (req: IncomingMessage) => string;
+  /** How long a call may wait for the database (db-deadline.ts; default 10 s). */
+  apiQueryTimeoutMs?: number;
 }
 
 export interface ApiContext extends ApiDeps {
@@ -124,7 +127,12 @@ const mapErrors = t.middleware(async ({ ctx, next, path }) => {
   return result;
 });
 
-export const publicProcedure = t.procedure.use(mapErrors);
+/** Every call ends within the API's database deadline, with a clear 503 (db-deadline.ts). */
+const databaseDeadline = t.middleware(({ ctx, next, path, type }) =>
+  boundedByDatabase(next(), ctx, { path, type }),
+);
+
+export const publicProcedure = t.procedure.use(mapErrors).use(databaseDeadline);
 
 /**
  * For procedures that hash a password: one call per HTTP request. In a batch, one request would

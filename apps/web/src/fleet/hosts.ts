@@ -12,6 +12,7 @@ import { type CursorKey, type CursorPart, decodeCursor, page } from './cursor';
 import { DEVICE_COLUMNS, type DeviceView, deviceView } from './device-view';
 import { hostHasLabels, type LabelFilter } from './filters';
 import { type ActiveJob, activeJobsOf } from './groups';
+import { hostDistinguishers } from './same-hostname';
 import { allOf, containsPattern, rowsOf, toInt, toIso, toStringOrNull } from './sql-rows';
 
 export type HostSort = 'hostname' | 'lastSeen' | 'devices';
@@ -48,6 +49,8 @@ export interface HostListItem {
   agentVersion: string | null;
   /** Compared with the version this server ships. */
   agentVersionStatus: AgentVersionStatus;
+  /** When another host reports the same hostname: a short id that tells them apart (same-hostname.ts). */
+  distinguisher: string | null;
 }
 
 /** The sort key of each order, as a column of the inner query (comparable in a row comparison). */
@@ -143,11 +146,16 @@ export async function listHosts(
       devices: countsOf(r),
       agentVersion: toStringOrNull(r.agent_version),
       agentVersionStatus: agentVersionStatus(toStringOrNull(r.agent_version)),
-    } satisfies HostListItem,
+    } satisfies Omit<HostListItem, 'distinguisher'>,
     sortKey: typeof r.sort_key === 'number' ? r.sort_key : String(r.sort_key),
   }));
   const result = page(items, input.limit, (item) => [item.sortKey, item.row.id]);
-  return { items: result.items.map((item) => item.row), nextCursor: result.nextCursor };
+  const pageRows = result.items.map((item) => item.row);
+  const distinguishers = await hostDistinguishers(db, pageRows);
+  return {
+    items: pageRows.map((row) => ({ ...row, distinguisher: distinguishers.get(row.id) ?? null })),
+    nextCursor: result.nextCursor,
+  };
 }
 
 export interface HostGroup {
@@ -171,6 +179,8 @@ export interface HostDetail {
   interruptRemapping: string | null;
   agentVersion: string | null;
   agentVersionStatus: AgentVersionStatus;
+  /** When another host reports the same hostname: a short id that tells them apart (same-hostname.ts). */
+  distinguisher: string | null;
   labels: Record<string, string>;
   /** The agent's host facts (cmdline, IOMMU units, vfio modules, critical devices...). */
   facts: Host | null;
@@ -210,10 +220,13 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
     }
     group.devices.push(device);
   }
+  const id = String(host.id);
+  const hostname = String(host.hostname);
+  const distinguisher = (await hostDistinguishers(db, [{ id, hostname }])).get(id) ?? null;
   return {
-    id: String(host.id),
+    id,
     agentId: String(host.agent_id),
-    hostname: String(host.hostname),
+    hostname,
     machineId: toStringOrNull(host.machine_id),
     state: host.state === 'online' ? 'online' : 'offline',
     lastSeenAt: toIso(host.last_seen_at),
@@ -224,6 +237,7 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
     interruptRemapping: toStringOrNull(host.interrupt_remapping),
     agentVersion: toStringOrNull(host.agent_version),
     agentVersionStatus: agentVersionStatus(toStringOrNull(host.agent_version)),
+    distinguisher,
     labels: labelsOf(host.labels),
     facts: (host.host ?? null) as Host | null,
     problems: Array.isArray(host.problems) ? (host.problems as Problem[]) : [],

@@ -5,7 +5,13 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { parseServerMessage, type ServerMessage } from '@vfio-fleet/core';
-import { createDb, type Database, type DbDriver, type DbHandle } from '@vfio-fleet/db';
+import {
+  type CreateDbOptions,
+  createDb,
+  type Database,
+  type DbDriver,
+  type DbHandle,
+} from '@vfio-fleet/db';
 import postgres from 'postgres';
 import { WebSocket } from 'ws';
 import { createLogger, type Logger } from '../../src/logger';
@@ -54,14 +60,17 @@ export async function scratchPostgres(): Promise<{ url: string; drop(): Promise<
 }
 
 /** A migrated throwaway database: PGlite in memory, or a fresh PostgreSQL database dropped on close. */
-export async function openTestDb(driver: DbDriver): Promise<TestDb> {
+export async function openTestDb(
+  driver: DbDriver,
+  options: Pick<CreateDbOptions, 'apiStatementTimeoutMs'> = {},
+): Promise<TestDb> {
   let handle: DbHandle;
   let dispose: () => Promise<void> = async () => {};
   if (driver === 'pglite') {
-    handle = await createDb({ dataDir: 'memory://', env: {} });
+    handle = await createDb({ dataDir: 'memory://', env: {}, ...options });
   } else {
     const scratch = await scratchPostgres();
-    handle = await createDb({ url: scratch.url, env: {} });
+    handle = await createDb({ url: scratch.url, env: {}, ...options });
     dispose = scratch.drop;
   }
   await handle.migrate();
@@ -85,21 +94,24 @@ export async function startFleet(
     jobs?: StartServerOptions['jobs'];
     /** Default: silent (debug with VFIO_FLEET_TEST_LOG=1). */
     logger?: Logger;
-  } & Pick<
-    StartServerOptions,
-    | 'frameLimits'
-    | 'failedHelloLimits'
-    | 'trustProxy'
-    | 'publicUrl'
-    | 'metricsToken'
-    | 'next'
-    | 'loginLimiters'
-    | 'sessionTtlHours'
-    | 'downloadsDir'
-    | 'maxConcurrentIngests'
-  > = {},
+  } & Pick<CreateDbOptions, 'apiStatementTimeoutMs'> &
+    Pick<
+      StartServerOptions,
+      | 'frameLimits'
+      | 'failedHelloLimits'
+      | 'trustProxy'
+      | 'publicUrl'
+      | 'metricsToken'
+      | 'next'
+      | 'loginLimiters'
+      | 'sessionTtlHours'
+      | 'downloadsDir'
+      | 'maxConcurrentIngests'
+      | 'apiQueryTimeoutMs'
+    > = {},
 ): Promise<Fleet> {
-  const testDb = await openTestDb(driver);
+  const { apiStatementTimeoutMs, ...serverOptions } = options;
+  const testDb = await openTestDb(driver, { apiStatementTimeoutMs });
   const { handle } = testDb;
   const start = (port: number) =>
     startServer({
@@ -107,9 +119,9 @@ export async function startFleet(
       db: handle.db,
       apiDb: handle.apiDb,
       listen: handle.listen,
-      ...options,
+      ...serverOptions,
       logger:
-        options.logger ??
+        serverOptions.logger ??
         createLogger(process.env.VFIO_FLEET_TEST_LOG === '1' ? 'debug' : 'silent'),
     });
   let server = await start(0);

@@ -15,6 +15,7 @@ import { RelativeTime } from '../../components/relative-time';
 import { useCan } from '../../components/shell';
 import { Empty, ErrorState, Loading } from '../../components/states';
 import { api, LIVE_MS } from '../../lib/api';
+import { Distinguisher } from '../distinguisher';
 import type { HostView } from '../host-view-api';
 import { Labels } from '../labels';
 import styles from './host.module.css';
@@ -44,6 +45,7 @@ export default function HostPage() {
     <>
       <div className="row">
         <h1 className={styles.h1}>{h.hostname}</h1>
+        <Distinguisher value={h.distinguisher} />
         <HostStateBadge state={h.state} />
         <span className="muted">
           last seen <RelativeTime iso={h.lastSeenAt} />
@@ -106,6 +108,10 @@ function HostFacts({ host: h }: { host: HostView }) {
   return (
     <section className="card" aria-label="Host facts">
       <dl className={styles.facts}>
+        <dt>Machine ID</dt>
+        <dd className="mono">{h.machineId ?? 'unknown'}</dd>
+        <dt>Host ID</dt>
+        <dd className="mono">{h.id}</dd>
         <dt>Kernel</dt>
         <dd className="mono">{h.kernelRelease ?? 'unknown'}</dd>
         <dt>Agent</dt>
