@@ -2,6 +2,9 @@
 // start with '-' (node's parseArgs reads that as an option and the agent refuses the command).
 // And their limits at the gateway, as raw clients meet them: a one-use token raced by many
 // agents enrolls one, an expired or revoked token none, a revoked credential never reconnects.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { agentCredentials, enrollmentTokens, hosts } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +16,7 @@ import {
   secretMatches,
 } from '../src/gateway/credentials';
 import { drivers, type Fleet, hello, poll, RawClient, startFleet } from './helpers/harness';
+import { scenarioSnapshot } from './helpers/inventory';
 
 describe('newSecret', () => {
   it('never starts with a character a command line would read as an option', () => {
@@ -33,7 +37,9 @@ describe('newSecret', () => {
 
 describe.each(drivers)('enrollment tokens and credentials at the gateway (%s)', (driver) => {
   let fleet: Fleet;
+  let tmp: string;
   beforeAll(async () => {
+    tmp = await mkdtemp(path.join(tmpdir(), 'web-credentials-'));
     // The failed hellos here are the point: the per-address limiter is not what is tested.
     fleet = await startFleet(driver, {
       failedHelloLimits: { maxFailures: 1_000, windowMs: 60_000 },
@@ -41,6 +47,7 @@ describe.each(drivers)('enrollment tokens and credentials at the gateway (%s)', 
   });
   afterAll(async () => {
     await fleet?.close();
+    await rm(tmp, { recursive: true, force: true });
   });
 
   /** The first message the server sent the client (welcome or error). */
@@ -99,6 +106,35 @@ describe.each(drivers)('enrollment tokens and credentials at the gateway (%s)', 
       expect(answer).toMatchObject({ type: 'error', code: 'auth-failed', fatal: true });
       expect(await client.closed()).toBe(1008);
     }
+  });
+
+  it("never lets a second hello switch a connection to another agent's credential", async () => {
+    const enroll = async (hostname: string) => {
+      const { token } = await createEnrollmentToken(fleet.db, { ttlSeconds: 60, maxUses: 1 });
+      const { client, answer } = await helloWith({ kind: 'enroll', token }, hostname);
+      if (answer.type !== 'welcome' || answer.credential === null) throw new Error('not enrolled');
+      return { client, agentId: answer.agentId, credential: answer.credential };
+    };
+    const victim = await enroll('victim');
+    const attacker = await enroll('attacker');
+    attacker.client.send(
+      hello(
+        { kind: 'credential', ...victim.credential },
+        { host: { hostname: 'victim', machineId: null, kernelRelease: null } },
+      ),
+    );
+    const refused = await attacker.client.next('error');
+    expect(refused).toMatchObject({ code: 'protocol-violation', fatal: false });
+    // A snapshot after it is still the attacker's own: the victim's host row is untouched.
+    const snapshot = await scenarioSnapshot(tmp, 'dual-gpu');
+    attacker.client.send({ type: 'snapshot', epoch: 'switch', seq: 1, snapshot });
+    await attacker.client.next('ack');
+    const rows = await fleet.db.select().from(hosts);
+    const byAgent = new Map(rows.map((r) => [r.agentId, r]));
+    expect(byAgent.get(victim.agentId)?.lastSeq).toBeNull();
+    expect(byAgent.get(attacker.agentId)?.lastSeq).toBe(1);
+    victim.client.close();
+    attacker.client.close();
   });
 
   it("closes a revoked credential's connection, and refuses it on every reconnect", async () => {
