@@ -281,6 +281,28 @@ describe('vfio-fleet-agent run: jobs', () => {
     expect(await bindings(root)).toEqual({ ...before, [GPU]: 'vfio-pci', [GPU_AUDIO]: 'vfio-pci' });
   });
 
+  it('never runs a job id again when its stored outcome is damaged', async () => {
+    const { root, stateDir, server } = await setup('damaged-record');
+    const before = await bindings(root);
+    server.send(job('job-rec-1', GPU));
+    expect((await result(server, 'job-rec-1')).status).toBe('succeeded');
+    server.send(job('job-rec-2', GPU, { target: 'host' }));
+    expect((await result(server, 'job-rec-2')).status).toBe('succeeded');
+    expect(await bindings(root)).toEqual(before);
+
+    // Re-sent after its record was damaged: running it again would move the GPU a second time.
+    const record = path.join(stateDir, 'jobs', 'job-rec-1.json');
+    await writeFile(record, '{"jobId": "job-rec-1", "status": "succ');
+    const from = server.received.length;
+    server.send(job('job-rec-1', GPU));
+    const again = await result(server, 'job-rec-1', from);
+    expect(again.status).toBe('refused');
+    expect(again.reason?.code).toBe('state-unavailable');
+    expect(again.reason?.message).toContain(record);
+    expect(server.received.slice(from).filter((r) => r.message.type === 'job-step')).toEqual([]);
+    expect(await bindings(root)).toEqual(before);
+  });
+
   it('re-applies a persisted binding at start, read-only or not, and touches no other device', async () => {
     const root = path.join(tmp, 'persisted', 'host');
     await dualGpu(root);
