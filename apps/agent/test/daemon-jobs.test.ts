@@ -237,6 +237,72 @@ describe('vfio-fleet-agent run: jobs', () => {
     expect(await bindings(root)).toEqual(before);
   });
 
+  it('runs only its own plan for the group it was asked about, whatever else a job frame says', async () => {
+    const { root, server } = await setup('forged');
+    const before = await bindings(root);
+
+    // No such device on this host; a bridge (rebinding it would take every device behind it).
+    server.send(job('job-none-1', '0000:ee:00.0', { force: true }));
+    expect((await result(server, 'job-none-1')).reason?.code).toBe('unknown-device');
+    server.send(job('job-bridge-1', '0000:16:02.0', { force: true }));
+    const bridge = await result(server, 'job-bridge-1');
+    expect(bridge.status).toBe('refused');
+    expect(bridge.reason?.code).toBe('not-endpoint');
+    expect(server.messages('job-step')).toHaveLength(0);
+    expect(await bindings(root)).toEqual(before);
+
+    // A job frame carrying steps of the server's own, aimed at the root disk: the job has no
+    // plan field, so they are dropped unread and the agent plans the GPU's group itself.
+    const forged = [
+      {
+        action: 'unbind-current',
+        address: ROOT_NVME,
+        path: `/sys/bus/pci/devices/${ROOT_NVME}/driver/unbind`,
+      },
+      {
+        action: 'set-override',
+        address: ROOT_NVME,
+        path: `/sys/bus/pci/devices/${ROOT_NVME}/driver_override`,
+        value: 'vfio-pci',
+      },
+    ];
+    server.sendRaw(
+      JSON.stringify({ ...job('job-forged-1', GPU), steps: forged, plan: { forward: forged } }),
+    );
+    const done = await result(server, 'job-forged-1');
+    expect(done.status, JSON.stringify(done.reason)).toBe('succeeded');
+    const touched = new Set(
+      server
+        .messages('job-step')
+        .filter((m) => m.jobId === 'job-forged-1')
+        .flatMap((m) => ('address' in m.step ? [m.step.address] : [])),
+    );
+    expect([...touched].sort()).toEqual([GPU, GPU_AUDIO]);
+    expect(await bindings(root)).toEqual({ ...before, [GPU]: 'vfio-pci', [GPU_AUDIO]: 'vfio-pci' });
+  });
+
+  it('never runs a job id again when its stored outcome is damaged', async () => {
+    const { root, stateDir, server } = await setup('damaged-record');
+    const before = await bindings(root);
+    server.send(job('job-rec-1', GPU));
+    expect((await result(server, 'job-rec-1')).status).toBe('succeeded');
+    server.send(job('job-rec-2', GPU, { target: 'host' }));
+    expect((await result(server, 'job-rec-2')).status).toBe('succeeded');
+    expect(await bindings(root)).toEqual(before);
+
+    // Re-sent after its record was damaged: running it again would move the GPU a second time.
+    const record = path.join(stateDir, 'jobs', 'job-rec-1.json');
+    await writeFile(record, '{"jobId": "job-rec-1", "status": "succ');
+    const from = server.received.length;
+    server.send(job('job-rec-1', GPU));
+    const again = await result(server, 'job-rec-1', from);
+    expect(again.status).toBe('refused');
+    expect(again.reason?.code).toBe('state-unavailable');
+    expect(again.reason?.message).toContain(record);
+    expect(server.received.slice(from).filter((r) => r.message.type === 'job-step')).toEqual([]);
+    expect(await bindings(root)).toEqual(before);
+  });
+
   it('re-applies a persisted binding at start, read-only or not, and touches no other device', async () => {
     const root = path.join(tmp, 'persisted', 'host');
     await dualGpu(root);

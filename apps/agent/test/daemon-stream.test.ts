@@ -139,6 +139,29 @@ describe('vfio-fleet-agent run: enrollment', () => {
     expect(srv.messages('hello')).toHaveLength(1);
   });
 
+  it('stops on a damaged credential file instead of enrolling again with its token', async () => {
+    const where = await host('damaged-credential');
+    await mkdir(where.stateDir, { recursive: true });
+    const file = path.join(where.stateDir, 'credential.json');
+    const srv = await server();
+    const token = srv.state.issueToken();
+    for (const damaged of ['{"agentId": "half-writ', JSON.stringify({ agentId: 'x', secret: 1 })]) {
+      await writeFile(file, damaged, { mode: 0o600 });
+      const run = agent(srv, where, ['--token', token]);
+      const code = await Promise.race([
+        run.exited,
+        new Promise((resolve) => setTimeout(() => resolve('still running'), 8_000)),
+      ]);
+      expect(code, run.stderr()).toBe(1);
+      expect(run.stderr()).toContain(`credential file ${file} is`);
+      expect(run.stderr()).toContain('remove it and enroll again with --token');
+      // The file is left for the operator to look at, and the token is not spent.
+      expect(await readFile(file, 'utf8')).toBe(damaged);
+    }
+    expect(srv.received).toHaveLength(0);
+    expect(srv.state.tokens.has(token)).toBe(true);
+  });
+
   it('takes the token from VFIO_FLEET_TOKEN (agent.env), keeping it off its command line', async () => {
     const where = await host('env-token');
     const srv = await server();

@@ -44,6 +44,21 @@ describe('capacityCsv', () => {
       'vendor_id,device_id,vendor,device,total,bound,ready,blocked,vf_headroom,hosts,class\r\n',
     );
   });
+
+  // Each character a spreadsheet reads as the start of a formula (= + - @), or that some strip
+  // before reading one (tab, CR), in every cell an agent's pci.ids can fill.
+  it.each([
+    ['=', "'=cmd|' /C calc'!A0"],
+    ['+', "'+cmd|' /C calc'!A0"],
+    ['-', "'-cmd|' /C calc'!A0"],
+    ['@', "'@cmd|' /C calc'!A0"],
+    ['\t', "'\tcmd|' /C calc'!A0"],
+    ['\r', `"'\rcmd|' /C calc'!A0"`],
+  ])('defuses a cell starting with %j', (lead, cell) => {
+    const value = `${lead}cmd|' /C calc'!A0`;
+    const csv = capacityCsv([{ ...row, vendorName: value, deviceName: value, className: value }]);
+    expect(csv.split('\r\n')[1]).toBe(`15b3,101e,${cell},${cell},6,1,4,1,0,3,${cell}`);
+  });
 });
 
 describe('filter parsing', () => {

@@ -18,7 +18,6 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -35,6 +34,7 @@ import {
   writeFakeDist,
 } from './helpers/fake-dist';
 import { type Fleet, startFleet } from './helpers/harness';
+import { rawRequest } from './helpers/raw-http';
 
 const PASSWORD = 'a long enough password';
 
@@ -81,35 +81,8 @@ afterAll(async () => {
 });
 
 /** A request with the path sent exactly as given (fetch would normalize `..`). */
-function raw(
-  method: string,
-  pathname: string,
-  headers: Record<string, string> = {},
-): Promise<{
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}> {
-  const url = new URL(fleet.url);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      { host: url.hostname, port: url.port, method, path: pathname, headers },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks),
-          }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+function raw(method: string, pathname: string, headers: Record<string, string> = {}) {
+  return rawRequest(fleet.url, method, pathname, headers);
 }
 
 describe('downloads', () => {

@@ -24,6 +24,7 @@ import {
   startAgent,
   startFleet,
 } from './helpers/harness';
+import { rawRequest } from './helpers/raw-http';
 
 let tmp: string;
 let ui: NextApp;
@@ -143,6 +144,44 @@ describe.each(drivers)('Next.js on the server port (%s)', (driver) => {
     expect(html).not.toContain('chosen-by-the-client');
     const again = await fetch(`${fleet.url}/`);
     expect(again.headers.get('content-security-policy')).not.toContain(`'nonce-${nonce}'`);
+  });
+
+  it("serves no file outside Next's static assets, however the path is spelled", async () => {
+    // A real asset first, so the paths below are known to reach Next's file server.
+    const html = await (await fetch(`${fleet.url}/login`)).text();
+    const asset = /\/_next\/static\/[^"']+\.js/.exec(html)?.[0];
+    expect(asset).toBeDefined();
+    expect((await rawRequest(fleet.url, 'GET', asset ?? '/')).status).toBe(200);
+    // What a traversal would leak (the build id is no secret: every page carries it).
+    const secrets = [
+      '@vfio-fleet/web',
+      'transpilePackages',
+      'cacheMaxMemorySize',
+      'createNextHandler',
+    ];
+    for (const p of [
+      '/_next/static/../BUILD_ID',
+      '/_next/static/..%2fBUILD_ID',
+      '/_next/static/..%2f..%2fpackage.json',
+      '/_next/static/%2e%2e/%2e%2e/package.json',
+      '/_next/static/%2e%2e%2f%2e%2e%2fnext.config.ts',
+      '/_next/static/..%5c..%5cpackage.json',
+      '/_next/static/..%252f..%252fpackage.json',
+      '/_next/static/chunks/..%2f..%2frequired-server-files.json',
+      '/_next/static/chunks/..%2f..%2f..%2fsrc%2fnext-handler.ts',
+      '/_next/../package.json',
+      '/.next/BUILD_ID',
+      '/package.json',
+      '/src/next-handler.ts',
+      '/_next/image?url=%2F..%2Fpackage.json&w=64&q=75',
+      '/_next/image?url=file%3A%2F%2F%2Fetc%2Fpasswd&w=64&q=75',
+    ]) {
+      const res = await rawRequest(fleet.url, 'GET', p);
+      expect([400, 404], p).toContain(res.status);
+      const body = res.body.toString('utf8');
+      for (const secret of secrets) expect(body, p).not.toContain(secret);
+      expect(body, p).not.toContain('root:x:0:0');
+    }
   });
 
   it('keeps /api/health, /api/trpc and the agents WebSocket on the same port', async () => {
