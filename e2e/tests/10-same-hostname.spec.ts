@@ -1,7 +1,7 @@
 // Two hosts that report one hostname (a cloned image, a reused name) looked the same in the hosts
 // list and on their pages. A second agent joins under the hostname of a fleet host (its own
-// machine-id); both rows, and the new host's page, show a short id that tells them apart. Last in
-// the suite: the extra host stays in the fleet (offline) after this test.
+// machine-id); both rows, and the new host's page, show a short id that tells them apart. At the
+// end of the suite (with 11): the extra host stays in the fleet (offline) after this test.
 import path from 'node:path';
 import { buildHostTree, scenario } from '@vfio-fleet/host-fixtures';
 import { signedIn } from '../src/api-client';

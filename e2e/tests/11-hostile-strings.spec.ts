@@ -2,7 +2,7 @@
 // (hostname, labels, kernel release, pci.ids names, a critical device's detail, problems, a job's
 // step output and reason). Every page that shows them renders them as text: no element the text
 // describes exists, no handler runs (window.__xss stays unset), and the capacity CSV defuses each
-// formula. Runs last: it leaves its host (offline) in the fleet.
+// formula. Runs last: it leaves its host (offline) in the fleet, as 10 does.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
