@@ -85,10 +85,17 @@ export function assessSnapshot(facts: HostFactsSnapshot): HostSnapshot {
   return {
     ...facts,
     devices: facts.devices.map((device) => {
-      const group = device.iommuGroup === null ? [] : (groups.get(device.iommuGroup) ?? [device]);
+      const id = device.iommuGroup;
+      // One array per group, shared by its members, so what rules derive from it is derived once.
+      const group = id === null ? [] : (groups.get(id) ?? [device]);
       return {
         ...device,
-        readiness: assessDevice({ host: facts.host, device, group, byAddress }),
+        readiness: assessDevice({
+          host: facts.host,
+          device,
+          group,
+          byAddress,
+        }),
       };
     }),
   };
