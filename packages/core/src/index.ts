@@ -20,4 +20,5 @@ export {
 } from './readiness/bounded-text';
 export * from './readiness/delta-scope';
 export * from './readiness/rules';
+export * from './readiness/unreadable';
 export * from './vfio/select-variant';

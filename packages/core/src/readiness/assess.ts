@@ -14,6 +14,7 @@ import type {
 import { comparePciAddresses } from '../pci/address';
 import { isVfioDriverName } from '../vfio/select-variant';
 import { isGroupViable, type RuleContext, readinessRules } from './rules';
+import { unreadableByGroup } from './unreadable';
 
 const SEVERITY_RANK: Readonly<Record<Severity, number>> = { error: 0, warning: 1, info: 2 };
 
@@ -82,6 +83,7 @@ function groupMembers(facts: HostFactsSnapshot, byAddress: ReadonlyMap<string, D
 export function assessSnapshot(facts: HostFactsSnapshot): HostSnapshot {
   const byAddress = new Map(facts.devices.map((d) => [d.address, d] as const));
   const groups = groupMembers(facts, byAddress);
+  const unreadable = unreadableByGroup(facts);
   return {
     ...facts,
     devices: facts.devices.map((device) => {
@@ -95,6 +97,7 @@ export function assessSnapshot(facts: HostFactsSnapshot): HostSnapshot {
           device,
           group,
           byAddress,
+          unreadable: id === null ? [] : (unreadable.get(id) ?? []),
         }),
       };
     }),

@@ -26,6 +26,7 @@ import {
   MAX_RELATED_DEVICES,
 } from './bounded-text';
 import { criticalHits, endpointsBehind, groupView, isOnVfio } from './group-view';
+import type { UnreadableMember } from './unreadable';
 
 export { isDmaSafeDriver } from './group-view';
 
@@ -35,6 +36,8 @@ export interface RuleContext {
   /** Every member of the device's IOMMU group, the device included; [] when it has no group. */
   group: readonly DeviceFacts[];
   byAddress: ReadonlyMap<string, DeviceFacts>;
+  /** Members of the group whose own files could not be read (not in `group`); none when absent. */
+  unreadable?: readonly UnreadableMember[];
 }
 
 export interface ReadinessRule {
@@ -206,6 +209,26 @@ const hostCritical = rule('host-critical', 'error', ({ host, device, group }, ma
   return make(message, remedy, related);
 });
 
+/**
+ * A member the agent could not read may be anything (the root disk's controller, a NIC on a host
+ * driver): the group cannot be judged, so every member is blocked and no plan moves it.
+ */
+const groupMemberUnreadable = rule('group-member-unreadable', 'error', (ctx, make) => {
+  const unreadable = ctx.unreadable ?? [];
+  if (unreadable.length === 0) return null;
+  const groupId = ctx.device.iommuGroup ?? '?';
+  const named = unreadable.map(
+    (m) => `${m.address}${m.driver === null ? '' : ` on ${m.driver}`} (${m.why})`,
+  );
+  const one = unreadable.length === 1;
+  const first = unreadable[0]?.address ?? '';
+  return make(
+    `IOMMU group ${groupId} also holds ${fewOf(named, unreadable.length)}, whose sysfs files could not be read: what ${one ? 'it is' : 'they are'} and what ${one ? 'it does' : 'they do'} for the host is unknown, and vfio would move ${one ? 'it' : 'them'} with ${ctx.device.address}, so no member of the group may move.`,
+    `Check ${one ? 'the device' : 'each'} with \`lspci -vvv -s ${first}\` and \`dmesg\` (a function whose files read as garbage has usually fallen off the bus or has a firmware fault); fix, reseat or remove it, or reboot, then let the agent scan again.`,
+    unreadable.map((m) => m.address),
+  );
+});
+
 const groupNotViable = rule('group-not-viable', 'warning', ({ device, group }, make) => {
   if (!isOnVfio(device) || group.length === 0) return null;
   // A device on vfio is DMA-safe, so it is never among the blockers.
@@ -330,6 +353,7 @@ export const readinessRules: readonly ReadinessRule[] = [
   noIommuGroup,
   notEndpoint,
   hostCritical,
+  groupMemberUnreadable,
   groupNotViable,
   noInterruptRemapping,
   acsOverride,
