@@ -14,6 +14,7 @@ import { planRebind } from '../src/plan/plan-rebind';
 import { assessSnapshot } from '../src/readiness/assess';
 import {
   MAX_NAMED_DEVICES,
+  MAX_QUOTED_TEXT,
   MAX_REASON_TEXT,
   MAX_RELATED_DEVICES,
 } from '../src/readiness/bounded-text';
@@ -98,7 +99,7 @@ describe('reasons about a large IOMMU group', () => {
     expect(reason?.related).toHaveLength(MAX_RELATED_DEVICES);
   });
 
-  it('clip text that a peer made long (a 4 KB critical detail)', () => {
+  it('quote a string a peer made long (a 4 KB critical detail) clipped', () => {
     const gpu = makeDevice(GPU);
     const host = makeHost({
       critical: [{ address: GPU, kind: 'root-disk', detail: 'x'.repeat(4096) }],
@@ -106,8 +107,8 @@ describe('reasons about a large IOMMU group', () => {
     const assessed = assessSnapshot(snapshotOf([gpu], [{ id: 1, devices: [GPU] }], [], host));
     const reason = assessed.devices[0]?.readiness.reasons[0];
     expect(reason?.code).toBe('host-critical');
-    expect(reason?.message).toHaveLength(MAX_REASON_TEXT);
-    expect(reason?.message.endsWith('…')).toBe(true);
+    expect(reason?.message).toContain(`(${'x'.repeat(MAX_QUOTED_TEXT - 1)}…)`);
+    expect(reason?.message.length).toBeLessThan(MAX_QUOTED_TEXT + 100);
   });
 });
 

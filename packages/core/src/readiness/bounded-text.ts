@@ -12,6 +12,11 @@ export const MAX_NAMED_DEVICES = 4;
 export const MAX_RELATED_DEVICES = 8;
 /** Characters of one reason's message, and of its remedy (well under the wire's 4096 and a plan's 2000). */
 export const MAX_REASON_TEXT = 1000;
+/**
+ * Characters of one peer-supplied string quoted in a reason (a device name, a path, a cmdline
+ * value): a host-wide string is quoted in every device's reasons, so it must stay short there.
+ */
+export const MAX_QUOTED_TEXT = 120;
 
 /** `a`, `a and b`, `a, b and c`. */
 export function list(items: readonly string[]): string {
@@ -32,6 +37,11 @@ export function fewOf(shown: readonly string[], total: number = shown.length): s
 /** `text`, cut to `max` characters with an ellipsis. */
 export function clip(text: string, max: number = MAX_REASON_TEXT): string {
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/** A peer-supplied string as a reason quotes it. */
+export function quote(text: string): string {
+  return clip(text, MAX_QUOTED_TEXT);
 }
 
 /** At most `count` items of `items` other than `self`, in order, without walking the rest. */

@@ -24,6 +24,7 @@ import {
   list,
   MAX_NAMED_DEVICES,
   MAX_RELATED_DEVICES,
+  quote,
 } from './bounded-text';
 import { criticalHits, endpointsBehind, groupView, isOnVfio } from './group-view';
 import type { UnreadableMember } from './unreadable';
@@ -53,7 +54,7 @@ export function isGroupViable(group: readonly DeviceFacts[]): boolean {
 
 /** `0000:01:00.1 (GA102 High Definition Audio Controller)`: an address alone means little to people. */
 function label(device: DeviceFacts): string {
-  return `${device.address} (${device.names.device ?? device.names.className})`;
+  return `${device.address} (${quote(device.names.device ?? device.names.className)})`;
 }
 
 type MakeReason = (
@@ -96,9 +97,11 @@ const iommuOff = rule('iommu-off', 'error', ({ host, device }, make) => {
   if (host.iommu.enabled) return null;
   const { cmdline } = host;
   const offending: string[] = [];
-  if (hasOption(cmdline.intelIommu, 'off')) offending.push(`intel_iommu=${cmdline.intelIommu}`);
-  if (hasOption(cmdline.amdIommu, 'off')) offending.push(`amd_iommu=${cmdline.amdIommu}`);
-  if (hasOption(cmdline.iommu, 'off')) offending.push(`iommu=${cmdline.iommu}`);
+  if (hasOption(cmdline.intelIommu, 'off'))
+    offending.push(`intel_iommu=${quote(cmdline.intelIommu ?? '')}`);
+  if (hasOption(cmdline.amdIommu, 'off'))
+    offending.push(`amd_iommu=${quote(cmdline.amdIommu ?? '')}`);
+  if (hasOption(cmdline.iommu, 'off')) offending.push(`iommu=${quote(cmdline.iommu ?? '')}`);
 
   let message = `The IOMMU is off: the kernel created no IOMMU groups, so vfio cannot fence ${device.address}'s DMA away from host memory.`;
   if (offending.length > 0) {
@@ -142,7 +145,10 @@ const iommuOff = rule('iommu-off', 'error', ({ host, device }, make) => {
 
 const noIommuGroup = rule('no-iommu-group', 'error', ({ host, device }, make) => {
   if (!host.iommu.enabled || device.iommuGroup !== null) return null;
-  const units = host.iommu.units.length > 0 ? ` (${host.iommu.units.join(', ')})` : '';
+  const { units: all } = host.iommu;
+  const more = all.length > MAX_NAMED_DEVICES ? ` and ${all.length - MAX_NAMED_DEVICES} more` : '';
+  const units =
+    all.length > 0 ? ` (${all.slice(0, MAX_NAMED_DEVICES).map(quote).join(', ')}${more})` : '';
   return make(
     `The IOMMU is on${units} but ${device.address} is in no IOMMU group: the IOMMU does not translate its DMA, so vfio cannot take it.`,
     "Check `dmesg` for DMAR, AMD-Vi or SMMU messages about this device: the firmware's IOMMU table (DMAR, IVRS or IORT) probably does not cover its slot. Update the firmware or use another slot.",
@@ -157,7 +163,7 @@ const notEndpoint = rule('not-endpoint', 'error', ({ device, byAddress }, make) 
       ? `Pass through the devices behind it instead: ${fewOf(behind)}.`
       : 'Pass through the endpoint devices behind it instead.';
   return make(
-    `${device.address} is a ${device.names.className} (class ${device.classCode}): a bridge routes traffic for the devices behind it, cannot be handed to a VM, and vfio-pci refuses it.`,
+    `${device.address} is a ${quote(device.names.className)} (class ${device.classCode}): a bridge routes traffic for the devices behind it, cannot be handed to a VM, and vfio-pci refuses it.`,
     remedy,
     behind,
   );
@@ -191,11 +197,11 @@ const hostCritical = rule('host-critical', 'error', ({ host, device, group }, ma
     const role = CRITICAL_ROLE[c.kind].what;
     const pf = pfOfVf.get(c.address);
     if (pf !== undefined) {
-      return `${c.address}, a VF of ${pf} that disappears when ${pf} leaves its driver, ${role} (${c.detail})`;
+      return `${c.address}, a VF of ${pf} that disappears when ${pf} leaves its driver, ${role} (${quote(c.detail)})`;
     }
     return c.address === device.address
-      ? `${device.address} ${role} (${c.detail})`
-      : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${c.detail})`;
+      ? `${device.address} ${role} (${quote(c.detail)})`
+      : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${quote(c.detail)})`;
   });
   const more = hits.length - shown.length;
   if (more > 0) sentences.push(`${more} more host-critical device${more === 1 ? '' : 's'}`);
@@ -247,7 +253,9 @@ const groupNotViable = rule('group-not-viable', 'warning', ({ device, group }, m
 
 const noInterruptRemapping = rule('no-interrupt-remapping', 'warning', ({ host }, make) => {
   if (!host.iommu.enabled || host.iommu.interruptRemapping !== 'disabled') return null;
-  const disabling = cmdlineWords(host).filter((w) => w === 'intremap=off' || w === 'nointremap');
+  const disabling = [
+    ...new Set(cmdlineWords(host).filter((w) => w === 'intremap=off' || w === 'nointremap')),
+  ];
   const flags =
     disabling.length > 0
       ? ` The kernel command line has ${list(disabling.map((w) => `\`${w}\``))}.`
@@ -262,7 +270,7 @@ const acsOverride = rule('acs-override', 'warning', ({ host, device }, make) => 
   const value = host.cmdline.pcieAcsOverride;
   if (value === null || !host.iommu.enabled || device.iommuGroup === null) return null;
   return make(
-    `The kernel command line has \`pcie_acs_override=${value}\`: IOMMU group ${device.iommuGroup} may have been split by that patch rather than by real ACS isolation, so devices outside the group can still reach ${device.address} with peer-to-peer DMA.`,
+    `The kernel command line has \`pcie_acs_override=${quote(value)}\`: IOMMU group ${device.iommuGroup} may have been split by that patch rather than by real ACS isolation, so devices outside the group can still reach ${device.address} with peer-to-peer DMA.`,
     'Give the device only to a trusted guest; for real isolation, remove `pcie_acs_override=` and use a slot whose upstream ports support ACS (typically a CPU root port).',
   );
 });
@@ -316,8 +324,8 @@ const vfioFallback = rule('vfio-fallback', 'info', ({ host, device }, make) => {
   }
   const why =
     vfioAliases === 0
-      ? `${path} has no vfio_pci aliases at all: kernels before 5.16 have no vfio variant drivers`
-      : `none of the ${vfioAliases} vfio_pci aliases in ${path} matches it`;
+      ? `${quote(path)} has no vfio_pci aliases at all: kernels before 5.16 have no vfio variant drivers`
+      : `none of the ${vfioAliases} vfio_pci aliases in ${quote(path)} matches it`;
   return make(`${device.address} gets the generic ${vfio.driver}: ${why}.`, null);
 });
 
@@ -326,8 +334,8 @@ const driverOverrideForeign = rule('driver-override-foreign', 'info', ({ device 
   if (current === null || isVfioDriverName(current) || device.kind !== 'endpoint') return null;
   const target = device.vfio?.driver ?? 'vfio-pci';
   return make(
-    `driver_override of ${device.address} already names ${current}; moving the device to vfio replaces it with ${target}.`,
-    `Find what sets it (driverctl, a udev rule, a boot script) so ${current} does not take the device back at the next boot.`,
+    `driver_override of ${device.address} already names ${quote(current)}; moving the device to vfio replaces it with ${target}.`,
+    `Find what sets it (driverctl, a udev rule, a boot script) so ${quote(current)} does not take the device back at the next boot.`,
   );
 });
 
