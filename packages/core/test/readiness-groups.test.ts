@@ -11,7 +11,7 @@ import {
   type Problem,
 } from '../src/inventory/schema';
 import { planRebind } from '../src/plan/plan-rebind';
-import { assessSnapshot } from '../src/readiness/assess';
+import { assessSnapshot, assessSnapshotInSlices } from '../src/readiness/assess';
 import {
   MAX_NAMED_DEVICES,
   MAX_QUOTED_TEXT,
@@ -109,6 +109,23 @@ describe('reasons about a large IOMMU group', () => {
     expect(reason?.code).toBe('host-critical');
     expect(reason?.message).toContain(`(${'x'.repeat(MAX_QUOTED_TEXT - 1)}…)`);
     expect(reason?.message.length).toBeLessThan(MAX_QUOTED_TEXT + 100);
+  });
+});
+
+describe('assessSnapshotInSlices', () => {
+  it('pauses between slices and gives what assessSnapshot gives', () => {
+    const facts = bigGroup(1100);
+    const slices = assessSnapshotInSlices(facts, 500);
+    let pauses = 0;
+    for (;;) {
+      const step = slices.next();
+      if (step.done === true) {
+        expect(step.value).toEqual(assessSnapshot(facts));
+        break;
+      }
+      pauses += 1;
+    }
+    expect(pauses).toBe(2);
   });
 });
 

@@ -30,6 +30,8 @@ export function isOnVfio(device: DeviceFacts): boolean {
 export interface GroupView {
   /** The group's endpoints, in address order. */
   endpoints: readonly DeviceFacts[];
+  /** Their addresses. */
+  endpointAddresses: ReadonlySet<string>;
   /** Members on a driver that is not DMA-safe (see isDmaSafeDriver), in address order. */
   unsafe: readonly DeviceFacts[];
 }
@@ -40,8 +42,10 @@ export function groupView(group: readonly DeviceFacts[]): GroupView {
   let view = views.get(group);
   if (view === undefined) {
     const sorted = [...group].sort((a, b) => comparePciAddresses(a.address, b.address));
+    const endpoints = sorted.filter((m) => m.kind === 'endpoint');
     view = {
-      endpoints: sorted.filter((m) => m.kind === 'endpoint'),
+      endpoints,
+      endpointAddresses: new Set(endpoints.map((m) => m.address)),
       unsafe: sorted.filter((m) => !isDmaSafeDriver(m.driver, m.kind)),
     };
     views.set(group, view);

@@ -341,8 +341,8 @@ const driverOverrideForeign = rule('driver-override-foreign', 'info', ({ device 
 
 const groupShared = rule('group-shared', 'info', ({ device, group }, make) => {
   if (device.kind !== 'endpoint') return null;
-  const { endpoints } = groupView(group);
-  const total = endpoints.length - (endpoints.some((m) => m.address === device.address) ? 1 : 0);
+  const { endpoints, endpointAddresses } = groupView(group);
+  const total = endpoints.length - (endpointAddresses.has(device.address) ? 1 : 0);
   if (total <= 0) return null;
   // Names a few and counts the rest: every member carries this reason, the list is on the group.
   const others = firstOthers(endpoints, device.address, MAX_RELATED_DEVICES);
