@@ -28,6 +28,7 @@ import { ServerError } from '../errors';
 import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
+import { finishYielding } from '../ops/yield';
 import {
   issueCredential,
   registerDisconnect,
@@ -48,6 +49,7 @@ import {
   remoteAddress,
 } from './rate-limit';
 import { type RawSnapshotFrame, rawSnapshotFrame } from './raw-snapshot';
+import { parseAgentFrameInSlices } from './sliced-parse';
 
 export interface AgentGatewayDeps {
   db: Database;
@@ -101,6 +103,12 @@ const MAX_PENDING_FRAMES = 8;
  */
 const GATED_FRAME_BYTES = 64 * 1024;
 const DEFAULT_MAX_CONCURRENT_INGESTS = 4;
+/**
+ * Frames this large (a host of a couple of thousand devices; the protocol allows 8 MiB) are
+ * ingested one at a time, server-wide: each step of one takes up to a few hundred milliseconds of
+ * CPU, and several at once would hold the event loop for seconds between two of its turns.
+ */
+const LARGE_FRAME_BYTES = 1024 * 1024;
 
 /** A counting semaphore: at most `limit` holders, the rest wait in arrival order. */
 class Gate {
@@ -186,6 +194,7 @@ export class AgentGateway {
   /** Each authenticated session's send, as handed to the dispatcher (to unregister that one). */
   private readonly jobSenders = new WeakMap<Session, (message: ServerMessage) => void>();
   private readonly ingestGate: Gate;
+  private readonly largeIngestGate: Gate;
   private readonly tokenUses: TokenUseCounter;
 
   constructor(deps: AgentGatewayDeps) {
@@ -223,6 +232,7 @@ export class AgentGateway {
     this.ingestGate = new Gate(
       Math.max(1, deps.maxConcurrentIngests ?? DEFAULT_MAX_CONCURRENT_INGESTS),
     );
+    this.largeIngestGate = new Gate(1);
   }
 
   /** Number of authenticated agent connections. */
@@ -435,15 +445,19 @@ export class AgentGateway {
     ) {
       return;
     }
+    const releaseLarge =
+      raw.byteLength > LARGE_FRAME_BYTES ? await this.largeIngestGate.acquire() : null;
     const release = await this.ingestGate.acquire();
     try {
       // It may have closed while waiting: nothing to store for a connection that is gone.
       if (session.ws.readyState !== session.ws.OPEN) return;
       session.rawHash = view?.hash ?? null;
-      await this.handleFrame(session, parseAgentMessageForServer(raw), isBinary);
+      const parsed = await finishYielding(parseAgentFrameInSlices(raw));
+      await this.handleFrame(session, parsed, isBinary);
     } finally {
       session.rawHash = null;
       release();
+      releaseLarge?.();
     }
   }
 
