@@ -182,6 +182,23 @@ describe('group-member-unreadable', () => {
     expect(assessed.devices[1]?.readiness).toEqual({ status: 'ready', reasons: [] });
   });
 
+  it('names a few of many unreadable members, so the reasons stay linear', () => {
+    const n = 1000;
+    const facts = bigGroup(n);
+    const hex = (v: number) => v.toString(16).padStart(2, '0');
+    const missing = Array.from(
+      { length: n },
+      (_, i) => `0001:${hex(i >> 8)}:${hex((i >> 3) & 0x1f)}.${i & 7}`,
+    );
+    facts.groups = [{ id: 7, devices: [...(facts.groups[0]?.devices ?? []), ...missing] }];
+    const assessed = assessSnapshot(facts);
+    expect(reasonBytes(assessed)).toBeLessThan(3000 * n);
+    const reason = assessed.devices[0]?.readiness.reasons[0];
+    expect(reason?.code).toBe('group-member-unreadable');
+    expect(reason?.message).toContain(`and ${n - MAX_NAMED_DEVICES} more, whose sysfs files`);
+    expect(reason?.related).toHaveLength(MAX_RELATED_DEVICES);
+  });
+
   it('is not raised when every listed member was read', () => {
     const assessed = assessSnapshot(snapshotOf([makeDevice(GPU), audio(AUDIO)], [group]));
     for (const device of assessed.devices) {

@@ -223,15 +223,16 @@ const groupMemberUnreadable = rule('group-member-unreadable', 'error', (ctx, mak
   const unreadable = ctx.unreadable ?? [];
   if (unreadable.length === 0) return null;
   const groupId = ctx.device.iommuGroup ?? '?';
-  const named = unreadable.map(
-    (m) => `${m.address}${m.driver === null ? '' : ` on ${m.driver}`} (${m.why})`,
-  );
+  // Only the first few are worded: every member of the group carries this reason.
+  const named = unreadable
+    .slice(0, MAX_NAMED_DEVICES)
+    .map((m) => `${m.address}${m.driver === null ? '' : ` on ${m.driver}`} (${m.why})`);
   const one = unreadable.length === 1;
   const first = unreadable[0]?.address ?? '';
   return make(
     `IOMMU group ${groupId} also holds ${fewOf(named, unreadable.length)}, whose sysfs files could not be read: what ${one ? 'it is' : 'they are'} and what ${one ? 'it does' : 'they do'} for the host is unknown, and vfio would move ${one ? 'it' : 'them'} with ${ctx.device.address}, so no member of the group may move.`,
     `Check ${one ? 'the device' : 'each'} with \`lspci -vvv -s ${first}\` and \`dmesg\` (a function whose files read as garbage has usually fallen off the bus or has a firmware fault); fix, reseat or remove it, or reboot, then let the agent scan again.`,
-    unreadable.map((m) => m.address),
+    unreadable.slice(0, MAX_RELATED_DEVICES).map((m) => m.address),
   );
 });
 
