@@ -3,7 +3,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { AgentMessage, HostSnapshot } from '@vfio-fleet/core';
+import { type AgentMessage, type HostSnapshot, MAX_WIRE_DEVICES } from '@vfio-fleet/core';
 import { buildScenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { simulateDirAsRoot } from '../src/commands/run';
@@ -130,7 +130,7 @@ describe('inventory stream', () => {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  function harness() {
+  function harness(logger = createLogger('silent')) {
     let current = base;
     const sent: AgentMessage[] = [];
     const sink = {
@@ -144,7 +144,7 @@ describe('inventory stream', () => {
       // Never fires during a test: scans are triggered explicitly.
       intervalMs: 3_600_000,
       clock: systemClock,
-      logger: createLogger('silent'),
+      logger,
       epoch: 'epoch-1',
     });
     stream.start();
@@ -235,6 +235,35 @@ describe('inventory stream', () => {
     expect(h.stream.resumePoint()).toBeNull();
     await vi.waitFor(() => expect(h.sent).toHaveLength(3));
     expect(h.sent[2]).toMatchObject({ type: 'snapshot', seq: 3 });
+    await h.stream.stop();
+  });
+
+  it('never sends an inventory over the protocol limits (logged once), and sends it once within', async () => {
+    const logger = createLogger('silent');
+    const errors = vi.spyOn(logger, 'error');
+    const h = harness(logger);
+    const template = base.devices[0];
+    if (template === undefined) throw new Error('no device');
+    const huge = {
+      ...base,
+      devices: Array.from({ length: MAX_WIRE_DEVICES + 1 }, (_, i) => ({
+        ...template,
+        address: `0001:${(i >> 8).toString(16).padStart(2, '0')}:${((i >> 3) & 0x1f).toString(16).padStart(2, '0')}.${i & 7}`,
+      })),
+    };
+    h.set(huge);
+    h.stream.connected('snapshot');
+    await h.stream.settled();
+    await h.scan();
+    expect(h.sent).toEqual([]);
+    expect(errors).toHaveBeenCalledTimes(1);
+    expect(String(errors.mock.calls[0]?.[1])).toContain(
+      `${MAX_WIRE_DEVICES + 1} PCI functions, over the protocol's ${MAX_WIRE_DEVICES}`,
+    );
+    h.set(base);
+    await h.scan();
+    expect(h.sent).toHaveLength(1);
+    expect(h.sent[0]).toMatchObject({ type: 'snapshot', seq: 1 });
     await h.stream.stop();
   });
 });

@@ -15,7 +15,12 @@ import {
 } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { buildScenario, type ScenarioName, scenario } from '@vfio-fleet/host-fixtures';
+import {
+  buildScenario,
+  corruptDevice,
+  type ScenarioName,
+  scenario,
+} from '@vfio-fleet/host-fixtures';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AgentRun, agentDir, repoRoot, runAgent } from './helpers/run-agent';
 
@@ -168,6 +173,22 @@ describe('bind / restore (child processes, --simulate)', () => {
     expect(run.status).toBe(3);
     expect(run.stderr).toContain('[host-critical]');
     expect(await treeListing(root)).toBe(before);
+  });
+
+  it('refuses a group with an unreadable member, either way and even with --force (exit 3), writing nothing', async () => {
+    const { root, state } = await fixture();
+    await corruptDevice(root, AUDIO);
+    const before = await treeListing(root);
+    const bind = runAgent(['bind', GPU, ...sim(root, state), '--force']);
+    expect(bind.status, bind.stderr).toBe(3);
+    expect(bind.stderr).toContain('bind refused (group-unreadable)');
+    expect(bind.stderr).toContain(`${AUDIO} (vendor reads "zzz"`);
+    expect(bind.stderr).toContain('[group-member-unreadable]');
+    const restore = runAgent(['restore', GPU, ...sim(root, state)]);
+    expect(restore.status, restore.stderr).toBe(3);
+    expect(restore.stderr).toContain('restore refused (group-unreadable)');
+    expect(await treeListing(root)).toBe(before);
+    expect(existsSync(state)).toBe(false);
   });
 
   it('an SR-IOV PF with VFs needs --force (exit 3, reasons listed)', async () => {

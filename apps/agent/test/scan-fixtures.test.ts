@@ -3,8 +3,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Device, HostSnapshot } from '@vfio-fleet/core';
-import { buildScenario } from '@vfio-fleet/host-fixtures';
+import { type Device, type HostSnapshot, planRebind } from '@vfio-fleet/core';
+import { buildScenario, corruptDevice } from '@vfio-fleet/host-fixtures';
 import { readModulesAlias } from '@vfio-fleet/testdata';
 import { afterAll, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
@@ -117,5 +117,61 @@ describe('scan of fixture scenarios', () => {
     expect(bound.length).toBeGreaterThan(0);
     for (const device of bound) expect(device.driver).toMatch(/vfio/);
     expect(snapshot.host.vfio.modulesLoaded.length).toBeGreaterThan(0);
+  });
+});
+
+describe('a device whose sysfs files are garbage', () => {
+  const GPU = '0000:17:00.0';
+  const AUDIO = '0000:17:00.1';
+
+  /** dual-gpu with the first GPU's audio function damaged: vendor "zzz", no class, bad modalias. */
+  async function damaged(): Promise<{ root: string; snapshot: HostSnapshot }> {
+    const root = await mkdtemp(path.join(tmpdir(), 'agent-garbage-'));
+    roots.push(root);
+    await buildScenario(root, 'dual-gpu', { modulesAlias: VARIANTS_ALIAS });
+    await corruptDevice(root, AUDIO);
+    return { root, snapshot: await collectHost(new HostFs(root)) };
+  }
+
+  it('is kept as an unreadable member of its group, which blocks its group mate', async () => {
+    const { snapshot } = await damaged();
+    expect(snapshot.devices.map((d) => d.address)).not.toContain(AUDIO);
+    const problem = snapshot.problems.find((p) => p.device?.address === AUDIO);
+    expect(problem).toMatchObject({
+      source: `/sys/bus/pci/devices/${AUDIO}`,
+      device: { address: AUDIO, iommuGroup: 21, driver: 'snd_hda_intel' },
+    });
+    expect(problem?.message).toContain('vendor reads "zzz"');
+    expect(problem?.message).toContain('class is missing or unreadable');
+    expect(problem?.message).toContain('modalias reads "garbage"');
+
+    const gpu = snapshot.devices.find((d) => d.address === GPU);
+    expect(gpu?.readiness.status).toBe('blocked');
+    const reason = gpu?.readiness.reasons[0];
+    expect(reason).toMatchObject({ code: 'group-member-unreadable', severity: 'error' });
+    expect(reason?.related).toEqual([AUDIO]);
+    expect(reason?.message).toContain(`IOMMU group 21 also holds ${AUDIO} on snd_hda_intel`);
+    expect(reason?.message).toContain('vendor reads "zzz"');
+    // The other GPU's group is whole: it stays ready.
+    expect(snapshot.devices.find((d) => d.address === '0000:31:00.0')?.readiness.status).toBe(
+      'ready',
+    );
+
+    const report = renderScanReport(snapshot, createStyle(false));
+    expect(report).toContain(`${AUDIO} could not be read (vendor reads "zzz"`);
+    expect(report).toContain('IOMMU group 21 (1 device, 1 unreadable)');
+    expect(report).toContain(': IOMMU group 21 is blocked');
+  });
+
+  it('is never planned around, in either direction', async () => {
+    const { snapshot } = await damaged();
+    for (const target of ['vfio', 'host'] as const) {
+      const result = planRebind(snapshot, GPU, target);
+      expect(result.ok).toBe(false);
+      if (result.ok) continue;
+      expect(result.refusal.code).toBe('group-unreadable');
+      expect(result.refusal.message).toContain(`IOMMU group 21 of ${GPU} is not planned: ${AUDIO}`);
+      expect(result.refusal.reasons.map((r) => r.code)).toEqual(['group-member-unreadable']);
+    }
   });
 });

@@ -13,8 +13,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AGENT_BIN } from '../src/local-agent';
 import type { Health } from '../src/server';
 import { poll } from './helpers/harness';
+import { startMain as startMainProcess } from './helpers/main-process';
 
-const webDir = path.resolve(import.meta.dirname, '..');
 /** Each case starts two or three servers, a fresh PGlite database among them: slow on 2 cores. */
 const SERVERS_TIMEOUT_MS = 360_000;
 /** How long one server may take to listen, or its host to come online (a loaded machine). */
@@ -54,20 +54,11 @@ function track(child: ChildProcess): Proc {
   return { child, pid, output: () => output, exited };
 }
 
+/** A server on a free port without the UI, with its local agent unless `env` turns it off. */
 function startMain(env: Record<string, string>): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-    cwd: webDir,
-    env: {
-      ...process.env,
-      DATABASE_URL: '',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      VFIO_FLEET_UI: '0',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return track(child);
+  const main = startMainProcess({ PORT: '0', HOST: '127.0.0.1', VFIO_FLEET_UI: '0', ...env });
+  started.push(main.pid);
+  return main;
 }
 
 async function urlOf(main: Proc): Promise<string> {

@@ -13,6 +13,12 @@ export * from './plan/schema';
 export * from './protocol/delta';
 export * from './protocol/messages';
 export * from './readiness/assess';
+export {
+  MAX_NAMED_DEVICES,
+  MAX_REASON_TEXT,
+  MAX_RELATED_DEVICES,
+} from './readiness/bounded-text';
 export * from './readiness/delta-scope';
 export * from './readiness/rules';
+export * from './readiness/unreadable';
 export * from './vfio/select-variant';

@@ -5,6 +5,7 @@ import type { Device, HostFactsSnapshot, HostSnapshot } from '../src/inventory/s
 import {
   type FactsSnapshotMessage,
   MAX_SNAPSHOT_MESSAGE_BYTES,
+  MAX_WIRE_DEVICES,
   type ParsedMessage,
   parseAgentMessage,
   parseAgentMessageForServer,
@@ -133,6 +134,38 @@ describe('parseAgentMessageForServer', () => {
     if (first) dup.devices.push(first);
     expect(failure(parseAgentMessageForServer(frame(dup))).message).toMatch(
       /^snapshot\.devices\[2\]\.address: .*more than once/,
+    );
+  });
+
+  it('refuses a group listing that names an address twice or more than MAX_WIRE_DEVICES in all', () => {
+    const twice = snapshot();
+    twice.groups.push({ id: 2, devices: ['0000:3b:00.1'] });
+    expect(failure(parseAgentMessageForServer(frame(twice))).message).toBe(
+      'snapshot.groups[1].devices: 0000:3b:00.1 is listed in more than one IOMMU group',
+    );
+    const many = snapshot();
+    const addresses = (from: number) =>
+      Array.from({ length: 2100 }, (_, i) => {
+        const n = from + i;
+        return `0000:${(n >> 8).toString(16).padStart(2, '0')}:${((n >> 3) & 0x1f).toString(16).padStart(2, '0')}.${n & 7}`;
+      });
+    many.groups = [
+      { id: 1, devices: addresses(0) },
+      { id: 2, devices: addresses(2100) },
+    ];
+    expect(failure(parseAgentMessageForServer(frame(many))).message).toBe(
+      `snapshot.groups[1].devices: the IOMMU groups list more than ${MAX_WIRE_DEVICES} devices in all`,
+    );
+    // A delta's listing likewise.
+    const delta = {
+      type: 'delta',
+      epoch: 'e-1',
+      baseSeq: 3,
+      seq: 4,
+      delta: { groups: twice.groups, devicesAdded: [], devicesChanged: [], devicesRemoved: [] },
+    };
+    expect(failure(parseAgentMessageForServer(JSON.stringify(delta))).message).toBe(
+      'delta.groups[1].devices: 0000:3b:00.1 is listed in more than one IOMMU group',
     );
   });
 

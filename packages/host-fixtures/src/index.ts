@@ -6,6 +6,7 @@ export {
   pciModalias,
   planHostLayout,
 } from './build-tree';
+export { corruptDevice, type DeviceCorruption, GARBAGE } from './corrupt-device';
 export type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
 export {
   hotplug,

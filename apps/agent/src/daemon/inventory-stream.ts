@@ -16,6 +16,7 @@ import {
 } from '@vfio-fleet/core';
 import type { Logger } from '../logger';
 import type { Clock, TimerHandle } from './clock';
+import { overWireLimits } from './wire-limits';
 
 export interface InventorySink {
   /** Whether a bulky message may be sent now (connected, and the send buffer has room). */
@@ -60,6 +61,8 @@ export class InventoryStream {
   /** The scan in progress, so a trigger during it queues one more rather than a parallel read. */
   private scanning: Promise<void> | null = null;
   private rescanQueued = false;
+  /** Why the last inventory was not sent (over the protocol's limits), so it is logged once. */
+  private refused: string | null = null;
 
   constructor(private readonly options: InventoryStreamOptions) {
     this.epoch = options.epoch ?? randomUUID();
@@ -197,16 +200,16 @@ export class InventoryStream {
       devicesChanged: [],
       devicesRemoved: [],
     };
+    const message: AgentMessage = {
+      type: 'delta',
+      epoch: this.epoch,
+      baseSeq: this.acked.seq,
+      seq: this.seq + 1,
+      delta,
+    };
+    if (!this.withinLimits(message)) return;
     const seq = this.nextSeq();
-    if (
-      this.options.sink.send({
-        type: 'delta',
-        epoch: this.epoch,
-        baseSeq: this.acked.seq,
-        seq,
-        delta,
-      })
-    ) {
+    if (this.options.sink.send(message)) {
       this.remember(seq, snapshot);
       this.options.logger.info(
         {
@@ -222,8 +225,15 @@ export class InventoryStream {
   }
 
   private sendSnapshot(snapshot: HostSnapshot): void {
+    const message: AgentMessage = {
+      type: 'snapshot',
+      epoch: this.epoch,
+      seq: this.seq + 1,
+      snapshot,
+    };
+    if (!this.withinLimits(message)) return;
     const seq = this.nextSeq();
-    if (this.options.sink.send({ type: 'snapshot', epoch: this.epoch, seq, snapshot })) {
+    if (this.options.sink.send(message)) {
       this.needSnapshot = false;
       this.remember(seq, snapshot);
       this.options.logger.info(
@@ -231,6 +241,22 @@ export class InventoryStream {
         'inventory snapshot sent',
       );
     }
+  }
+
+  /**
+   * False (and logged once per reason) when `message` is over the protocol's limits: it is not
+   * sent, the server keeps what it had, and the next scan tries again (wire-limits.ts).
+   */
+  private withinLimits(message: AgentMessage): boolean {
+    const over = overWireLimits(message);
+    if (over !== null && over !== this.refused) {
+      this.options.logger.error(
+        { over },
+        `this host's inventory is not sent: ${over}; the server keeps the last inventory it holds`,
+      );
+    }
+    this.refused = over;
+    return over === null;
   }
 
   private remember(seq: number, snapshot: HostSnapshot): void {

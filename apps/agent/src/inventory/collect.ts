@@ -10,9 +10,13 @@ import {
   type HostSnapshot,
   hostFactsSnapshotSchema,
   INVENTORY_SCHEMA_VERSION,
+  type IommuGroup,
+  kernelNameSchema,
   type Problem,
   selectVfioDriver,
+  wireDeviceFactsSchema,
 } from '@vfio-fleet/core';
+import type { z } from 'zod';
 import type { HostFs } from '../host-fs';
 import type { Logger } from '../logger';
 import { readCritical } from './read-critical';
@@ -20,7 +24,12 @@ import { readIdentity } from './read-identity';
 import { readIommu } from './read-iommu';
 import { readKernel } from './read-kernel';
 import { type ModulesAliasFacts, readModulesAlias } from './read-modules-alias';
-import { readPciDevices } from './read-pci-devices';
+import {
+  PCI_DEVICES_DIR,
+  type PciDeviceFacts,
+  readPciDevices,
+  type UnreadablePciDevice,
+} from './read-pci-devices';
 import { readPciIds } from './read-pci-ids';
 
 export interface CollectOptions {
@@ -54,16 +63,24 @@ export async function collectHostFacts(
     cmdlineParams: kernel.cmdlineParams,
   });
 
-  const devices: DeviceFacts[] = pci.devices.map((device) => {
+  const devices: DeviceFacts[] = [];
+  const unreadable = [...pci.unreadable];
+  for (const device of pci.devices) {
     const vfio =
       device.modalias === null
         ? null
         : selectVfioDriver(modulesAlias.index, device.modalias, kernel.loadedDrivers);
-    return { ...device, vfio, vfioDriver: vfio?.module ?? null };
-  });
+    const facts: DeviceFacts = { ...device, vfio, vfioDriver: vfio?.module ?? null };
+    // A function whose files are out of any real bound (a driver link with blanks, a 10 KB
+    // modalias) is unreadable too: one such device must not fail the whole scan, nor be dropped.
+    const checked = wireDeviceFactsSchema.safeParse(facts);
+    if (checked.success) devices.push(facts);
+    else unreadable.push(unreadableOf(device, checked.error));
+  }
 
   const problems: Problem[] = [
     ...pci.problems,
+    ...unreadableProblems(unreadable, iommu.groups),
     ...iommu.problems,
     ...modulesAlias.problems,
     ...pciIds.problems,
@@ -99,6 +116,41 @@ export async function collectHostFacts(
     'host collected',
   );
   return facts;
+}
+
+function unreadableOf(
+  device: DeviceFacts | PciDeviceFacts,
+  error: z.ZodError,
+): UnreadablePciDevice {
+  const issue = error.issues[0];
+  const where = issue === undefined || issue.path.length === 0 ? 'facts' : issue.path.join('.');
+  return {
+    address: device.address,
+    iommuGroup: device.iommuGroup,
+    driver: kernelNameSchema.safeParse(device.driver).success ? device.driver : null,
+    why: `${where}: ${issue?.message ?? 'invalid'}`,
+  };
+}
+
+/**
+ * One problem per unreadable function, carrying what could be read of it; its group comes from
+ * the /sys/kernel/iommu_groups listing, which names it whatever its own files say.
+ */
+function unreadableProblems(
+  unreadable: readonly UnreadablePciDevice[],
+  groups: readonly IommuGroup[],
+): Problem[] {
+  const listed = new Map<string, number>();
+  for (const group of groups) for (const address of group.devices) listed.set(address, group.id);
+  return unreadable.map((u) => ({
+    source: `${PCI_DEVICES_DIR}/${u.address}`,
+    message: u.why,
+    device: {
+      address: u.address,
+      iommuGroup: listed.get(u.address) ?? u.iommuGroup,
+      driver: u.driver,
+    },
+  }));
 }
 
 function modulesAliasSummary(facts: ModulesAliasFacts): HostFactsSnapshot['host']['modulesAlias'] {

@@ -2,10 +2,16 @@
  * Reads every PCI function under /sys/bus/pci/devices (formats in docs/host-files.md). Only the
  * identity attributes are required; everything else missing becomes null or empty, because
  * captured snapshots and old kernels lack many files.
+ *
+ * A function whose identity reads as garbage (a vendor id of "zzz", no class, a modalias that is
+ * not one) is not skipped silently: it is returned as unreadable, with what could be read of it,
+ * because vfio still moves it with its IOMMU group and readiness must block that group.
  */
 import {
   type DeviceFacts,
   isBridgeClass,
+  isPciModalias,
+  kernelNameSchema,
   PCI_ADDRESS_PATTERN,
   type PciIdsDatabase,
   type Problem,
@@ -19,8 +25,18 @@ export const PCI_DEVICES_DIR = '/sys/bus/pci/devices';
 /** What sysfs says about a device; the vfio selection is added by `collectHost`. */
 export type PciDeviceFacts = Omit<DeviceFacts, 'vfio' | 'vfioDriver'>;
 
+/** A function whose own files could not be read: what could be, and what was wrong. */
+export interface UnreadablePciDevice {
+  address: string;
+  /** From its iommu_group link (collectHost prefers the iommu_groups listing). */
+  iommuGroup: number | null;
+  driver: string | null;
+  why: string;
+}
+
 export interface PciDevicesResult {
   devices: PciDeviceFacts[];
+  unreadable: UnreadablePciDevice[];
   problems: Problem[];
 }
 
@@ -30,6 +46,7 @@ export async function readPciDevices(
 ): Promise<PciDevicesResult> {
   const problems: Problem[] = [];
   const devices: PciDeviceFacts[] = [];
+  const unreadable: UnreadablePciDevice[] = [];
   const entries = await fs.listDir(PCI_DEVICES_DIR);
   if (entries.length === 0) {
     problems.push({
@@ -46,36 +63,58 @@ export async function readPciDevices(
       continue;
     }
     const result = await readPciDevice(fs, entry, pciIds);
-    if (typeof result === 'string') {
-      problems.push({ source: `${PCI_DEVICES_DIR}/${entry}`, message: result });
-    } else {
-      devices.push(result);
-    }
+    if ('why' in result) unreadable.push(result);
+    else devices.push(result);
   }
-  return { devices, problems };
+  return { devices, unreadable, problems };
 }
 
-/** One device's facts, or why it could not be read. */
+/** `vendor reads "zzz"`, `class is missing or unreadable`. */
+function garbage(name: string, raw: string | null): string {
+  return raw === null
+    ? `${name} is missing or unreadable`
+    : `${name} reads ${JSON.stringify(raw.length > 40 ? `${raw.slice(0, 40)}…` : raw)}`;
+}
+
+/** One device's facts, or what could be read of it and why the rest could not. */
 async function readPciDevice(
   fs: HostFs,
   address: string,
   pciIds: PciIdsDatabase | null,
-): Promise<PciDeviceFacts | string> {
+): Promise<PciDeviceFacts | UnreadablePciDevice> {
   const dir = `${PCI_DEVICES_DIR}/${address}`;
   const attr = (name: string) => fs.readAttr(`${dir}/${name}`);
-  const vendorId = parseHexAttr(await attr('vendor'), 4);
-  const deviceId = parseHexAttr(await attr('device'), 4);
-  const classCode = parseHexAttr(await attr('class'), 6);
-  if (vendorId === null || deviceId === null || classCode === null) {
-    return `skipped ${address}: vendor, device or class unreadable`;
+  const rawDriver = linkBasename(await fs.readLink(`${dir}/driver`));
+  const driver =
+    rawDriver !== null && kernelNameSchema.safeParse(rawDriver).success ? rawDriver : null;
+  const groupText = linkBasename(await fs.readLink(`${dir}/iommu_group`));
+  const iommuGroup = groupText !== null && /^\d+$/.test(groupText) ? Number(groupText) : null;
+
+  const raw = {
+    vendor: await attr('vendor'),
+    device: await attr('device'),
+    class: await attr('class'),
+    modalias: await attr('modalias'),
+  };
+  const vendorId = parseHexAttr(raw.vendor, 4);
+  const deviceId = parseHexAttr(raw.device, 4);
+  const classCode = parseHexAttr(raw.class, 6);
+  // The kernel writes modalias from the same config space ids: one that is not a PCI modalias
+  // means the function's files cannot be trusted. (Absent is a state: captures may lack it.)
+  const modalias = raw.modalias === null || raw.modalias === '' ? null : raw.modalias;
+  const wrong = [
+    vendorId === null ? garbage('vendor', raw.vendor) : null,
+    deviceId === null ? garbage('device', raw.device) : null,
+    classCode === null ? garbage('class', raw.class) : null,
+    modalias !== null && !isPciModalias(modalias) ? garbage('modalias', modalias) : null,
+  ].filter((w) => w !== null);
+  if (vendorId === null || deviceId === null || classCode === null || wrong.length > 0) {
+    return { address, iommuGroup, driver, why: wrong.join('; ') };
   }
   const subsystemVendorId = parseHexAttr(await attr('subsystem_vendor'), 4);
   const subsystemDeviceId = parseHexAttr(await attr('subsystem_device'), 4);
 
-  const driver = linkBasename(await fs.readLink(`${dir}/driver`));
   const override = await attr('driver_override');
-  const groupText = linkBasename(await fs.readLink(`${dir}/iommu_group`));
-  const iommuGroup = groupText !== null && /^\d+$/.test(groupText) ? Number(groupText) : null;
   const numaNode = parseIntAttr(await attr('numa_node'));
   const resolved = (await fs.resolve(dir)) ?? dir;
   const above = pciAddressesInPath(resolved).filter((a) => a !== address);
@@ -89,9 +128,10 @@ async function readPciDevice(
     subsystemDeviceId,
     classCode,
     revision: parseHexAttr(await attr('revision'), 2),
-    modalias: (await attr('modalias')) || null,
-    driver,
-    driverModule: driver === null ? null : linkBasename(await fs.readLink(`${dir}/driver/module`)),
+    modalias,
+    driver: rawDriver,
+    driverModule:
+      rawDriver === null ? null : linkBasename(await fs.readLink(`${dir}/driver/module`)),
     // The kernel prints `(null)` for an unset override.
     driverOverride: override === null || override === '' || override === '(null)' ? null : override,
     iommuGroup,

@@ -2,7 +2,12 @@
  * The human form of a HostSnapshot: devices grouped by IOMMU group (the unit vfio passes through),
  * then a host summary that says why devices can or cannot be passed through.
  */
-import type { Device, HostSnapshot, ReadinessStatus } from '@vfio-fleet/core';
+import {
+  type Device,
+  type HostSnapshot,
+  type ReadinessStatus,
+  unreadableByGroup,
+} from '@vfio-fleet/core';
 import type { Style } from './style';
 import { type Cell, columnWidths, formatRow, formatTable } from './table';
 
@@ -10,10 +15,13 @@ const HEADER = ['ADDRESS', 'ID', 'NAME', 'DRIVER', 'VFIO DRIVER', 'STATUS', 'REA
 
 export function renderScanReport(snapshot: HostSnapshot, style: Style): string {
   const byAddress = new Map(snapshot.devices.map((device) => [device.address, device]));
-  const sections: Array<{ title: string; devices: Device[] }> = snapshot.groups.map((group) => ({
-    title: `IOMMU group ${group.id}`,
-    devices: group.devices.flatMap((address) => byAddress.get(address) ?? []),
-  }));
+  const unreadable = unreadableByGroup(snapshot);
+  const sections: Array<{ title: string; devices: Device[]; unreadable?: number }> =
+    snapshot.groups.map((group) => ({
+      title: `IOMMU group ${group.id}`,
+      devices: group.devices.flatMap((address) => byAddress.get(address) ?? []),
+      unreadable: unreadable.get(group.id)?.length,
+    }));
   const grouped = new Set(snapshot.groups.flatMap((group) => group.devices));
   const ungrouped = snapshot.devices.filter((device) => !grouped.has(device.address));
   if (ungrouped.length > 0) sections.push({ title: 'no IOMMU group', devices: ungrouped });
@@ -23,7 +31,8 @@ export function renderScanReport(snapshot: HostSnapshot, style: Style): string {
   const lines: string[] = [formatRow(HEADER.map(style.bold), widths, '  ')];
   sections.forEach((section, i) => {
     const count = section.devices.length === 1 ? '1 device' : `${section.devices.length} devices`;
-    lines.push(style.bold(`${section.title} (${count})`));
+    const more = section.unreadable === undefined ? '' : `, ${section.unreadable} unreadable`;
+    lines.push(style.bold(`${section.title} (${count}${more})`));
     for (const row of rows[i] ?? []) lines.push(formatRow(row, widths, '  '));
   });
   if (snapshot.devices.length === 0) lines.push('  (no PCI devices found)');
@@ -111,7 +120,14 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
   const lines = [style.bold('Host'), ...formatTable(rows, '  ')];
   if (snapshot.problems.length > 0) {
     lines.push(style.bold(`Problems (${snapshot.problems.length})`));
-    for (const problem of snapshot.problems) lines.push(`  - ${problem.message}`);
+    for (const problem of snapshot.problems) {
+      const device = problem.device;
+      lines.push(
+        device === undefined
+          ? `  - ${problem.message}`
+          : `  - ${device.address} could not be read (${problem.message})${device.iommuGroup === null ? '' : `: IOMMU group ${device.iommuGroup} is blocked`}`,
+      );
+    }
   }
   return lines;
 }

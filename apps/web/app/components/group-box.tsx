@@ -40,10 +40,12 @@ export function groupLabel(group: number | null): string {
 }
 
 export function GroupBox({
+  hostId,
   group,
   canRebind,
   onRebind,
 }: {
+  hostId: string;
   group: HostViewGroup;
   canRebind: boolean;
   onRebind: (request: RebindRequest) => void;
@@ -62,7 +64,7 @@ export function GroupBox({
       <header className={styles.head}>
         <h3 className={styles.title}>{label}</h3>
         <span className="muted small">
-          {group.devices.length} device{group.devices.length === 1 ? '' : 's'}
+          {group.deviceCount} device{group.deviceCount === 1 ? '' : 's'}
         </span>
       </header>
       {job === null ? null : (
@@ -102,6 +104,12 @@ export function GroupBox({
           <DeviceCard key={d.address} device={d} />
         ))}
       </ul>
+      {group.deviceCount > group.devices.length ? (
+        <p className="muted small">
+          The first {group.devices.length} of its {group.deviceCount} devices are shown;{' '}
+          <Link href={`/devices?hostId=${hostId}`}>the devices page lists them all</Link>.
+        </p>
+      ) : null}
     </section>
   );
 }

@@ -8,6 +8,7 @@ const TITLES: Record<string, string> = {
   'no-iommu-group': 'No IOMMU group',
   'not-endpoint': 'PCI bridge (not an endpoint)',
   'host-critical': 'Host-critical device',
+  'group-member-unreadable': 'Unreadable IOMMU group member',
   'group-not-viable': 'IOMMU group not viable',
   'no-interrupt-remapping': 'Interrupt remapping off',
   'acs-override': 'ACS override in use',

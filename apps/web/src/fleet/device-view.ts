@@ -27,11 +27,21 @@ export interface DeviceView {
   updatedAt: string | null;
 }
 
-/** The columns DeviceView reads, from `devices d`. */
-export const DEVICE_COLUMNS = sql`d.host_id, d.address, d.vendor_id, d.device_id, d.vendor_name,
+const COLUMNS_BUT_REASONS = `d.host_id, d.address, d.vendor_id, d.device_id, d.vendor_name,
   d.device_name, d.class_name, d.class_code, d.kind, d.driver, d.vfio_driver, d.iommu_group,
-  d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status, d.first_reason, d.reasons,
+  d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status, d.first_reason,
   d.updated_at`;
+
+/** The columns DeviceView reads, from `devices d`. */
+export const DEVICE_COLUMNS = sql.raw(`${COLUMNS_BUT_REASONS}, d.reasons`);
+
+/**
+ * DEVICE_COLUMNS with `reasons` cut to the first (most severe) one: what a list of many devices
+ * shows (a page of 200 rows polled by every viewer must not carry all their reasons).
+ */
+export const DEVICE_COLUMNS_FIRST_REASON = sql.raw(`${COLUMNS_BUT_REASONS},
+  CASE WHEN jsonb_array_length(d.reasons) > 0 THEN jsonb_build_array(d.reasons->0)
+       ELSE '[]'::jsonb END AS reasons`);
 
 function parseJson(value: unknown): unknown {
   // jsonb is parsed by both drivers; a string only shows up if a driver was configured not to.

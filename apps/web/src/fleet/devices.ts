@@ -1,6 +1,7 @@
 /**
  * devices.search: every device of the fleet by name, ids, address, class, driver, status, host or
- * host label, newest-first never — ordered by hostname then address, keyset-paginated.
+ * host label, newest-first never — ordered by hostname then address, keyset-paginated, each row
+ * with its first (most severe) reason only.
  *
  * At 1M device rows the single join PostgreSQL plans for this is at the mercy of its estimates:
  * with a LIMIT it walks hosts in hostname order but joins them to a materialized scan of every
@@ -15,7 +16,7 @@
 import { type Database, type DeviceStatus, textArrayLiteral } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { decodeCursor, page } from './cursor';
-import { DEVICE_COLUMNS, type DeviceView, deviceView } from './device-view';
+import { DEVICE_COLUMNS_FIRST_REASON, type DeviceView, deviceView } from './device-view';
 import { hostHasLabels, type LabelFilter } from './filters';
 import { allOf, containsPattern, rowsOf } from './sql-rows';
 
@@ -39,6 +40,8 @@ export interface DeviceSearchInput {
 }
 
 export interface DeviceSearchRow extends DeviceView {
+  /** Only the first (most severe) reason: every reason is on the host page (hostView.get). */
+  reasons: DeviceView['reasons'];
   hostname: string;
   hostState: string;
 }
@@ -121,7 +124,7 @@ export async function searchDevices(
           FROM unnest(${textArrayLiteral(ids)}::uuid[]) WITH ORDINALITY AS b(id, ord)
           JOIN hosts h ON h.id = b.id
           CROSS JOIN LATERAL (
-            SELECT ${DEVICE_COLUMNS}
+            SELECT ${DEVICE_COLUMNS_FIRST_REASON}
             FROM (SELECT * FROM devices d WHERE d.host_id = b.id ORDER BY d.address OFFSET 0) d
             WHERE ${allOf([
               ...deviceWhere,
@@ -144,7 +147,7 @@ export async function searchDevices(
       // Rare matches: let the planner find the rest through the filter's index.
       const rest = rowsOf<Record<string, unknown>>(
         await db.execute(sql`
-          SELECT ${DEVICE_COLUMNS}, h.hostname, h.state AS host_state
+          SELECT ${DEVICE_COLUMNS_FIRST_REASON}, h.hostname, h.state AS host_state
           FROM devices d JOIN hosts h ON h.id = d.host_id
           WHERE ${allOf([
             ...deviceWhere,

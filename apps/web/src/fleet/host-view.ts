@@ -3,10 +3,11 @@
  * the vfio driver selection (module, driver_override name, whether an alias matched or the
  * fallback applied, every candidate alias with its wildcard count, the explanation), the current
  * driver_override and the network interfaces the device would take away. Read from the stored
- * core Device (`devices.facts`) of one host only: a few hundred rows at most.
+ * core Device (`devices.facts`) of the devices hosts.get returns only (at most
+ * MAX_GROUP_DEVICES_SHOWN per group).
  */
 import { type VfioSelection, vfioSelectionSchema } from '@vfio-fleet/core';
-import type { Database } from '@vfio-fleet/db';
+import { type Database, textArrayLiteral } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { z } from 'zod';
 import type { DeviceView } from './device-view';
@@ -48,6 +49,7 @@ function parseJson(value: unknown): unknown {
 
 export async function getHostView(db: Database, hostId: string): Promise<HostViewDetail> {
   const host = await getHost(db, hostId);
+  const shown = host.groups.flatMap((group) => group.devices.map((d) => d.address));
   const rows = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       SELECT d.address,
@@ -56,7 +58,8 @@ export async function getHostView(db: Database, hostId: string): Promise<HostVie
                'driverOverride', d.facts->'driverOverride',
                'netInterfaces', coalesce(d.facts->'netInterfaces', '[]'::jsonb)
              ) AS extras
-      FROM devices d WHERE d.host_id = ${hostId}::uuid`),
+      FROM devices d
+      WHERE d.host_id = ${hostId}::uuid AND d.address = ANY(${textArrayLiteral(shown)}::text[])`),
   );
   const extras = new Map<string, Extras>();
   for (const row of rows) {

@@ -1,7 +1,7 @@
 /**
  * hosts.list (device counts by status, search, label and state filters, three sort orders,
  * keyset-paginated) and hosts.get (one host with its labels, facts, problems, and its IOMMU groups
- * with their devices and any active job).
+ * with their devices, at most MAX_GROUP_DEVICES_SHOWN each, and any active job).
  */
 import type { Host, Problem } from '@vfio-fleet/core';
 import type { Database, HostState } from '@vfio-fleet/db';
@@ -161,9 +161,19 @@ export async function listHosts(
 export interface HostGroup {
   /** Null collects the devices without an IOMMU group (IOMMU off). */
   group: number | null;
+  /** The first MAX_GROUP_DEVICES_SHOWN of its devices, in address order. */
   devices: DeviceView[];
+  /** All of its devices; more than `devices` holds when the group is larger than that. */
+  deviceCount: number;
   activeJob: ActiveJob | null;
 }
+
+/**
+ * Devices of one group that hosts.get (and the host page) returns. A group can hold the whole host
+ * (4,096 devices at the protocol's limit, each with its reasons): the response would be tens of
+ * megabytes, a card per device. The rest are counted, and listed by the devices page.
+ */
+export const MAX_GROUP_DEVICES_SHOWN = 64;
 
 export interface HostDetail {
   id: string;
@@ -196,24 +206,35 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
       FROM hosts h WHERE h.id = ${hostId}::uuid`),
   );
   if (host === undefined) throw new ServerError('not-found', `no host ${hostId}`);
-  // One host's devices are a few hundred at most: grouping them here is bounded.
+  // At most MAX_GROUP_DEVICES_SHOWN rows per group, with each group's size.
   const deviceRows = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
-      SELECT ${DEVICE_COLUMNS} FROM devices d WHERE d.host_id = ${hostId}::uuid
+      SELECT * FROM (
+        SELECT ${DEVICE_COLUMNS},
+               row_number() OVER (PARTITION BY d.iommu_group ORDER BY d.address) AS group_rank,
+               count(*) OVER (PARTITION BY d.iommu_group) AS group_size
+        FROM devices d WHERE d.host_id = ${hostId}::uuid) d
+      WHERE d.group_rank <= ${MAX_GROUP_DEVICES_SHOWN}
       ORDER BY d.iommu_group NULLS LAST, d.address`),
+  );
+  const [totals] = rowsOf<Record<string, unknown>>(
+    await db.execute(sql`
+      SELECT count(*)::int AS total,
+             count(*) FILTER (WHERE d.status = 'bound')::int AS bound,
+             count(*) FILTER (WHERE d.status = 'ready')::int AS ready,
+             count(*) FILTER (WHERE d.status = 'blocked')::int AS blocked
+      FROM devices d WHERE d.host_id = ${hostId}::uuid`),
   );
   const jobs = await activeJobsOf(db, hostId);
   const groups = new Map<number | null, HostGroup>();
-  const counts: DeviceCounts = { total: 0, bound: 0, ready: 0, blocked: 0 };
   for (const row of deviceRows) {
     const device = deviceView(row);
-    counts.total += 1;
-    counts[device.status] += 1;
     let group = groups.get(device.iommuGroup);
     if (group === undefined) {
       group = {
         group: device.iommuGroup,
         devices: [],
+        deviceCount: toInt(row.group_size),
         activeJob: device.iommuGroup === null ? null : (jobs.get(device.iommuGroup) ?? null),
       };
       groups.set(device.iommuGroup, group);
@@ -241,7 +262,7 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
     labels: labelsOf(host.labels),
     facts: (host.host ?? null) as Host | null,
     problems: Array.isArray(host.problems) ? (host.problems as Problem[]) : [],
-    devices: counts,
+    devices: totals === undefined ? { total: 0, bound: 0, ready: 0, blocked: 0 } : countsOf(totals),
     groups: [...groups.values()],
   };
 }

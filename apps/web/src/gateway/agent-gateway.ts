@@ -30,6 +30,7 @@ import type { JobDispatcher } from '../jobs/dispatcher';
 import type { Logger } from '../logger';
 import { Gate } from '../ops/gate';
 import { type GatewayMetrics, NO_GATEWAY_METRICS } from '../ops/metrics';
+import { finishYielding } from '../ops/yield';
 import { requestUrl } from '../request-url';
 import { registerDisconnect, TokenUseCounter } from './credentials';
 import { verifyHello } from './hello-auth';
@@ -44,6 +45,7 @@ import { ingestDelta, ingestSnapshot, ingestUnchangedSnapshot } from './ingest';
 import { LastSeenWriter } from './last-seen';
 import { DEFAULT_FRAME_LIMITS, FrameBucket, type FrameLimits, remoteAddress } from './rate-limit';
 import { type RawSnapshotFrame, rawSnapshotFrame } from './raw-snapshot';
+import { parseAgentFrameInSlices } from './sliced-parse';
 import { answerUpgrade } from './upgrade';
 
 export interface AgentGatewayDeps {
@@ -116,6 +118,12 @@ const WSS_OPTIONS = {
   maxPayload: MAX_SNAPSHOT_MESSAGE_BYTES,
   closeTimeout: CLOSE_GRACE_MS,
 };
+/**
+ * Frames this large (a host of a couple of thousand devices; the protocol allows 8 MiB) are
+ * ingested one at a time, server-wide: each step of one takes up to a few hundred milliseconds of
+ * CPU, and several at once would hold the event loop for seconds between two of its turns.
+ */
+const LARGE_FRAME_BYTES = 1024 * 1024;
 
 interface Session {
   ws: WebSocket;
@@ -177,6 +185,7 @@ export class AgentGateway {
   /** Each authenticated session's send, as handed to the dispatcher (to unregister that one). */
   private readonly jobSenders = new WeakMap<Session, (message: ServerMessage) => void>();
   private readonly ingestGate: Gate;
+  private readonly largeIngestGate: Gate;
   private readonly tokenUses: TokenUseCounter;
 
   constructor(deps: AgentGatewayDeps) {
@@ -212,6 +221,7 @@ export class AgentGateway {
     this.ingestGate = new Gate(
       Math.max(1, deps.maxConcurrentIngests ?? DEFAULT_MAX_CONCURRENT_INGESTS),
     );
+    this.largeIngestGate = new Gate(1);
   }
 
   /** Number of authenticated agent connections. */
@@ -444,15 +454,19 @@ export class AgentGateway {
     ) {
       return;
     }
+    const releaseLarge =
+      raw.byteLength > LARGE_FRAME_BYTES ? await this.largeIngestGate.acquire() : null;
     const release = await this.ingestGate.acquire();
     try {
       // It may have closed while waiting: nothing to store for a connection that is gone.
       if (session.ws.readyState !== session.ws.OPEN) return;
       session.rawHash = view?.hash ?? null;
-      await this.handleFrame(session, parseAgentMessageForServer(raw), isBinary);
+      const parsed = await finishYielding(parseAgentFrameInSlices(raw));
+      await this.handleFrame(session, parsed, isBinary);
     } finally {
       session.rawHash = null;
       release();
+      releaseLarge?.();
     }
   }
 

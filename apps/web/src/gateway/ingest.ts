@@ -17,10 +17,11 @@
  * statement without the upserts' comparisons and deletes (@vfio-fleet/db insertFirstInventory),
  * which is what onboarding a fleet costs.
  */
-import { createHash, hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import {
   applyDelta,
   assessSnapshot,
+  assessSnapshotInSlices,
   type DeltaMessage,
   type Device,
   type DeviceFacts,
@@ -35,10 +36,8 @@ import {
   stableEqual,
 } from '@vfio-fleet/core';
 import {
-  bulkUpsertDevices,
   type Database,
   deleteDevicesNotIn,
-  deviceJson,
   devices,
   type HostTopology,
   hostInventoryEmptySql,
@@ -55,6 +54,16 @@ import {
   topologyIfCurrent,
 } from '@vfio-fleet/db';
 import { and, asc, eq, getTableColumns, inArray, sql } from 'drizzle-orm';
+import { finishYielding, yieldToEventLoop } from '../ops/yield';
+import { DEVICES_PER_STATEMENT, upsertDevicesInSlices } from './device-slices';
+import {
+  addDeviceTerm,
+  type Digest,
+  devicesDigest,
+  devicesDigestInSlices,
+  digestHex,
+  digestOfHex,
+} from './devices-digest';
 
 /** What one ingest wrote, for logs and tests. */
 export interface IngestResult {
@@ -111,52 +120,17 @@ function sha256(text: string): string {
 export function inventoryHash(
   assessed: HostSnapshot,
   labels: Readonly<Record<string, string>>,
+  digest: Digest = devicesDigest(assessed.devices),
 ): string {
-  return `${inventoryPart(assessed)}:${sha256(canonicalJson(labels))}`;
+  return `${inventoryPart(assessed, digest)}:${sha256(canonicalJson(labels))}`;
 }
 
-function inventoryPart(assessed: HostSnapshot): string {
-  const { collectedAt: _changesEveryRead, devices: all, ...rest } = assessed;
-  return `${INVENTORY_HASH_VERSION}:${sha256(JSON.stringify(rest))}.${digestHex(devicesDigest(all))}`;
-}
-
-/** A devices digest: eight 32-bit lanes, each summed modulo 2^32 (see devicesDigest). */
-type Digest = Uint32Array;
-const DIGEST_LANES = 8;
-
-/** Adds (sign 1) or subtracts (sign -1) one device's sha256 into `digest`, lane by lane. */
-function addDeviceTerm(digest: Digest, device: Device, sign: 1 | -1): void {
-  // One-shot crypto.hash: on a ~1.5 KB device about a quarter faster than createHash().
-  const term = hash('sha256', deviceJson(device), 'buffer');
-  for (let lane = 0; lane < DIGEST_LANES; lane++) {
-    digest[lane] = ((digest[lane] ?? 0) + sign * term.readUInt32BE(lane * 4)) >>> 0;
-  }
-}
-
-/**
- * The sum of every device's sha256, as eight 32-bit lanes each modulo 2^32: a multiset hash, so
- * a delta updates it by subtracting the terms of the devices it changed or removed and adding
- * their new ones. (Devices are unique by address, which each term covers, so no two terms are of
- * equal devices.) Lanes of plain numbers rather than one 256-bit BigInt: no hex round trip.
- */
-function devicesDigest(all: readonly Device[]): Digest {
-  const digest: Digest = new Uint32Array(DIGEST_LANES);
-  for (const device of all) addDeviceTerm(digest, device, 1);
-  return digest;
-}
-
-function digestHex(digest: Digest): string {
-  let hex = '';
-  for (const lane of digest) hex += lane.toString(16).padStart(8, '0');
-  return hex;
-}
-
-function digestOfHex(hex: string): Digest {
-  const digest: Digest = new Uint32Array(DIGEST_LANES);
-  for (let lane = 0; lane < DIGEST_LANES; lane++) {
-    digest[lane] = Number.parseInt(hex.slice(lane * 8, lane * 8 + 8), 16);
-  }
-  return digest;
+function inventoryPart(
+  assessed: HostSnapshot,
+  digest: Digest = devicesDigest(assessed.devices),
+): string {
+  const { collectedAt: _changesEveryRead, devices: _inDigest, ...rest } = assessed;
+  return `${INVENTORY_HASH_VERSION}:${sha256(JSON.stringify(rest))}.${digestHex(digest)}`;
 }
 
 /** The parts of a stored v2 hash; null for a hash of another version (or none). */
@@ -282,7 +256,12 @@ async function store(
       asyncCommit: ASYNC_COMMIT,
       empty: firstInventory ? hostInventoryEmptySql(hostId) : sql<boolean>`false`,
     });
-    if (locked?.empty === true && labels !== null) {
+    // A host over one statement's worth of devices is stored in slices (device-slices.ts).
+    if (
+      locked?.empty === true &&
+      labels !== null &&
+      assessed.devices.length <= DEVICES_PER_STATEMENT
+    ) {
       const { devicesWritten } = await insertFirstInventory(tx, hostId, {
         devices: assessed.devices,
         groups: assessed.groups,
@@ -293,7 +272,7 @@ async function store(
   } else {
     await updateHost;
   }
-  const upserted = await bulkUpsertDevices(tx, hostId, changes?.devices ?? assessed.devices);
+  const upserted = await upsertDevicesInSlices(tx, hostId, changes?.devices ?? assessed.devices);
   const deleted =
     changes === undefined || changes.removes
       ? await deleteDevicesNotIn(
@@ -321,8 +300,11 @@ export async function ingestSnapshot(
   labels: Readonly<Record<string, string>>,
   rawHash: string | null = null,
 ): Promise<IngestResult> {
-  const assessed = assessSnapshot(stripReadiness(message.snapshot));
-  const hash = inventoryHash(assessed, labels);
+  // In slices, the event loop free between them: a host at the protocol's limit takes a few
+  // hundred milliseconds of CPU in each of these steps (ops/yield.ts).
+  const assessed = await finishYielding(assessSnapshotInSlices(stripReadiness(message.snapshot)));
+  const digest = await finishYielding(devicesDigestInSlices(assessed.devices));
+  const hash = inventoryHash(assessed, labels, digest);
   const stream = { epoch: message.epoch, seq: message.seq };
   const attempt = (firstInventory: boolean) =>
     db.transaction(async (tx) => {
@@ -560,7 +542,10 @@ async function ingestDeltaWhole(
   } catch (error) {
     return misfit(error);
   }
-  const assessed = assessSnapshot(inSchemaOrder(stripReadiness(next)));
+  await yieldToEventLoop();
+  const assessed = await finishYielding(
+    assessSnapshotInSlices(inSchemaOrder(stripReadiness(next))),
+  );
   // A delta changes a device or two, but re-assessing can change their group mates: what goes to
   // the database is every device whose assessed content differs from its stored row, not the
   // whole host (a 200-device host would otherwise ship ~300 KB per one-device delta).

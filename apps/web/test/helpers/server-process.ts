@@ -7,11 +7,11 @@ import { type IncomingHttpHeaders, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { DbDriver } from '@vfio-fleet/db';
-import { type Child, serverEntry, spawnChild } from '../../../../e2e/src/processes';
-import { poll, scratchPostgres } from './harness';
+import { scratchPostgres } from './harness';
+import { type MainProcess, startMainProcess } from './main-process';
 
 export interface ServerProcess {
-  child: Child;
+  child: MainProcess;
   /** http://127.0.0.1:PORT */
   url: string;
   close(): Promise<void>;
@@ -24,34 +24,28 @@ export async function startServerProcess(
 ): Promise<ServerProcess> {
   const tmp = await mkdtemp(path.join(tmpdir(), 'web-server-process-'));
   const scratch = driver === 'postgres' ? await scratchPostgres() : null;
-  const child = spawnChild(process.execPath, ['--import', 'tsx', serverEntry], {
-    cwd: path.dirname(path.dirname(serverEntry)),
-    env: {
-      ...process.env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      DATABASE_URL: scratch?.url ?? '',
-      VFIO_FLEET_DATA_DIR: path.join(tmp, 'data'),
-      VFIO_FLEET_UI: '0',
-      VFIO_FLEET_LOCAL_AGENT: '0',
-      ...env,
-    },
-  });
-  const close = async () => {
-    await child.stop(5_000);
+  const cleanUp = async () => {
     await scratch?.drop();
     await rm(tmp, { recursive: true, force: true });
   };
-  // main.ts logs its URL once it listens (`server listening`, at info).
-  const url = await poll(() => {
-    if (child.child.exitCode !== null) return null;
-    return /"url":"(http:[^"]+)"/.exec(child.output())?.[1];
-  }, 60_000);
-  if (url === undefined || url === null) {
-    await close();
-    throw new Error(`the server did not start:\n${child.output()}`);
+  let child: MainProcess & { url: string };
+  try {
+    child = await startMainProcess(
+      { DATABASE_URL: scratch?.url ?? '', VFIO_FLEET_DATA_DIR: path.join(tmp, 'data'), ...env },
+      60_000,
+    );
+  } catch (error) {
+    await cleanUp();
+    throw error;
   }
-  return { child, url, close };
+  return {
+    child,
+    url: child.url,
+    async close() {
+      await child.kill('SIGTERM', 5_000);
+      await cleanUp();
+    },
+  };
 }
 
 export interface RawResponse {

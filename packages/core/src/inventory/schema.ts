@@ -224,10 +224,27 @@ export const iommuGroupSchema = z.object({
 });
 export type IommuGroup = z.infer<typeof iommuGroupSchema>;
 
+/** What could be read of a PCI function whose own files could not (it is left out of `devices`). */
+export const unreadableDeviceSchema = z.object({
+  address: pciAddressSchema,
+  /** From the /sys/kernel/iommu_groups listing (else its iommu_group link); null when in none. */
+  iommuGroup: z.number().int().nonnegative().nullable(),
+  /** Basename of its `driver` link; null when unbound or unreadable. */
+  driver: kernelNameSchema.nullable(),
+});
+export type UnreadableDevice = z.infer<typeof unreadableDeviceSchema>;
+
 /** Something the agent could not read, reported instead of failing: a missing file is a state. */
 export const problemSchema = z.object({
   source: z.string(),
   message: z.string(),
+  /**
+   * Set when what could not be read is a PCI function: readiness then blocks every member of its
+   * IOMMU group (`group-member-unreadable`) and no plan moves that group. Optional: agents before
+   * this field report only source and message, and the server finds such a member from the
+   * group listing (see readiness/unreadable.ts).
+   */
+  device: unreadableDeviceSchema.optional(),
 });
 export type Problem = z.infer<typeof problemSchema>;
 

@@ -25,6 +25,7 @@ import {
   type RebindPlan,
   type RebindTarget,
 } from './schema';
+import { unreadableGroupRefusal } from './unreadable-group';
 
 export type PlanResult = { ok: true; plan: RebindPlan } | { ok: false; refusal: PlanRefusal };
 
@@ -66,6 +67,8 @@ export function planRebind(
       `${canonical} is a PCI bridge: bridges stay on their host driver; pick an endpoint behind it`,
     );
   }
+  const unreadable = unreadableGroupRefusal(snapshot, device);
+  if (unreadable !== null) return { ok: false, refusal: unreadable };
   const endpoints = groupOf(snapshot, device).filter((d) => d.kind === 'endpoint');
   return target === 'vfio'
     ? planToVfio(snapshot, device, endpoints)

@@ -256,6 +256,8 @@ export const planRefusalCodeSchema = z.enum([
   'not-endpoint',
   'no-vfio-driver',
   'nothing-to-do',
+  /** A member of the group could not be read: the group is never planned in either direction. */
+  'group-unreadable',
 ]);
 export type PlanRefusalCode = z.infer<typeof planRefusalCodeSchema>;
 

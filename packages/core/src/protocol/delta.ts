@@ -15,6 +15,7 @@ import {
   MAX_WIRE_DEVICES,
   MAX_WIRE_GROUPS,
   MAX_WIRE_PROBLEMS,
+  refuseBadGroupListing,
   wireDeviceSchema,
   wireHostSchema,
   wireIommuGroupSchema,
@@ -37,6 +38,7 @@ export const snapshotDeltaSchema = z
     devicesRemoved: z.array(pciAddressSchema).max(MAX_WIRE_DEVICES),
   })
   .superRefine((delta, ctx) => {
+    if (delta.groups !== undefined) refuseBadGroupListing(delta.groups, ctx, ['groups']);
     // One address in two lists (or twice in one) has no single meaning: reject it rather than guess.
     const seen = new Set<string>();
     const lists = [

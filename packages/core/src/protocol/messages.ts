@@ -18,6 +18,7 @@ import { snapshotDeltaSchema } from './delta';
 import {
   MAX_WIRE_REASONS,
   MAX_WIRE_TEXT,
+  refuseBadGroupListing,
   wireHostFactsSnapshotSchema,
   wireHostSnapshotSchema,
   wireReadinessReasonSchema,
@@ -135,11 +136,20 @@ export const helloMessageSchema = z.object({
 });
 export type HelloMessage = z.infer<typeof helloMessageSchema>;
 
-/** Deltas key devices by address: a snapshot with a duplicate could not be diffed or patched. */
+/**
+ * Deltas key devices by address: a snapshot with a duplicate could not be diffed or patched. Its
+ * group listing is checked too (refuseBadGroupListing).
+ */
 function refuseDuplicateAddresses(
-  m: { snapshot: { devices: readonly { address: string }[] } },
+  m: {
+    snapshot: {
+      devices: readonly { address: string }[];
+      groups: readonly { id: number; devices: readonly string[] }[];
+    };
+  },
   ctx: z.core.$RefinementCtx,
 ): void {
+  refuseBadGroupListing(m.snapshot.groups, ctx, ['snapshot', 'groups']);
   const seen = new Set<string>();
   m.snapshot.devices.forEach((device, index) => {
     if (seen.has(device.address)) {

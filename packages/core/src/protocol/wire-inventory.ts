@@ -26,7 +26,12 @@ import {
   vfioSelectionSchema,
 } from '../inventory/schema';
 
-/** Devices (PCI functions) in one snapshot or delta list; the largest real hosts have a few hundred. */
+/**
+ * Devices (PCI functions) in one snapshot or delta list, and addresses in a snapshot's whole IOMMU
+ * group listing (so also the members of one group). Real hosts have a few hundred; SR-IOV can make
+ * it a couple of thousand (eight PFs with 256 VFs each). The server assesses, stores and serves a
+ * snapshot at this limit in bounded time and memory (docs/protocol.md, "Limits and the worst case").
+ */
 export const MAX_WIRE_DEVICES = 4096;
 /** IOMMU groups: at most one per device. */
 export const MAX_WIRE_GROUPS = MAX_WIRE_DEVICES;
@@ -139,3 +144,36 @@ export const wireHostSnapshotSchema = hostSnapshotSchema.extend({
 export const wireHostFactsSnapshotSchema = wireHostSnapshotSchema.extend({
   devices: z.array(wireDeviceFactsSchema).max(MAX_WIRE_DEVICES),
 });
+
+/**
+ * A PCI function is in one IOMMU group: a listing that names an address twice, or more addresses
+ * than a snapshot may hold devices, describes no real host and is refused.
+ */
+export function refuseBadGroupListing(
+  groups: readonly { id: number; devices: readonly string[] }[],
+  ctx: z.core.$RefinementCtx,
+  path: readonly (string | number)[],
+): void {
+  const seen = new Set<string>();
+  for (const [index, group] of groups.entries()) {
+    for (const address of group.devices) {
+      if (seen.has(address)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [...path, index, 'devices'],
+          message: `${address} is listed in more than one IOMMU group`,
+        });
+        return;
+      }
+      seen.add(address);
+    }
+    if (seen.size > MAX_WIRE_DEVICES) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [...path, index, 'devices'],
+        message: `the IOMMU groups list more than ${MAX_WIRE_DEVICES} devices in all`,
+      });
+      return;
+    }
+  }
+}

@@ -4,6 +4,7 @@
  * agent's facts, and tests all assess the same facts the same way.
  */
 import type {
+  Device,
   DeviceFacts,
   HostFactsSnapshot,
   HostSnapshot,
@@ -14,6 +15,7 @@ import type {
 import { comparePciAddresses } from '../pci/address';
 import { isVfioDriverName } from '../vfio/select-variant';
 import { isGroupViable, type RuleContext, readinessRules } from './rules';
+import { unreadableByGroup } from './unreadable';
 
 const SEVERITY_RANK: Readonly<Record<Severity, number>> = { error: 0, warning: 1, info: 2 };
 
@@ -80,16 +82,44 @@ function groupMembers(facts: HostFactsSnapshot, byAddress: ReadonlyMap<string, D
 
 /** Adds `readiness` to every device of a snapshot; everything else is passed through unchanged. */
 export function assessSnapshot(facts: HostFactsSnapshot): HostSnapshot {
+  const slices = assessSnapshotInSlices(facts);
+  for (;;) {
+    const step = slices.next();
+    if (step.done === true) return step.value;
+  }
+}
+
+/** Devices per slice of assessSnapshotInSlices. */
+export const ASSESS_SLICE_DEVICES = 512;
+
+/**
+ * assessSnapshot one slice of devices per `next()`, the result the same: a server can let other
+ * work run between the slices of a host at the protocol's limit (4,096 devices). Pure: it only
+ * pauses, the caller decides what runs meanwhile.
+ */
+export function* assessSnapshotInSlices(
+  facts: HostFactsSnapshot,
+  sliceDevices: number = ASSESS_SLICE_DEVICES,
+): Generator<void, HostSnapshot, void> {
   const byAddress = new Map(facts.devices.map((d) => [d.address, d] as const));
   const groups = groupMembers(facts, byAddress);
-  return {
-    ...facts,
-    devices: facts.devices.map((device) => {
-      const group = device.iommuGroup === null ? [] : (groups.get(device.iommuGroup) ?? [device]);
-      return {
-        ...device,
-        readiness: assessDevice({ host: facts.host, device, group, byAddress }),
-      };
-    }),
-  };
+  const unreadable = unreadableByGroup(facts);
+  const devices: Device[] = [];
+  for (const device of facts.devices) {
+    if (devices.length > 0 && devices.length % sliceDevices === 0) yield;
+    const id = device.iommuGroup;
+    // One array per group, shared by its members, so what rules derive from it is derived once.
+    const group = id === null ? [] : (groups.get(id) ?? [device]);
+    devices.push({
+      ...device,
+      readiness: assessDevice({
+        host: facts.host,
+        device,
+        group,
+        byAddress,
+        unreadable: id === null ? [] : (unreadable.get(id) ?? []),
+      }),
+    });
+  }
+  return { ...facts, devices };
 }

@@ -11,13 +11,25 @@
 import type {
   CriticalKind,
   DeviceFacts,
-  DeviceKind,
   Host,
   ReadinessReason,
   Severity,
 } from '../inventory/schema';
 import { comparePciAddresses } from '../pci/address';
 import { isVfioDriverName } from '../vfio/select-variant';
+import {
+  clip,
+  fewOf,
+  firstOthers,
+  list,
+  MAX_NAMED_DEVICES,
+  MAX_RELATED_DEVICES,
+  quote,
+} from './bounded-text';
+import { criticalHits, endpointsBehind, groupView, isOnVfio } from './group-view';
+import type { UnreadableMember } from './unreadable';
+
+export { isDmaSafeDriver } from './group-view';
 
 export interface RuleContext {
   host: Host;
@@ -25,6 +37,8 @@ export interface RuleContext {
   /** Every member of the device's IOMMU group, the device included; [] when it has no group. */
   group: readonly DeviceFacts[];
   byAddress: ReadonlyMap<string, DeviceFacts>;
+  /** Members of the group whose own files could not be read (not in `group`); none when absent. */
+  unreadable?: readonly UnreadableMember[];
 }
 
 export interface ReadinessRule {
@@ -33,43 +47,14 @@ export interface ReadinessRule {
   check(ctx: RuleContext): ReadinessReason | null;
 }
 
-/**
- * Drivers the kernel lets share an IOMMU group with a vfio-owned device: those that set
- * `driver_managed_dma` (vfio-pci and its variants, pci-stub) or no driver at all. Port drivers of
- * bridges also set it (pcieport since 5.19; shpchp drives hotplug bridges the same way), which is
- * why a root port in the group does not stop its GPU from being assigned.
- */
-export function isDmaSafeDriver(driver: string | null, kind: DeviceKind): boolean {
-  if (driver === null) return true;
-  if (isVfioDriverName(driver) || driver === 'pci-stub') return true;
-  return kind === 'bridge' && (driver === 'pcieport' || driver === 'shpchp');
-}
-
 /** The kernel's viability test: userspace can open /dev/vfio/<group> only when this holds. */
 export function isGroupViable(group: readonly DeviceFacts[]): boolean {
-  return group.every((member) => isDmaSafeDriver(member.driver, member.kind));
-}
-
-function isOnVfio(device: DeviceFacts): boolean {
-  return device.driver !== null && isVfioDriverName(device.driver);
+  return groupView(group).unsafe.length === 0;
 }
 
 /** `0000:01:00.1 (GA102 High Definition Audio Controller)`: an address alone means little to people. */
 function label(device: DeviceFacts): string {
-  return `${device.address} (${device.names.device ?? device.names.className})`;
-}
-
-function list(items: readonly string[]): string {
-  if (items.length <= 1) return items.join('');
-  return `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;
-}
-
-function sortedAddresses(devices: readonly DeviceFacts[]): string[] {
-  return devices.map((d) => d.address).sort(comparePciAddresses);
-}
-
-function otherEndpoints(ctx: RuleContext): DeviceFacts[] {
-  return ctx.group.filter((m) => m.address !== ctx.device.address && m.kind === 'endpoint');
+  return `${device.address} (${quote(device.names.device ?? device.names.className)})`;
 }
 
 type MakeReason = (
@@ -78,7 +63,10 @@ type MakeReason = (
   related?: readonly string[],
 ) => ReadinessReason;
 
-/** Builds a rule whose reasons carry its code and severity, so the two cannot drift apart. */
+/**
+ * Builds a rule whose reasons carry its code and severity, so the two cannot drift apart, and
+ * whose text and related list are bounded whatever the input (see ./bounded-text).
+ */
 function rule(
   code: string,
   severity: Severity,
@@ -87,9 +75,9 @@ function rule(
   const make: MakeReason = (message, remedy, related = []) => ({
     code,
     severity,
-    message,
-    remedy,
-    related: [...related],
+    message: clip(message),
+    remedy: remedy === null ? null : clip(remedy),
+    related: related.slice(0, MAX_RELATED_DEVICES),
   });
   return { code, severity, check: (ctx) => check(ctx, make) };
 }
@@ -109,9 +97,11 @@ const iommuOff = rule('iommu-off', 'error', ({ host, device }, make) => {
   if (host.iommu.enabled) return null;
   const { cmdline } = host;
   const offending: string[] = [];
-  if (hasOption(cmdline.intelIommu, 'off')) offending.push(`intel_iommu=${cmdline.intelIommu}`);
-  if (hasOption(cmdline.amdIommu, 'off')) offending.push(`amd_iommu=${cmdline.amdIommu}`);
-  if (hasOption(cmdline.iommu, 'off')) offending.push(`iommu=${cmdline.iommu}`);
+  if (hasOption(cmdline.intelIommu, 'off'))
+    offending.push(`intel_iommu=${quote(cmdline.intelIommu ?? '')}`);
+  if (hasOption(cmdline.amdIommu, 'off'))
+    offending.push(`amd_iommu=${quote(cmdline.amdIommu ?? '')}`);
+  if (hasOption(cmdline.iommu, 'off')) offending.push(`iommu=${quote(cmdline.iommu ?? '')}`);
 
   let message = `The IOMMU is off: the kernel created no IOMMU groups, so vfio cannot fence ${device.address}'s DMA away from host memory.`;
   if (offending.length > 0) {
@@ -155,7 +145,10 @@ const iommuOff = rule('iommu-off', 'error', ({ host, device }, make) => {
 
 const noIommuGroup = rule('no-iommu-group', 'error', ({ host, device }, make) => {
   if (!host.iommu.enabled || device.iommuGroup !== null) return null;
-  const units = host.iommu.units.length > 0 ? ` (${host.iommu.units.join(', ')})` : '';
+  const { units: all } = host.iommu;
+  const more = all.length > MAX_NAMED_DEVICES ? ` and ${all.length - MAX_NAMED_DEVICES} more` : '';
+  const units =
+    all.length > 0 ? ` (${all.slice(0, MAX_NAMED_DEVICES).map(quote).join(', ')}${more})` : '';
   return make(
     `The IOMMU is on${units} but ${device.address} is in no IOMMU group: the IOMMU does not translate its DMA, so vfio cannot take it.`,
     "Check `dmesg` for DMAR, AMD-Vi or SMMU messages about this device: the firmware's IOMMU table (DMAR, IVRS or IORT) probably does not cover its slot. Update the firmware or use another slot.",
@@ -164,16 +157,13 @@ const noIommuGroup = rule('no-iommu-group', 'error', ({ host, device }, make) =>
 
 const notEndpoint = rule('not-endpoint', 'error', ({ device, byAddress }, make) => {
   if (device.kind !== 'bridge') return null;
-  const behind = [...byAddress.values()]
-    .filter((d) => d.parent === device.address && d.kind === 'endpoint')
-    .map((d) => d.address)
-    .sort(comparePciAddresses);
+  const behind = endpointsBehind(byAddress, device.address);
   const remedy =
     behind.length > 0
-      ? `Pass through the devices behind it instead: ${list(behind)}.`
+      ? `Pass through the devices behind it instead: ${fewOf(behind)}.`
       : 'Pass through the endpoint devices behind it instead.';
   return make(
-    `${device.address} is a ${device.names.className} (class ${device.classCode}): a bridge routes traffic for the devices behind it, cannot be handed to a VM, and vfio-pci refuses it.`,
+    `${device.address} is a ${quote(device.names.className)} (class ${device.classCode}): a bridge routes traffic for the devices behind it, cannot be handed to a VM, and vfio-pci refuses it.`,
     remedy,
     behind,
   );
@@ -197,59 +187,76 @@ const CRITICAL_ROLE: Readonly<Record<CriticalKind, { what: string; move: string 
 
 const hostCritical = rule('host-critical', 'error', ({ host, device, group }, make) => {
   // Without a group the device still moves alone, so its own role still counts.
-  const moving = group.length > 0 ? group : [device];
-  const members = new Set(moving.map((m) => m.address));
-  // Unbinding a PF's driver disables SR-IOV and destroys its VFs, wherever their own groups are:
-  // a VF that carries the default route is as critical to the PF's group as the PF itself.
-  const pfOfVf = new Map<string, string>();
-  for (const m of moving) {
-    if (m.sriov === null || isOnVfio(m)) continue;
-    for (const vf of m.sriov.vfs) if (!members.has(vf)) pfOfVf.set(vf, m.address);
-  }
-  const hits = host.critical
-    .filter((c) => members.has(c.address) || pfOfVf.has(c.address))
-    .sort((a, b) => comparePciAddresses(a.address, b.address));
+  const { hits, pfOfVf } = criticalHits(group.length > 0 ? group : [device], host);
   if (hits.length === 0) return null;
 
-  const sentences = hits.map((c) => {
+  // The device's own role first, then a few of the others (a group may hold many).
+  const own = hits.filter((c) => c.address === device.address);
+  const shown = [...own, ...firstOthers(hits, device.address)];
+  const sentences = shown.map((c) => {
     const role = CRITICAL_ROLE[c.kind].what;
     const pf = pfOfVf.get(c.address);
     if (pf !== undefined) {
-      return `${c.address}, a VF of ${pf} that disappears when ${pf} leaves its driver, ${role} (${c.detail})`;
+      return `${c.address}, a VF of ${pf} that disappears when ${pf} leaves its driver, ${role} (${quote(c.detail)})`;
     }
     return c.address === device.address
-      ? `${device.address} ${role} (${c.detail})`
-      : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${c.detail})`;
+      ? `${device.address} ${role} (${quote(c.detail)})`
+      : `${c.address}, in the same IOMMU group ${device.iommuGroup ?? '?'} as ${device.address}, ${role} (${quote(c.detail)})`;
   });
-  const shared = hits.some((c) => c.address !== device.address);
+  const more = hits.length - shown.length;
+  if (more > 0) sentences.push(`${more} more host-critical device${more === 1 ? '' : 's'}`);
+  const shared = hits.length > own.length;
   const message = `${sentences.join('; ')}${shared ? '; the whole group moves to vfio together' : ''}, so taking it would take the host down.`;
   const moves = [...new Set(hits.map((c) => CRITICAL_ROLE[c.kind].move))];
   const remedy = shared
     ? `Put ${device.address} in a slot with its own IOMMU group (e.g. a CPU root port), or ${list(moves)}.`
     : `Leave ${device.address} to the host, or ${list(moves)} first.`;
-  const related = hits.map((c) => c.address).filter((a) => a !== device.address);
+  const related = firstOthers(hits, device.address, MAX_RELATED_DEVICES).map((c) => c.address);
   return make(message, remedy, related);
+});
+
+/**
+ * A member the agent could not read may be anything (the root disk's controller, a NIC on a host
+ * driver): the group cannot be judged, so every member is blocked and no plan moves it.
+ */
+const groupMemberUnreadable = rule('group-member-unreadable', 'error', (ctx, make) => {
+  const unreadable = ctx.unreadable ?? [];
+  if (unreadable.length === 0) return null;
+  const groupId = ctx.device.iommuGroup ?? '?';
+  // Only the first few are worded: every member of the group carries this reason.
+  const named = unreadable
+    .slice(0, MAX_NAMED_DEVICES)
+    .map((m) => `${m.address}${m.driver === null ? '' : ` on ${m.driver}`} (${m.why})`);
+  const one = unreadable.length === 1;
+  const first = unreadable[0]?.address ?? '';
+  return make(
+    `IOMMU group ${groupId} also holds ${fewOf(named, unreadable.length)}, whose sysfs files could not be read: what ${one ? 'it is' : 'they are'} and what ${one ? 'it does' : 'they do'} for the host is unknown, and vfio would move ${one ? 'it' : 'them'} with ${ctx.device.address}, so no member of the group may move.`,
+    `Check ${one ? 'the device' : 'each'} with \`lspci -vvv -s ${first}\` and \`dmesg\` (a function whose files read as garbage has usually fallen off the bus or has a firmware fault); fix, reseat or remove it, or reboot, then let the agent scan again.`,
+    unreadable.slice(0, MAX_RELATED_DEVICES).map((m) => m.address),
+  );
 });
 
 const groupNotViable = rule('group-not-viable', 'warning', ({ device, group }, make) => {
   if (!isOnVfio(device) || group.length === 0) return null;
-  const blockers = group
-    .filter((m) => !isDmaSafeDriver(m.driver, m.kind))
-    .sort((a, b) => comparePciAddresses(a.address, b.address));
+  // A device on vfio is DMA-safe, so it is never among the blockers.
+  const blockers = groupView(group).unsafe;
   if (blockers.length === 0) return null;
   const groupId = device.iommuGroup ?? '?';
-  const named = blockers.map((m) => `${label(m)} on ${m.driver ?? 'no driver'}`);
-  const rebinds = blockers.map((m) => `${m.address} to ${m.vfio?.driver ?? 'vfio-pci'}`);
+  const few = blockers.slice(0, MAX_RELATED_DEVICES);
+  const named = few.map((m) => `${label(m)} on ${m.driver ?? 'no driver'}`);
+  const rebinds = few.map((m) => `${m.address} to ${m.vfio?.driver ?? 'vfio-pci'}`);
   return make(
-    `${device.address} is on ${device.driver ?? 'vfio'}, but IOMMU group ${groupId} also holds ${list(named)}: while a device of the group is on a host driver, /dev/vfio/${groupId} cannot be used.`,
-    `Bind ${list(rebinds)} as well (or unbind ${blockers.length === 1 ? 'it' : 'them'}), so the whole group is on vfio.`,
-    blockers.map((m) => m.address),
+    `${device.address} is on ${device.driver ?? 'vfio'}, but IOMMU group ${groupId} also holds ${fewOf(named, blockers.length)}: while a device of the group is on a host driver, /dev/vfio/${groupId} cannot be used.`,
+    `Bind ${fewOf(rebinds, blockers.length)} as well (or unbind ${blockers.length === 1 ? 'it' : 'them'}), so the whole group is on vfio.`,
+    few.map((m) => m.address),
   );
 });
 
 const noInterruptRemapping = rule('no-interrupt-remapping', 'warning', ({ host }, make) => {
   if (!host.iommu.enabled || host.iommu.interruptRemapping !== 'disabled') return null;
-  const disabling = cmdlineWords(host).filter((w) => w === 'intremap=off' || w === 'nointremap');
+  const disabling = [
+    ...new Set(cmdlineWords(host).filter((w) => w === 'intremap=off' || w === 'nointremap')),
+  ];
   const flags =
     disabling.length > 0
       ? ` The kernel command line has ${list(disabling.map((w) => `\`${w}\``))}.`
@@ -264,7 +271,7 @@ const acsOverride = rule('acs-override', 'warning', ({ host, device }, make) => 
   const value = host.cmdline.pcieAcsOverride;
   if (value === null || !host.iommu.enabled || device.iommuGroup === null) return null;
   return make(
-    `The kernel command line has \`pcie_acs_override=${value}\`: IOMMU group ${device.iommuGroup} may have been split by that patch rather than by real ACS isolation, so devices outside the group can still reach ${device.address} with peer-to-peer DMA.`,
+    `The kernel command line has \`pcie_acs_override=${quote(value)}\`: IOMMU group ${device.iommuGroup} may have been split by that patch rather than by real ACS isolation, so devices outside the group can still reach ${device.address} with peer-to-peer DMA.`,
     'Give the device only to a trusted guest; for real isolation, remove `pcie_acs_override=` and use a slot whose upstream ports support ACS (typically a CPU root port).',
   );
 });
@@ -274,7 +281,10 @@ const sriovVfsEnabled = rule('sriov-vfs-enabled', 'warning', ({ device }, make) 
   // A PF already on vfio keeps its VFs (vfio-pci can manage SR-IOV); only unbinding a host driver destroys them.
   if (sriov === null || sriov.numVfs === 0 || isOnVfio(device)) return null;
   const vfs = [...sriov.vfs].sort(comparePciAddresses);
-  const shown = vfs.length > 4 ? `${vfs.slice(0, 4).join(', ')}...` : vfs.join(', ');
+  const shown =
+    vfs.length > MAX_NAMED_DEVICES
+      ? `${vfs.slice(0, MAX_NAMED_DEVICES).join(', ')} and ${vfs.length - MAX_NAMED_DEVICES} more`
+      : vfs.join(', ');
   return make(
     `${device.address} is an SR-IOV physical function with ${sriov.numVfs} virtual function${sriov.numVfs === 1 ? '' : 's'} enabled${shown ? ` (${shown})` : ''}: unbinding its driver${device.driver === null ? '' : ` ${device.driver}`} destroys them and cuts off whatever uses them.`,
     `Pass through a virtual function instead, or move the VFs' users off and run \`echo 0 > /sys/bus/pci/devices/${device.address}/sriov_numvfs\` first.`,
@@ -296,7 +306,7 @@ const vfioDriverAmbiguous = rule('vfio-driver-ambiguous', 'warning', ({ device }
   if (vfio === null || !vfio.ambiguous) return null;
   const fewest = Math.min(...vfio.candidates.map((c) => c.wildcards));
   const tied = vfio.candidates.filter((c) => c.wildcards === fewest);
-  const modules = list(tied.map((c) => `${c.module} (line ${c.line})`));
+  const modules = fewOf(tied.map((c) => `${c.module} (line ${c.line})`));
   return make(
     `${tied.length} vfio drivers match ${device.address} equally well, ${modules}, with ${fewest} wildcards each; ${vfio.module} was chosen because it comes first in modules.alias, as libvirt would choose.`,
     `Check that ${vfio.module} is right for this device; if not, bind the intended driver explicitly.`,
@@ -315,8 +325,8 @@ const vfioFallback = rule('vfio-fallback', 'info', ({ host, device }, make) => {
   }
   const why =
     vfioAliases === 0
-      ? `${path} has no vfio_pci aliases at all: kernels before 5.16 have no vfio variant drivers`
-      : `none of the ${vfioAliases} vfio_pci aliases in ${path} matches it`;
+      ? `${quote(path)} has no vfio_pci aliases at all: kernels before 5.16 have no vfio variant drivers`
+      : `none of the ${vfioAliases} vfio_pci aliases in ${quote(path)} matches it`;
   return make(`${device.address} gets the generic ${vfio.driver}: ${why}.`, null);
 });
 
@@ -325,19 +335,24 @@ const driverOverrideForeign = rule('driver-override-foreign', 'info', ({ device 
   if (current === null || isVfioDriverName(current) || device.kind !== 'endpoint') return null;
   const target = device.vfio?.driver ?? 'vfio-pci';
   return make(
-    `driver_override of ${device.address} already names ${current}; moving the device to vfio replaces it with ${target}.`,
-    `Find what sets it (driverctl, a udev rule, a boot script) so ${current} does not take the device back at the next boot.`,
+    `driver_override of ${device.address} already names ${quote(current)}; moving the device to vfio replaces it with ${target}.`,
+    `Find what sets it (driverctl, a udev rule, a boot script) so ${quote(current)} does not take the device back at the next boot.`,
   );
 });
 
-const groupShared = rule('group-shared', 'info', (ctx, make) => {
-  if (ctx.device.kind !== 'endpoint') return null;
-  const others = otherEndpoints(ctx).sort((a, b) => comparePciAddresses(a.address, b.address));
-  if (others.length === 0) return null;
+const groupShared = rule('group-shared', 'info', ({ device, group }, make) => {
+  if (device.kind !== 'endpoint') return null;
+  const { endpoints, endpointAddresses } = groupView(group);
+  const total = endpoints.length - (endpointAddresses.has(device.address) ? 1 : 0);
+  if (total <= 0) return null;
+  // Names a few and counts the rest: every member carries this reason, the list is on the group.
+  const others = firstOthers(endpoints, device.address, MAX_RELATED_DEVICES);
+  const named = fewOf(others.map(label), total);
+  const count = total > MAX_NAMED_DEVICES ? ` (${total + 1} endpoints in all)` : '';
   return make(
-    `IOMMU group ${ctx.device.iommuGroup ?? '?'} also holds ${list(others.map(label))}: all of its endpoints move to vfio together and can only go to the same VM.`,
+    `IOMMU group ${device.iommuGroup ?? '?'} also holds ${named}${count}: all of its endpoints move to vfio together and can only go to the same VM.`,
     null,
-    sortedAddresses(others),
+    others.map((m) => m.address),
   );
 });
 
@@ -347,6 +362,7 @@ export const readinessRules: readonly ReadinessRule[] = [
   noIommuGroup,
   notEndpoint,
   hostCritical,
+  groupMemberUnreadable,
   groupNotViable,
   noInterruptRemapping,
   acsOverride,

@@ -67,6 +67,7 @@ export default function HostPage() {
           {h.groups.map((g) => (
             <GroupBox
               key={g.group ?? 'none'}
+              hostId={h.id}
               group={g}
               canRebind={canRebind}
               onRebind={setRebind}
