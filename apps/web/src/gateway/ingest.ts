@@ -43,7 +43,6 @@ import {
   hostInventoryEmptySql,
   hosts,
   insertFirstInventory,
-  iommuGroups,
   isUniqueViolation,
   loadHostTopology,
   lockedTopologyColumns,
@@ -64,6 +63,12 @@ import {
   digestHex,
   digestOfHex,
 } from './devices-digest';
+import {
+  checkStoredDevices,
+  checkStoredHost,
+  loadSnapshot,
+  refuseDamagedState,
+} from './stored-state';
 
 /** What one ingest wrote, for logs and tests. */
 export interface IngestResult {
@@ -402,7 +407,9 @@ export function ingestDelta(
             : `the server holds seq ${row.lastSeq ?? 'none'}, not the delta's base ${message.baseSeq}`,
       };
     }
-    const stored = { ...row, host };
+    const checked = checkStoredHost(host, row.problems);
+    if (checked === null) return refuseDamagedState(tx, hostId);
+    const stored = { ...row, ...checked };
     return (
       (await ingestDeltaInScope(tx, hostId, stored, topologyIfCurrent(row), message)) ??
       ingestDeltaWhole(tx, hostId, stored, message)
@@ -449,20 +456,26 @@ async function ingestDeltaInScope(
   const { links, listing } = lockedTopology ?? (await loadHostTopology(tx, hostId));
   const scope = deltaScope(links, listing, delta);
   if (scope === null) return null;
-  const loaded =
+  const loaded = checkStoredDevices(
     scope.load.size === 0
       ? []
       : await tx
-          .select({ facts: devices.facts })
+          .select({
+            address: devices.address,
+            iommuGroup: devices.iommuGroup,
+            facts: devices.facts,
+          })
           .from(devices)
           .where(and(eq(devices.hostId, hostId), inArray(devices.address, [...scope.load])))
-          .orderBy(asc(devices.address));
+          .orderBy(asc(devices.address)),
+  );
+  if (loaded.damaged.length > 0) return refuseDamagedState(tx, hostId);
   const now = new Date().toISOString();
   const base: HostSnapshot = {
     schemaVersion: INVENTORY_SCHEMA_VERSION,
     collectedAt: now,
     host: row.host,
-    devices: loaded.map((r) => r.facts),
+    devices: loaded.devices,
     groups: listing.filter((g) => scope.groups.has(g.id)),
     problems: row.problems,
   };
@@ -535,7 +548,9 @@ async function ingestDeltaWhole(
   row: LockedHost,
   message: DeltaMessage,
 ): Promise<DeltaOutcome> {
-  const base = await loadSnapshot(tx, hostId, row.host, row.problems);
+  const loaded = await loadSnapshot(tx, hostId, row.host, row.problems);
+  if (loaded === null || loaded.damaged) return refuseDamagedState(tx, hostId);
+  const base = loaded.snapshot;
   let next: HostSnapshot;
   try {
     next = applyDelta(base, message.delta, new Date().toISOString());
@@ -573,35 +588,4 @@ async function ingestDeltaWhole(
     },
   );
   return { applied: true, result };
-}
-
-/**
- * The stored state of a host as a snapshot (devices in address order, as core keeps them): what
- * deltas apply to, and what the jobs service plans on.
- */
-export async function loadSnapshot(
-  tx: Database,
-  hostId: string,
-  host: NonNullable<typeof hosts.$inferSelect.host>,
-  problems: typeof hosts.$inferSelect.problems,
-): Promise<HostSnapshot> {
-  const deviceRows = await tx
-    .select({ facts: devices.facts })
-    .from(devices)
-    .where(eq(devices.hostId, hostId))
-    // Canonical addresses are fixed-width lowercase hex, so text order is address order.
-    .orderBy(asc(devices.address));
-  const groupRows = await tx
-    .select({ id: iommuGroups.groupId, devices: iommuGroups.devices })
-    .from(iommuGroups)
-    .where(eq(iommuGroups.hostId, hostId))
-    .orderBy(asc(iommuGroups.groupId));
-  return {
-    schemaVersion: INVENTORY_SCHEMA_VERSION,
-    collectedAt: new Date().toISOString(),
-    host,
-    devices: deviceRows.map((r) => r.facts),
-    groups: groupRows,
-    problems,
-  };
 }

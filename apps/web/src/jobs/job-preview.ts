@@ -19,7 +19,7 @@ import { ACTIVE_JOB_STATES, type Database, type HostState, hosts, jobs } from '@
 import { and, eq, inArray } from 'drizzle-orm';
 import { z } from 'zod';
 import { ServerError } from '../errors';
-import { loadSnapshot } from '../gateway/ingest';
+import { loadSnapshot } from '../gateway/stored-state';
 import { canonicalHash } from './canonical-hash';
 
 export interface JobPreview {
@@ -99,8 +99,14 @@ export async function loadHostForPlanning(db: Database, hostId: string): Promise
   if (row.host === null) {
     throw new ServerError('not-found', `host ${row.hostname} has not reported its inventory yet`);
   }
-  const snapshot = await loadSnapshot(db, row.id, row.host, row.problems);
-  return { id: row.id, hostname: row.hostname, state: row.state, snapshot };
+  const loaded = await loadSnapshot(db, row.id, row.host, row.problems);
+  if (loaded === null) {
+    throw new ServerError(
+      'conflict',
+      `the stored inventory of ${row.hostname} is damaged; nothing is planned on it until its agent's next snapshot replaces it`,
+    );
+  }
+  return { id: row.id, hostname: row.hostname, state: row.state, snapshot: loaded.snapshot };
 }
 
 /** The active job holding each of these groups, keyed `hostId/group`. */
