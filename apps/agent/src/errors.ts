@@ -30,7 +30,9 @@ export type AgentErrorCode =
   | 'plan-refused'
   | 'capture-target-not-empty'
   /** Another `run` holds the state dir (agent.lock). */
-  | 'state-dir-in-use';
+  | 'state-dir-in-use'
+  /** A file of the state dir is damaged (the credential): never re-enrolled or re-run silently. */
+  | 'state-damaged';
 
 const EXIT_BY_CODE: Record<AgentErrorCode, ExitCode> = {
   usage: EXIT_CODES.usage,
@@ -41,6 +43,7 @@ const EXIT_BY_CODE: Record<AgentErrorCode, ExitCode> = {
   'plan-refused': EXIT_CODES.refused,
   'capture-target-not-empty': EXIT_CODES.usage,
   'state-dir-in-use': EXIT_CODES.failure,
+  'state-damaged': EXIT_CODES.failure,
 };
 
 export interface AgentErrorOptions {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
+import { AgentError } from '../errors';
 import type { Logger } from '../logger';
 
 export const CREDENTIAL_FILE = 'credential.json';
@@ -85,13 +86,15 @@ export class CredentialStore {
   }
 }
 
-export class CredentialFileError extends Error {
-  override readonly name = 'CredentialFileError';
-
+/** An operator's problem, not a bug: said in one line, without a stack, exit 1. */
+export class CredentialFileError extends AgentError {
   constructor(
     readonly file: string,
     problem: string,
   ) {
-    super(`credential file ${file} ${problem}; remove it and enroll again with --token`);
+    super(
+      'state-damaged',
+      `credential file ${file} ${problem}; remove it and enroll again with --token`,
+    );
   }
 }
