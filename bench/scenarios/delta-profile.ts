@@ -21,12 +21,8 @@ import {
   syncHostRollups,
 } from '@vfio-fleet/db';
 import { eq, sql } from 'drizzle-orm';
-import {
-  ingestDelta,
-  ingestSnapshot,
-  inventoryHash,
-  loadSnapshot,
-} from '../../apps/web/src/gateway/ingest';
+import { ingestDelta, ingestSnapshot, inventoryHash } from '../../apps/web/src/gateway/ingest';
+import { loadSnapshot } from '../../apps/web/src/gateway/stored-state';
 import { createBenchDatabase, selectedDrivers } from '../lib/bench-db';
 import { median } from '../lib/measure';
 import { factsOf, timeIt } from '../lib/profile';
@@ -79,7 +75,11 @@ async function main() {
       // The CPU steps of one delta, each alone (the same order ingestDelta runs them).
       const [stored] = await db.select().from(hosts).where(eq(hosts.id, hostId));
       if (stored?.host == null) throw new Error('no stored host');
-      const load = async () => loadSnapshot(db, hostId, stored.host ?? fleet.snapshot(0).host, []);
+      const load = async () => {
+        const loaded = await loadSnapshot(db, hostId, stored.host ?? fleet.snapshot(0).host, []);
+        if (loaded === null) throw new Error('the stored host section does not parse');
+        return loaded.snapshot;
+      };
       const base = await load();
       const loadSamples: number[] = [];
       for (let i = 0; i < 30; i++) {
