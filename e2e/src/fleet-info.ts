@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { readinessStatusSchema } from '@vfio-fleet/core';
 import { z } from 'zod';
 
 export const DATABASES = ['pglite', 'postgres'] as const;
@@ -23,6 +24,7 @@ const countsSchema = z.object({
   total: z.number().int(),
   /** Bound to a vfio driver (vfio-pci or a *_vfio_pci variant), as capacity counts it. */
   onVfio: z.number().int(),
+  'in-use': z.number().int(),
   bound: z.number().int(),
   ready: z.number().int(),
   blocked: z.number().int(),
@@ -36,7 +38,7 @@ const deviceSchema = z.object({
   driver: z.string().nullable(),
   vfioDriver: z.string().nullable(),
   iommuGroup: z.number().int().nullable(),
-  status: z.enum(['bound', 'ready', 'blocked']),
+  status: readinessStatusSchema,
   reasons: z.array(z.object({ code: z.string(), message: z.string() })),
 });
 export type ExpectedDevice = z.infer<typeof deviceSchema>;

@@ -60,7 +60,7 @@ function onVfio(driver: string | null): boolean {
 }
 
 function emptyCounts(): Counts {
-  return { total: 0, onVfio: 0, bound: 0, ready: 0, blocked: 0 };
+  return { total: 0, onVfio: 0, 'in-use': 0, bound: 0, ready: 0, blocked: 0 };
 }
 
 function add(counts: Counts, device: HostSnapshot['devices'][number]): void {

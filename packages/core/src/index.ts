@@ -19,6 +19,7 @@ export {
   MAX_RELATED_DEVICES,
 } from './readiness/bounded-text';
 export * from './readiness/delta-scope';
+export * from './readiness/holder';
 export * from './readiness/rules';
 export * from './readiness/unreadable';
 export * from './vfio/select-variant';

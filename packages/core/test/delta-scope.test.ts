@@ -51,6 +51,8 @@ function device(address: string, shape: Shape): DeviceFacts {
     resetMethods: ['flr'],
     resettable: true,
     bootVga: shape.bootVga,
+    inUse: false,
+    holder: null,
     netInterfaces: [],
     names: { vendor: 'NVIDIA', device: 'T4', subsystem: null, className: 'controller' },
     vfio: null,

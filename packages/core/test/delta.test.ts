@@ -50,6 +50,8 @@ function device(address: string, f: Partial<DeviceFields> = {}): Device {
     resetMethods: ['flr'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: f.netInterfaces ?? [],
     names: { vendor: f.vendorName ?? null, device: null, subsystem: null, className: 'Ethernet' },
     vfio:

@@ -65,6 +65,8 @@ function device(address: string, fields: Partial<Device> = {}): Device {
     resetMethods: ['flr'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: [],
     names: {
       vendor: 'Intel',

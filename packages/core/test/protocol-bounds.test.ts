@@ -85,6 +85,7 @@ function unbounded(schema: AnySchema, path: string, out: string[], seen: Set<Any
       return;
     case 'nullable':
     case 'optional':
+    case 'default':
       child(def.innerType, path);
       return;
     case 'literal':

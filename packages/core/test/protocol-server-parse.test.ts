@@ -33,6 +33,8 @@ function device(address: string, group: number): Device {
     resetMethods: ['flr'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: [],
     names: { vendor: null, device: null, subsystem: null, className: '3D controller' },
     vfio: null,

@@ -44,6 +44,8 @@ function device(address: string): Device {
     resetMethods: ['flr'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: ['eth0'],
     names: { vendor: null, device: null, subsystem: null, className: 'Ethernet controller' },
     vfio: null,

@@ -92,6 +92,8 @@ export function makeDevice(address: string, overrides: Partial<DeviceFacts> = {}
     resetMethods: ['bus'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: [],
     names: {
       vendor: 'NVIDIA Corporation',

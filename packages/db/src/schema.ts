@@ -9,7 +9,7 @@
  *
  * Every timestamp is `timestamptz`: agents, servers and PostgreSQL may sit in different zones.
  */
-import type { Device, Host, Problem } from '@vfio-fleet/core';
+import { type Device, type Host, type Problem, READINESS_STATUSES } from '@vfio-fleet/core';
 import { sql } from 'drizzle-orm';
 import {
   type AnyPgColumn,
@@ -103,7 +103,8 @@ export const hostLabels = pgTable(
   ],
 );
 
-export const DEVICE_STATUSES = ['bound', 'ready', 'blocked'] as const;
+/** core's readiness statuses: the check constraint follows them through a migration. */
+export const DEVICE_STATUSES = READINESS_STATUSES;
 export type DeviceStatus = (typeof DEVICE_STATUSES)[number];
 
 export const devices = pgTable(

@@ -33,6 +33,8 @@ export function makeDevice(i: number, overrides: Partial<Device> = {}): Device {
     resetMethods: ['flr', 'bus'],
     resettable: true,
     bootVga: false,
+    inUse: false,
+    holder: null,
     netInterfaces: [],
     names: {
       vendor: 'NVIDIA Corporation',

@@ -144,6 +144,9 @@ async function readPciDevice(
     // `reset` is write-only: its presence is the fact, reading it would fail.
     resettable: await fs.exists(`${dir}/reset`),
     bootVga: (await attr('boot_vga')) === '1',
+    // Who holds a vfio device is read by ./read-holders over /proc, after every device is read.
+    inUse: false,
+    holder: null,
     netInterfaces: await readNetInterfaces(fs, dir),
     names: deviceNames(pciIds, {
       vendorId,

@@ -143,7 +143,12 @@ export const readinessReasonSchema = z.object({
 });
 export type ReadinessReason = z.infer<typeof readinessReasonSchema>;
 
-export const readinessStatusSchema = z.enum(['bound', 'ready', 'blocked']);
+/**
+ * `in-use`: on a vfio driver and held by a user (a VM); `bound`: on a vfio driver in a viable
+ * group, free; `ready`: could be moved to vfio; `blocked`: an error reason says why not.
+ */
+export const READINESS_STATUSES = ['in-use', 'bound', 'ready', 'blocked'] as const;
+export const readinessStatusSchema = z.enum(READINESS_STATUSES);
 export type ReadinessStatus = z.infer<typeof readinessStatusSchema>;
 
 export const readinessSchema = z.object({
@@ -172,6 +177,17 @@ export const deviceNamesSchema = z.object({
   /** Always present: from pci.ids when available, else core's built-in class table. */
   className: z.string(),
 });
+
+/**
+ * A process holding a device through vfio, as found in /proc: its pid, its command (comm), and the
+ * VM it says it runs (QEMU's `-name guest=`, libvirt's domain...), null when it does not say.
+ */
+export const deviceHolderSchema = z.object({
+  pid: z.number().int().positive(),
+  command: z.string(),
+  vm: z.string().nullable(),
+});
+export type DeviceHolder = z.infer<typeof deviceHolderSchema>;
 
 /** What the agent reads about one PCI function, before readiness is assessed. */
 export const deviceFactsSchema = z.object({
@@ -212,6 +228,13 @@ export const deviceFactsSchema = z.object({
   vfio: vfioSelectionSchema.nullable(),
   /** Shortcut for scripts: `vfio.module`. */
   vfioDriver: kernelNameSchema.nullable(),
+  /**
+   * On a vfio driver and held open by a user (`enable` reads 1 exactly while a device fd is open).
+   * Defaults keep snapshots of agents that predate the field readable.
+   */
+  inUse: z.boolean().default(false),
+  /** Who holds it; null when free, or held only through an fd /proc does not name. */
+  holder: deviceHolderSchema.nullable().default(null),
 });
 export type DeviceFacts = z.infer<typeof deviceFactsSchema>;
 

@@ -10,6 +10,7 @@
 import { ParseError } from '../errors';
 import type { Device, HostSnapshot, ReadinessReason } from '../inventory/schema';
 import { comparePciAddresses, normalizePciAddress } from '../pci/address';
+import { describeHeld } from '../readiness/holder';
 import { isVfioDriverName } from '../vfio/select-variant';
 import {
   type BlastRadiusEntry,
@@ -81,7 +82,10 @@ function planToVfio(snapshot: HostSnapshot, requested: Device, endpoints: Device
   const vanishing = vanishingVfs(snapshot, endpoints.filter(unbindsPf));
   const moving = endpoints.filter((d) => !vanishing.some((v) => v.vf === d.address));
 
-  const blocked = moving.filter((d) => d.readiness.status === 'blocked');
+  // In use is judged on what the plan touches (below): a held group already on vfio is done.
+  const blocked = moving.filter((d) =>
+    d.readiness.reasons.some((r) => r.severity === 'error' && r.code !== 'in-use'),
+  );
   if (blocked.length > 0) {
     const who = blocked.map((d) => d.address).join(', ');
     const errors = reasonsOf(blocked, (r) => r.severity === 'error');
@@ -107,6 +111,12 @@ function planToVfio(snapshot: HostSnapshot, requested: Device, endpoints: Device
   const inPlace = (t: (typeof targets)[number]): boolean =>
     t.device.driver === t.driver && t.device.driverOverride === t.driver;
   const pending = targets.filter((t) => !inPlace(t));
+  const touchedHeld = heldAmong(
+    snapshot,
+    pending.map((t) => t.device.address),
+    vanishing.map((v) => v.vf),
+  );
+  if (touchedHeld !== null) return touchedHeld;
 
   const steps: PlanStep[] = [];
   const modules = new Map<string, Set<string>>();
@@ -186,6 +196,12 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
     (d) =>
       (onVfio(d.driver) || onVfio(d.driverOverride)) && !vanishing.some((v) => v.vf === d.address),
   );
+  const touchedHeld = heldAmong(
+    snapshot,
+    leaving.map((d) => d.address),
+    vanishing.map((v) => v.vf),
+  );
+  if (touchedHeld !== null) return touchedHeld;
   if (leaving.length === 0) {
     const where =
       requested.iommuGroup === null ? requested.address : `IOMMU group ${requested.iommuGroup}`;
@@ -251,6 +267,23 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
       alreadyDone: false,
     },
   };
+}
+
+/**
+ * The refusal when a plan would change, unbind or remove a device a VM holds. Never forceable:
+ * on a real kernel the unbind blocks until the holder exits (every read of the device's sysfs then
+ * hangs too), or the kernel asks the VM to give the device up and it is pulled out of the guest.
+ */
+function heldAmong(
+  snapshot: HostSnapshot,
+  touched: readonly string[],
+  vanishing: readonly string[],
+): PlanResult | null {
+  const addresses = new Set([...touched, ...vanishing]);
+  const held = snapshot.devices.filter((d) => d.inUse && addresses.has(d.address));
+  if (held.length === 0) return null;
+  const reasons = reasonsOf(held, (r) => r.code === 'in-use');
+  return refuse('in-use', `refused, nothing written: ${describeHeld(held)}`, reasons);
 }
 
 /**

@@ -258,6 +258,8 @@ export const planRefusalCodeSchema = z.enum([
   'nothing-to-do',
   /** A member of the group could not be read: the group is never planned in either direction. */
   'group-unreadable',
+  /** The plan would unbind or remove a device a VM holds: never forceable. */
+  'in-use',
 ]);
 export type PlanRefusalCode = z.infer<typeof planRefusalCodeSchema>;
 

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import {
   cmdlineFlagsSchema,
   criticalDeviceSchema,
+  deviceHolderSchema,
   deviceNamesSchema,
   deviceSchema,
   hostSchema,
@@ -119,6 +120,11 @@ export const wireDeviceSchema = deviceSchema.extend({
   }),
   vfio: wireVfioSelectionSchema.nullable(),
   vfioDriver: kernelNameSchema.nullable(),
+  // comm is at most 15 bytes; a VM name comes from a command line, which can be long.
+  holder: deviceHolderSchema
+    .extend({ command: name, vm: name.nullable() })
+    .nullable()
+    .default(null),
   readiness: wireReadinessSchema,
 });
 

@@ -34,14 +34,12 @@ export function assessDevice(ctx: RuleContext): Readiness {
   reasons.sort((a, b) => SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity]);
 
   const { device, group } = ctx;
+  const onVfio = device.driver !== null && isVfioDriverName(device.driver);
   let status: Readiness['status'];
-  if (reasons.some((r) => r.severity === 'error')) status = 'blocked';
-  else if (
-    device.driver !== null &&
-    isVfioDriverName(device.driver) &&
-    group.length > 0 &&
-    isGroupViable(group)
-  ) {
+  // Held by a VM outranks every verdict: whatever the rules say, a user has it open right now.
+  if (onVfio && device.inUse) status = 'in-use';
+  else if (reasons.some((r) => r.severity === 'error')) status = 'blocked';
+  else if (onVfio && group.length > 0 && isGroupViable(group)) {
     status = 'bound';
   } else status = 'ready';
   return { status, reasons };

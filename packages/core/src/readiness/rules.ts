@@ -27,6 +27,7 @@ import {
   quote,
 } from './bounded-text';
 import { criticalHits, endpointsBehind, groupView, isOnVfio } from './group-view';
+import { describeHolder, IN_USE_REMEDY } from './holder';
 import type { UnreadableMember } from './unreadable';
 
 export { isDmaSafeDriver } from './group-view';
@@ -356,8 +357,33 @@ const groupShared = rule('group-shared', 'info', ({ device, group }, make) => {
   );
 });
 
+/**
+ * A VM holds the device, or another member of its group (a group goes to one VM as a whole): it
+ * cannot be moved anywhere, and no other VM can have it, until the holder lets go.
+ */
+const inUse = rule('in-use', 'error', ({ device, group }, make) => {
+  const members = group.length > 0 ? group : [device];
+  const held = members.filter((d) => d.inUse);
+  const first = held[0];
+  if (first === undefined) return null;
+  const others = held.filter((d) => d.address !== device.address);
+  const self = device.inUse
+    ? `${device.address} is in use by ${describeHolder(device.holder)}`
+    : `IOMMU group ${device.iommuGroup ?? '?'} is in use: ${first.address} is held by ${describeHolder(first.holder)}`;
+  const more =
+    others.length > (device.inUse ? 0 : 1)
+      ? ` (${fewOf(others.map((d) => d.address))} ${others.length === 1 ? 'is' : 'are'} held too)`
+      : '';
+  return make(
+    `${self}${more}.`,
+    IN_USE_REMEDY,
+    others.map((d) => d.address),
+  );
+});
+
 /** In evaluation order; assessDevice sorts the reasons by severity, stably, so this order breaks ties. */
 export const readinessRules: readonly ReadinessRule[] = [
+  inUse,
   iommuOff,
   noIommuGroup,
   notEndpoint,

@@ -1,0 +1,2 @@
+ALTER TABLE "devices" DROP CONSTRAINT "devices_status_check";--> statement-breakpoint
+ALTER TABLE "devices" ADD CONSTRAINT "devices_status_check" CHECK ("status" IN ('in-use', 'bound', 'ready', 'blocked'));
