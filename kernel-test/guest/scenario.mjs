@@ -1,8 +1,9 @@
 // Runs inside the guest as part of /init: the real agent against the real `/`, step by step, with
 // the guest's own view of sysfs recorded after each step. Prints one JSON document on stdout; the
 // host test asserts on it and replays the same steps against the kernel model on the capture.
-import { spawnSync } from 'node:child_process';
-import { renameSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { readlinkSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { read, view } from './view.mjs';
 
 const AGENT = '/kt/vfio-fleet-agent.mjs';
@@ -32,6 +33,47 @@ function sh(command) {
     maxBuffer: 64 * 1024 * 1024,
   });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A VM's grip on a device (guest/vfio-hold.c: group, type1 container, device fd, as QEMU takes
+ * them), with QEMU's `-name guest=` on its command line. Resolves once the fd is open.
+ */
+function hold(address, { anon = false } = {}) {
+  const group = path.basename(readlinkSync(`/sys/bus/pci/devices/${address}/iommu_group`));
+  const args = [
+    '-name',
+    'guest=kt-vm,debug-threads=on',
+    ...(anon ? ['--anon'] : []),
+    group,
+    address,
+  ];
+  const child = spawn('/kt/vfio-hold', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(
+      () => reject(new Error(`vfio-hold ${address}: no answer in 10 s`)),
+      10_000,
+    );
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      if (!out.includes('\n')) return;
+      clearTimeout(timer);
+      if (!out.startsWith('held ')) reject(new Error(`vfio-hold ${address}: ${out.trim()}`));
+      else {
+        const exited = new Promise((done) => child.once('exit', done));
+        const release = async () => {
+          child.kill('SIGTERM');
+          await exited;
+        };
+        resolve({ pid: child.pid, group: Number(group), anon, release });
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`vfio-hold ${address} exited ${code}: ${out.trim()}`));
+    });
+  });
 }
 
 const result = { ok: true, error: null, uname: read('/proc/sys/kernel/osrelease'), steps: [] };
@@ -75,7 +117,11 @@ try {
    * host replays through the kernel model; `fault` names how the real kernel is made to fail (the
    * host maps it to the model's equivalent, if it has one).
    */
-  const step = (name, args, { setup = [], teardown = [], fault = null, arm, disarm } = {}) => {
+  const step = (
+    name,
+    args,
+    { setup = [], teardown = [], fault = null, arm, disarm, held = null } = {},
+  ) => {
     for (const w of setup) writeFileSync(w.path, w.value);
     arm?.();
     const before = view();
@@ -83,7 +129,19 @@ try {
     const after = view();
     disarm?.();
     for (const w of teardown) writeFileSync(w.path, w.value);
-    result.steps.push({ name, ...run, setup, teardown, fault, before, after, view: view() });
+    // `held`: the device a holder had open during the step (the host replays it in the model).
+    const holder = held === null ? null : { address: held.address, pid: held.pid, anon: held.anon };
+    result.steps.push({
+      name,
+      ...run,
+      setup,
+      teardown,
+      fault,
+      held: holder,
+      before,
+      after,
+      view: view(),
+    });
     return run;
   };
   const vfioPciKo = result.modulesDep
@@ -117,15 +175,33 @@ try {
       },
     });
   }
-  // 3. e1000e alone in its group: to vfio and back.
+  // 3. e1000e alone in its group: to vfio, held by a "VM" (restore and rebind refused, nothing
+  //    written), let go, and back.
+  const enableOf = (address) => read(`/sys/bus/pci/devices/${address}/enable`);
   if (e1000e[0] !== undefined) {
-    step('bind-e1000e', ['bind', e1000e[0], ...stateArgs]);
-    step('restore-e1000e', ['restore', e1000e[0], ...stateArgs]);
+    const address = e1000e[0];
+    step('bind-e1000e', ['bind', address, ...stateArgs]);
+    result.enableIdle = enableOf(address);
+    const holder = await hold(address);
+    const held = { address, pid: holder.pid, anon: false };
+    result.held = { address, pid: holder.pid, enable: enableOf(address) };
+    step('scan-held', ['scan', '--json'], { held });
+    step('restore-held', ['restore', address, ...stateArgs], { held });
+    step('bind-held', ['bind', address, ...stateArgs], { held });
+    await holder.release();
+    result.enableReleased = enableOf(address);
+    step('scan-released', ['scan', '--json']);
+    step('restore-e1000e', ['restore', address, ...stateArgs]);
   }
-  // 4. virtio-net behind its own root port: the PCI driver is virtio-pci.
+  // 4. virtio-net behind its own root port: the PCI driver is virtio-pci. Held only through an
+  //    anonymous device fd (group and container closed): in use, by a holder /proc cannot name.
   if (virtio[0] !== undefined) {
-    step('bind-virtio', ['bind', virtio[0], ...stateArgs]);
-    step('restore-virtio', ['restore', virtio[0], ...stateArgs]);
+    const address = virtio[0];
+    step('bind-virtio', ['bind', address, ...stateArgs]);
+    const holder = await hold(address, { anon: true });
+    step('scan-held-anon', ['scan', '--json'], { held: { address, pid: holder.pid, anon: true } });
+    await holder.release();
+    step('restore-virtio', ['restore', address, ...stateArgs]);
   }
   // 5. The e1000 pair sharing a group with their bridge: both move, the bridge stays. They need
   //    --force: behind a conventional PCI bridge they have no reset method.

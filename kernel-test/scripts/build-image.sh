@@ -27,7 +27,8 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 # Only a static busybox runs in the initramfs without its libc (Debian's plain busybox is dynamic).
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then need+=(busybox-static); fi
 command -v cpio >/dev/null || need+=(cpio)
-command -v depmod >/dev/null || need+=(kmod)
+command -v depmod >/dev/null && command -v kmod >/dev/null || need+=(kmod)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
 # systemd as the guest's PID 1 for the sandbox part (its binaries are copied, not run, here).
 [ -x /lib/systemd/systemd ] && command -v systemctl >/dev/null || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
@@ -89,11 +90,16 @@ if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/
   mkdir -p "$stage"/{bin,sbin,proc,sys,dev,tmp,etc,usr/bin,lib/modules/"$release"}
   cp /bin/busybox "$stage/bin/busybox"
   for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] && continue
-    [ "$applet" = modprobe ] && continue   # our shim below (it reads modules.dep the kmod way)
+    case "$applet" in
+      # kmod's own tools below: busybox's modprobe ignores softdeps, so `modprobe vfio_pci` would
+      # leave vfio_iommu_type1 out and no container could get an IOMMU backend.
+      busybox | modprobe | insmod | rmmod | lsmod | depmod | modinfo) continue ;;
+    esac
     ln -sf busybox "$stage/bin/$applet"
   done
-  ln -sf ../bin/busybox "$stage/sbin/insmod"
+  kmod_bin="$(command -v kmod)"
+  cp -L "$kmod_bin" "$stage/bin/kmod"
+  for tool in modprobe insmod rmmod lsmod depmod modinfo; do ln -sf ../bin/kmod "$stage/sbin/$tool"; done
   # The modules the scenarios need and, through modules.dep, everything they depend on.
   wanted="irqbypass vfio vfio_virqfd vfio_iommu_type1 vfio_pci_core vfio_pci e1000e e1000 virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
   : > "$stage/lib/modules/$release/modules.dep"
@@ -115,16 +121,21 @@ if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/
     echo "$line" >> "$stage/lib/modules/$release/modules.dep"
     for d in ${line#*:}; do queue+=("$d"); done
   done
-  for f in modules.alias modules.softdep modules.builtin modules.builtin.modinfo modules.order; do
+  for f in modules.builtin modules.builtin.modinfo modules.order; do
     [ -f "$mods/$f" ] && cp "$mods/$f" "$stage/lib/modules/$release/$f"
   done
+  # kmod reads the binary indexes (modules.dep.bin, modules.softdep...): depmod writes them for the
+  # modules the image holds. modules.alias then becomes the full kernel's again, as on a real host
+  # (the agent matches vfio variants against it; kmod uses modules.alias.bin).
+  depmod -b "$stage" "$release"
+  cp "$mods/modules.alias" "$stage/lib/modules/$release/modules.alias"
   # node and lspci with the shared libraries they link, at their usual paths (libpci from the
   # unpacked package, the rest from this machine).
   cp /usr/bin/node "$stage/usr/bin/node"
   cp "$pcidir/usr/bin/lspci" "$stage/usr/bin/lspci"
   (cd "$pcidir" && find . -name 'libpci.so*' -print0 | cpio --null -pdm --quiet "$stage")
   pcilibs="$(find "$pcidir" -name 'libpci.so*' -printf '%h\n' | sort -u | paste -sd:)"
-  for lib in $( (ldd /usr/bin/node; LD_LIBRARY_PATH="$pcilibs" ldd "$pcidir/usr/bin/lspci") |
+  for lib in $( (ldd /usr/bin/node; ldd "$kmod_bin"; LD_LIBRARY_PATH="$pcilibs" ldd "$pcidir/usr/bin/lspci") |
     awk '/=>/ {print $3} /^\s*\/lib/ {print $1}' | grep -v "^$pcidir" | sort -u); do
     mkdir -p "$stage$(dirname "$lib")"
     cp -L "$lib" "$stage$lib"
@@ -166,8 +177,9 @@ cp "$repo/packaging/systemd/vfio-fleet-agent.service" "$work/overlay/kt/vfio-fle
 mkdir -p "$work/overlay/etc/systemd/system"
 cp "$here/guest/kt-sandbox.service" "$work/overlay/etc/systemd/system/kt-sandbox.service"
 cp "$here/guest/init.sh" "$work/overlay/init"
-cp "$here/guest/modprobe.sh" "$work/overlay/sbin/modprobe"
-chmod 755 "$work/overlay/init" "$work/overlay/sbin/modprobe"
+# The holder (a VM's grip on a device, without a VM): static, so it needs nothing of the image.
+gcc -static -O2 -Wall -o "$work/overlay/kt/vfio-hold" "$here/guest/vfio-hold.c"
+chmod 755 "$work/overlay/init"
 (cd "$work/overlay" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) > "$work/overlay.cpio.gz"
 # The kernel unpacks concatenated archives in order, so the overlay lands on top of the base.
 cat "$base" "$work/overlay.cpio.gz" > "$work/initrd"

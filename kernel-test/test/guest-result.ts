@@ -42,6 +42,11 @@ const stepSchema = z.object({
   setup: z.array(writeSchema),
   teardown: z.array(writeSchema),
   fault: z.enum(['vfio-pci-module-missing', 'dev-vfio-hidden']).nullable(),
+  /** The device guest/vfio-hold.c held open during the step, and how. */
+  held: z
+    .object({ address: z.string(), pid: z.number().int(), anon: z.boolean() })
+    .nullable()
+    .default(null),
   before: viewSchema,
   after: viewSchema,
   view: viewSchema,
@@ -65,6 +70,10 @@ export const guestResultSchema = z.object({
     virtio: z.array(z.string()),
   }),
   steps: z.array(stepSchema),
+  /** e1000e's `enable` on vfio-pci: idle, while vfio-hold has its device fd, after it exited. */
+  enableIdle: z.string().nullable(),
+  held: z.object({ address: z.string(), pid: z.number().int(), enable: z.string().nullable() }),
+  enableReleased: z.string().nullable(),
   final: viewSchema,
   ms: z.number(),
 });

@@ -371,6 +371,61 @@ describe('bind and restore on the real kernel', () => {
   });
 });
 
+describe('a device a VM holds, on the real kernel (guest/vfio-hold.c)', () => {
+  function scanOf(name: string): HostSnapshot {
+    const s = step(name);
+    expect(s.code, outputOf(s)).toBe(0);
+    return hostSnapshotSchema.parse(JSON.parse(s.stdout));
+  }
+  const deviceIn = (scan: HostSnapshot, address: string) =>
+    scan.devices.find((d) => d.address === address);
+
+  it('the helper is a real user: vfio_iommu_type1 loaded (kmod softdep), enable reads 1 while held', () => {
+    expect(boot.result.enableIdle).toBe('0');
+    expect(boot.result.held.enable).toBe('1');
+    expect(boot.result.enableReleased).toBe('0');
+  });
+
+  it('scan reports it in use by the helper, naming the VM from its -name guest=', () => {
+    const address = boot.result.roles.e1000e[0] ?? '';
+    const device = deviceIn(scanOf('scan-held'), address);
+    expect(device?.inUse).toBe(true);
+    expect(device?.holder).toEqual({
+      pid: boot.result.held.pid,
+      command: 'vfio-hold',
+      vm: 'kt-vm',
+    });
+    expect(device?.readiness.status).toBe('in-use');
+  });
+
+  it('restore is refused with nothing written; a rebind is already done', () => {
+    const address = boot.result.roles.e1000e[0] ?? '';
+    const restore = step('restore-held');
+    expect(restore.code, outputOf(restore)).toBe(3);
+    expect(`${restore.stdout}${restore.stderr}`).toMatch(/in use/);
+    expect(restore.after.devices).toEqual(restore.before.devices);
+    expect(restore.after.devices[address]?.driver).toBe('vfio-pci');
+    const bind = step('bind-held');
+    expect(bind.code, outputOf(bind)).toBe(0);
+    expect(bind.after.devices).toEqual(bind.before.devices);
+  });
+
+  it('a holder seen only through an anonymous device fd is in use, by an unknown process', () => {
+    const address = boot.result.roles.virtio[0] ?? '';
+    const device = deviceIn(scanOf('scan-held-anon'), address);
+    expect(device?.inUse).toBe(true);
+    expect(device?.holder).toBeNull();
+  });
+
+  it('once the holder exits the device is free again, and restore works', () => {
+    const address = boot.result.roles.e1000e[0] ?? '';
+    const device = deviceIn(scanOf('scan-released'), address);
+    expect(device?.inUse).toBe(false);
+    expect(device?.readiness.status).toBe('bound');
+    expect(step('restore-e1000e').after.devices[address]?.driver).toBe('e1000e');
+  });
+});
+
 describe('the kernel model on the guest’s capture', () => {
   it('gives the same observable results as the real kernel, step by step', async () => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'vfio-fleet-kernel-model-'));
