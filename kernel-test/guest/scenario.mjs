@@ -48,7 +48,11 @@ function hold(address, { anon = false } = {}) {
     group,
     address,
   ];
-  const child = spawn('/kt/vfio-hold', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  // argv[0] as QEMU's, so the agent reads the command line as a VMM's (comm stays vfio-hold).
+  const child = spawn('/kt/vfio-hold', args, {
+    argv0: 'qemu-system-x86_64',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     const timer = setTimeout(
