@@ -7,6 +7,11 @@ import { existsSync } from 'node:fs';
 import { defineConfig } from '@playwright/test';
 
 const CHROMIUM = '/usr/bin/chromium';
+const PGLITE_SPECS_BESIDE_POSTGRES = [
+  '02-overview.spec.ts',
+  '03-host-rebind.spec.ts',
+  '09-demo.spec.ts',
+];
 if (!existsSync(CHROMIUM)) {
   // Failing, not skipping: a suite that silently tests nothing would read as green.
   throw new Error(
@@ -40,9 +45,14 @@ export default defineConfig({
     trace: 'retain-on-failure',
     acceptDownloads: true,
   },
-  projects: [
-    { name: 'pglite' },
-    // PostgreSQL too when DATABASE_URL is set, as CI does (a throwaway vf_e2e_* database).
-    ...(process.env.DATABASE_URL ? [{ name: 'postgres' }] : []),
-  ],
+  projects: process.env.DATABASE_URL
+    ? [
+        // With PostgreSQL beside it (CI: a throwaway vf_e2e_* database) every spec runs there, and
+        // PGlite, the embedded default a new user meets first, keeps the fleet's numbers, a job end
+        // to end and the demo. The rest is the same browser on the same API, whose parity between
+        // the two drivers apps/web's suite checks call by call; running it twice cost CI minutes.
+        { name: 'pglite', testMatch: PGLITE_SPECS_BESIDE_POSTGRES },
+        { name: 'postgres' },
+      ]
+    : [{ name: 'pglite' }],
 });
