@@ -525,6 +525,8 @@ export class KernelModel implements KernelIo {
     const { out } = this.tree;
     await this.driverSysfsAdd(device, driver);
     await this.tree.setUeventDriver(device.path, driver);
+    // A host driver's probe() enables its device; vfio enables it only when a user opens it.
+    await this.setEnable(device, !isVfioDriver(driver));
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       // vfio creates the group's char device with the group's first vfio device.
       if (!(await this.tree.exists(`dev/vfio/${device.iommuGroup}`))) {
@@ -554,10 +556,18 @@ export class KernelModel implements KernelIo {
     }
     await this.driverSysfsRemove(device, driver);
     await this.tree.setUeventDriver(device.path, null);
+    await this.setEnable(device, false);
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       if (!(await this.groupHasVfioDevice(device.iommuGroup))) {
         await this.tree.remove(`dev/vfio/${device.iommuGroup}`);
       }
+    }
+  }
+
+  /** `enable`, where the tree has one (a capture of an old agent's copy may not). */
+  private async setEnable(device: DeviceState, enabled: boolean): Promise<void> {
+    if (await this.tree.exists(`${device.path}/enable`)) {
+      await this.tree.out.attr(`${device.path}/enable`, enabled ? 1 : 0);
     }
   }
 
