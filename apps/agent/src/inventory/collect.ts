@@ -20,6 +20,7 @@ import type { z } from 'zod';
 import type { HostFs } from '../host-fs';
 import type { Logger } from '../logger';
 import { readCritical } from './read-critical';
+import { readHolders } from './read-holders';
 import { readIdentity } from './read-identity';
 import { readIommu } from './read-iommu';
 import { readKernel } from './read-kernel';
@@ -58,6 +59,7 @@ export async function collectHostFacts(
     readModulesAlias(fs, kernel.release),
   ]);
   const pci = await readPciDevices(fs, pciIds.db);
+  const holders = await readHolders(fs, pci.devices);
   const critical = await readCritical(fs, {
     devices: pci.devices,
     cmdlineParams: kernel.cmdlineParams,
@@ -70,7 +72,14 @@ export async function collectHostFacts(
       device.modalias === null
         ? null
         : selectVfioDriver(modulesAlias.index, device.modalias, kernel.loadedDrivers);
-    const facts: DeviceFacts = { ...device, vfio, vfioDriver: vfio?.module ?? null };
+    const use = holders.uses.get(device.address);
+    const facts: DeviceFacts = {
+      ...device,
+      inUse: use?.inUse ?? false,
+      holder: use?.holder ?? null,
+      vfio,
+      vfioDriver: vfio?.module ?? null,
+    };
     // A function whose files are out of any real bound (a driver link with blanks, a 10 KB
     // modalias) is unreadable too: one such device must not fail the whole scan, nor be dropped.
     const checked = wireDeviceFactsSchema.safeParse(facts);
@@ -85,6 +94,7 @@ export async function collectHostFacts(
     ...modulesAlias.problems,
     ...pciIds.problems,
     ...critical.problems,
+    ...holders.problems,
   ];
   const facts = hostFactsSnapshotSchema.parse({
     schemaVersion: INVENTORY_SCHEMA_VERSION,

@@ -1,0 +1,213 @@
+// Devices a VM holds, as the agent reads them through --root: `enable` says whether, /proc says
+// who. The vm-running scenario has libvirt's QEMU holding a GPU group and a DPDK process holding
+// a NIC port through an anonymous device fd only.
+import { mkdtemp, rm, symlink, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { type Device, type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
+import {
+  buildHostTree,
+  buildScenario,
+  type HostSpec,
+  scenario,
+  VM_RUNNING_QEMU_PID,
+  VM_RUNNING_VM_NAME,
+} from '@vfio-fleet/host-fixtures';
+import { afterAll, describe, expect, it } from 'vitest';
+import { HostFs } from '../src/host-fs';
+import { collectHost } from '../src/inventory/collect';
+import { renderScanReport } from '../src/render/scan-report';
+import { createStyle } from '../src/render/style';
+import { runAgent } from './helpers/run-agent';
+
+const roots: string[] = [];
+const GPU = '0000:17:00.0';
+const AUDIO = '0000:17:00.1';
+const NIC_HELD = '0000:65:00.1';
+const NIC_FREE = '0000:65:00.0';
+const QEMU = { pid: VM_RUNNING_QEMU_PID, command: 'qemu-system-x86', vm: VM_RUNNING_VM_NAME };
+
+async function tempRoot(label: string): Promise<string> {
+  const root = await mkdtemp(path.join(tmpdir(), `agent-inuse-${label}-`));
+  roots.push(root);
+  return root;
+}
+
+async function vmRunning(label: string): Promise<string> {
+  const root = await tempRoot(label);
+  await buildScenario(root, 'vm-running');
+  return root;
+}
+
+function device(snapshot: HostSnapshot, address: string): Device {
+  const found = snapshot.devices.find((d) => d.address === address);
+  if (found === undefined) throw new Error(`${address} not in the scan`);
+  return found;
+}
+
+afterAll(async () => {
+  for (const root of roots) await rm(root, { recursive: true, force: true });
+});
+
+describe('scan of a host with VMs running', () => {
+  it('scan --json: held devices are in-use with their holder; free ones are not', async () => {
+    const root = await vmRunning('json');
+    const cli = runAgent(['scan', '--json', '--root', root]);
+    expect(cli.status, cli.stderr).toBe(0);
+    const snapshot = hostSnapshotSchema.parse(JSON.parse(cli.stdout));
+    for (const address of [GPU, AUDIO]) {
+      expect(device(snapshot, address)).toMatchObject({
+        inUse: true,
+        holder: QEMU,
+        readiness: { status: 'in-use' },
+      });
+    }
+    // A device fd kept without its group names no device in /proc: held, by nobody we can name.
+    expect(device(snapshot, NIC_HELD)).toMatchObject({
+      inUse: true,
+      holder: null,
+      readiness: { status: 'in-use' },
+    });
+    expect(device(snapshot, NIC_FREE)).toMatchObject({ inUse: false, holder: null });
+    // A host driver enables its device too: only vfio devices are ever in use.
+    for (const d of snapshot.devices.filter((d) => ![GPU, AUDIO, NIC_HELD].includes(d.address))) {
+      expect(d, d.address).toMatchObject({ inUse: false, holder: null });
+    }
+    // The raw JSON carries the contract fields even where they are defaults.
+    const raw = JSON.parse(cli.stdout) as { devices: Array<Record<string, unknown>> };
+    for (const d of raw.devices)
+      expect(Object.keys(d)).toEqual(expect.arrayContaining(['inUse', 'holder']));
+  });
+
+  it('the table names the VM of each held device and the summary counts them', async () => {
+    const root = await vmRunning('table');
+    const snapshot = await collectHost(new HostFs(root));
+    const report = renderScanReport(snapshot, createStyle(false));
+    const gpuLine = report.split('\n').find((line) => line.trim().startsWith(GPU));
+    expect(gpuLine).toContain('in-use');
+    expect(gpuLine).toContain(`VM "${VM_RUNNING_VM_NAME}"`);
+    const nicLine = report.split('\n').find((line) => line.trim().startsWith(NIC_HELD));
+    expect(nicLine).toContain('an unknown process');
+    expect(report).toMatch(/Devices\s+\d+: 3 in use by a VM or process, 0 bound to vfio/);
+    expect(report).toContain(
+      `In use               VM "${VM_RUNNING_VM_NAME}" (pid ${VM_RUNNING_QEMU_PID}, "qemu-system-x86"): ${GPU}, ${AUDIO}; an unknown process: ${NIC_HELD}`,
+    );
+  });
+
+  it('a bound device nobody holds stays bound, even when a process has its group open', async () => {
+    const root = await tempRoot('group-only');
+    const base = scenario('vm-running');
+    const spec: HostSpec = {
+      ...base,
+      // QEMU between opening the group and taking the device fd: the device is not enabled yet.
+      processes: [
+        { pid: 99, comm: 'qemu-system-x86', cmdline: ['qemu-system-x86_64'], fds: [{ group: 21 }] },
+      ],
+    };
+    await buildHostTree(root, spec);
+    const snapshot = await collectHost(new HostFs(root));
+    expect(device(snapshot, GPU)).toMatchObject({
+      inUse: false,
+      holder: null,
+      readiness: { status: 'bound' },
+    });
+  });
+});
+
+describe('holders that /proc cannot name', () => {
+  it('a holder whose fd directory vanished mid-scan: in use, holder unknown', async () => {
+    const root = await vmRunning('vanished');
+    await rm(path.join(root, `proc/${VM_RUNNING_QEMU_PID}`), { recursive: true });
+    const snapshot = await collectHost(new HostFs(root));
+    expect(device(snapshot, GPU)).toMatchObject({
+      inUse: true,
+      holder: null,
+      readiness: { status: 'in-use' },
+    });
+  });
+
+  it('unreadable comm and cmdline: the command falls back, then the holder is unknown', async () => {
+    const root = await vmRunning('unreadable');
+    const proc = path.join(root, `proc/${VM_RUNNING_QEMU_PID}`);
+    await unlink(path.join(proc, 'comm'));
+    let snapshot = await collectHost(new HostFs(root));
+    // Without comm, argv[0]'s basename names the command; the VM name still comes from argv.
+    expect(device(snapshot, GPU).holder).toEqual({ ...QEMU, command: 'qemu-system-x86_64' });
+    // A cmdline that cannot be read (a link loop reads ELOOP) leaves nothing to name it by.
+    await unlink(path.join(proc, 'cmdline'));
+    await symlink('cmdline', path.join(proc, 'cmdline'));
+    snapshot = await collectHost(new HostFs(root));
+    expect(device(snapshot, GPU)).toMatchObject({ inUse: true, holder: null });
+  });
+
+  it('no process in /proc (another pid namespace): in use from enable, and a problem says why', async () => {
+    const root = await vmRunning('pidns');
+    for (const pid of [1, 1834, VM_RUNNING_QEMU_PID, 7311]) {
+      await rm(path.join(root, `proc/${pid}`), { recursive: true });
+    }
+    const snapshot = await collectHost(new HostFs(root));
+    expect(device(snapshot, GPU)).toMatchObject({ inUse: true, holder: null });
+    expect(snapshot.problems.map((p) => p.message).join('\n')).toContain('another pid namespace');
+  });
+
+  it('nothing held: /proc is not read at all', async () => {
+    const root = await tempRoot('idle');
+    await buildScenario(root, 'vfio-bound');
+    const read: string[] = [];
+    class Spy extends HostFs {
+      override async listDir(p: string): Promise<string[]> {
+        read.push(p);
+        return super.listDir(p);
+      }
+    }
+    const snapshot = await collectHost(new Spy(root));
+    expect(device(snapshot, GPU)).toMatchObject({ inUse: false, readiness: { status: 'bound' } });
+    expect(read.filter((p) => p.startsWith('/proc'))).toEqual([]);
+  });
+});
+
+describe('the vfio device cdev (6.6+ kernels with iommufd)', () => {
+  it('a process holding /dev/vfio/devices/vfioN holds the device that vfio-dev/vfioN names', async () => {
+    const root = await tempRoot('cdev');
+    const base = scenario('vm-running');
+    const spec: HostSpec = {
+      ...base,
+      vfioDeviceCdev: true,
+      processes: [
+        {
+          pid: 5150,
+          comm: 'cloud-hyperviso',
+          cmdline: ['/usr/bin/cloud-hypervisor', '--api-socket', '/run/ch.sock'],
+          fds: [{ cdev: AUDIO }],
+        },
+        {
+          pid: 5151,
+          comm: 'crosvm',
+          cmdline: [
+            'crosvm',
+            'run',
+            '--name',
+            'vm,with,commas',
+            '--vfio',
+            '/sys/bus/pci/devices/0000:17:00.0',
+          ],
+          fds: [{ cdev: GPU }],
+        },
+      ],
+    };
+    await buildHostTree(root, spec);
+    const snapshot = await collectHost(new HostFs(root));
+    expect(device(snapshot, GPU).holder).toEqual({
+      pid: 5151,
+      command: 'crosvm',
+      vm: 'vm,with,commas',
+    });
+    // cloud-hypervisor's command line names no VM.
+    expect(device(snapshot, AUDIO).holder).toEqual({
+      pid: 5150,
+      command: 'cloud-hyperviso',
+      vm: null,
+    });
+    expect(device(snapshot, NIC_HELD)).toMatchObject({ inUse: false, holder: null });
+  });
+});
