@@ -36,6 +36,7 @@ import { reapplyPersistedBindings } from '../rebind/persist';
 import { type Clock, type Random, systemClock } from './clock';
 import { Connection } from './connection';
 import { CredentialStore, type StoredCredential } from './credential-store';
+import { IN_USE_POLL_MS, InUseWatch, type WatchedDevice } from './in-use-watch';
 import { InventoryStream } from './inventory-stream';
 import { JobRunner } from './job-runner';
 import { type SimulatedKernelOptions, simulatedKernel } from './simulate';
@@ -81,6 +82,9 @@ export class AgentDaemon {
   private identity: Pick<Host, 'hostname' | 'machineId' | 'kernelRelease'> | null = null;
   private inventory: InventoryStream | null = null;
   private jobs: JobRunner | null = null;
+  private inUseWatch: InUseWatch | null = null;
+  /** The devices of the last scan: the in-use watch compares `enable` against them. */
+  private lastDevices: readonly WatchedDevice[] | null = null;
   private connection: Connection | null = null;
   private stateLock: HeldLock | null = null;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
@@ -176,6 +180,14 @@ export class AgentDaemon {
       logger,
       epoch: randomUUID(),
     });
+    this.inUseWatch = new InUseWatch({
+      fs: this.fs,
+      devices: () => this.lastDevices,
+      changed: () => this.inventory?.rescanNow(),
+      intervalMs: Math.min(IN_USE_POLL_MS, options.intervalMs),
+      clock: this.clock,
+      logger,
+    });
     this.jobs = new JobRunner({
       executor: new RebindExecutor(executorDeps),
       sink: connection,
@@ -185,6 +197,7 @@ export class AgentDaemon {
     });
     this.jobs.start();
     this.inventory.start();
+    this.inUseWatch.start();
     connection.start();
   }
 
@@ -192,6 +205,7 @@ export class AgentDaemon {
     const running = this.jobs?.running ?? 0;
     this.logger.info({ jobsRunning: running }, 'agent stopping');
     await this.jobs?.stop();
+    await this.inUseWatch?.stop();
     await this.inventory?.stop();
     await this.connection?.stop();
     await this.credentials.stop();
@@ -227,6 +241,7 @@ export class AgentDaemon {
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };
+    this.lastDevices = snapshot.devices;
     return snapshot;
   }
 
