@@ -1,7 +1,7 @@
 // Devices a VM holds, as the agent reads them through --root: `enable` says whether, /proc says
 // who. The vm-running scenario has libvirt's QEMU holding a GPU group and a DPDK process holding
 // a NIC port through an anonymous device fd only.
-import { mkdtemp, rm, symlink, unlink } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, symlink, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type Device, type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
@@ -209,5 +209,34 @@ describe('the vfio device cdev (6.6+ kernels with iommufd)', () => {
       vm: null,
     });
     expect(device(snapshot, NIC_HELD)).toMatchObject({ inUse: false, holder: null });
+  });
+});
+
+describe('capture of a host with VMs running', () => {
+  it('scans the same as its source, and keeps of a holder only what names its VM', async () => {
+    const root = await vmRunning('capture-src');
+    const out = path.join(await tempRoot('capture-out'), 'copy');
+    const run = runAgent(['capture', '--root', root, '--out', out]);
+    expect(run.status, run.stderr).toBe(0);
+    const scan = (at: string) => {
+      const cli = runAgent(['scan', '--json', '--root', at]);
+      expect(cli.status, cli.stderr).toBe(0);
+      return { ...JSON.parse(cli.stdout), collectedAt: null };
+    };
+    const copy = scan(out);
+    expect(copy).toEqual(scan(root));
+    expect(copy.devices.find((d: Device) => d.address === GPU)?.holder).toEqual(QEMU);
+    // libvirt's -device lines (and whatever secrets a command line carries) stay behind.
+    const cmdline = await readFile(path.join(out, `proc/${VM_RUNNING_QEMU_PID}/cmdline`), 'utf8');
+    expect(cmdline.split('\0')).toEqual([
+      '/usr/bin/qemu-system-x86_64',
+      '-name',
+      `guest=${VM_RUNNING_VM_NAME},debug-threads=on`,
+      '-uuid',
+      '6f0c1d2e-8a4b-4c3d-9e5f-7a1b2c3d4e5f',
+      '',
+    ]);
+    // Processes that hold no vfio fd are not copied at all.
+    await expect(readFile(path.join(out, 'proc/1834/comm'), 'utf8')).rejects.toThrow();
   });
 });

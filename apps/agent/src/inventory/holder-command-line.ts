@@ -27,20 +27,47 @@ export function argv0Basename(argv: readonly string[]): string | null {
   );
 }
 
+/** The options a VMM names its VM with, by its program name; none for other programs. */
+function nameFlags(program: string): { name: string[]; fallback: string[] } {
+  if (/^qemu/.test(program) || program === 'kvm') {
+    return { name: ['-name', '--name'], fallback: ['-uuid', '--uuid'] };
+  }
+  if (program === 'crosvm') return { name: ['--name'], fallback: [] };
+  if (program === 'firecracker' || program === 'jailer') return { name: ['--id'], fallback: [] };
+  return { name: [], fallback: [] };
+}
+
 export function vmNameOf(argv: readonly string[]): string | null {
   const program = argv0Basename(argv) ?? '';
-  let name: string | null = null;
-  if (/^qemu/.test(program) || program === 'kvm') {
-    const value = optionValue(argv, ['-name', '--name']);
-    name = value === null ? null : qemuGuestName(value);
-    name ??= optionValue(argv, ['-uuid', '--uuid']);
-  } else if (program === 'crosvm') {
-    name = optionValue(argv, ['--name']);
-  } else if (program === 'firecracker' || program === 'jailer') {
-    name = optionValue(argv, ['--id']);
-  }
+  const flags = nameFlags(program);
+  let name = optionValue(argv, flags.name);
+  if (name !== null && flags.name.includes('-name')) name = qemuGuestName(name);
+  if (name === null || name === '') name = optionValue(argv, flags.fallback);
   if (name === null || name === '') return null;
   return name.length > MAX_VM_NAME ? `${name.slice(0, MAX_VM_NAME - 1)}…` : name;
+}
+
+/**
+ * argv[0] and the options vmNameOf reads, nothing else: what `capture` keeps of a holder's
+ * command line (the rest can carry secrets: libvirt passes `-object secret,data=…`).
+ */
+export function nameArgs(argv: readonly string[]): string[] {
+  const first = argv[0];
+  if (first === undefined) return [];
+  const flags = nameFlags(argv0Basename(argv) ?? '');
+  const all = [...flags.name, ...flags.fallback];
+  const kept = [first];
+  for (let i = 1; i < argv.length; i++) {
+    const arg = argv[i] ?? '';
+    const next = argv[i + 1];
+    if (all.includes(arg) && next !== undefined) {
+      kept.push(arg, next);
+      i++;
+    } else if (all.some((flag) => flag.startsWith('--') && arg.startsWith(`${flag}=`))) {
+      kept.push(arg);
+    }
+  }
+  return kept;
 }
 
 /** The last value given to any of `flags` (`--flag value` or `--flag=value`): the VMMs keep the last. */

@@ -44,11 +44,13 @@ export interface HoldersResult {
 }
 
 /** What one process has open of vfio. */
-interface ProcessVfio {
+export interface ProcessVfio {
   pid: number;
   groups: Set<number>;
   cdevs: Set<string>;
   anonDevices: number;
+  /** Names in /proc/<pid>/fd of those vfio fds. */
+  fds: string[];
 }
 
 /** Whether each vfio-bound device is held (`enable` reads 1); cheap: one read per such device. */
@@ -111,7 +113,7 @@ function ownerOf(
 }
 
 /** Every process with a vfio fd open, pids ascending; each fd directory read once. */
-async function scanProcesses(
+export async function scanProcesses(
   fs: HostFs,
 ): Promise<{ processes: ProcessVfio[]; problems: Problem[] }> {
   const problems: Problem[] = [];
@@ -142,7 +144,13 @@ async function scanProcesses(
       });
       break;
     }
-    const found: ProcessVfio = { pid, groups: new Set(), cdevs: new Set(), anonDevices: 0 };
+    const found: ProcessVfio = {
+      pid,
+      groups: new Set(),
+      cdevs: new Set(),
+      anonDevices: 0,
+      fds: [],
+    };
     for (const fd of await fs.listDir(`/proc/${pid}/fd`)) {
       fdsRead += 1;
       // A process that exits now leaves links that no longer read: simply nothing held.
@@ -153,10 +161,10 @@ async function scanProcesses(
       if (group !== undefined) found.groups.add(Number(group));
       else if (cdev !== undefined) found.cdevs.add(cdev);
       else if (target === ANON_DEVICE_FD) found.anonDevices += 1;
+      else continue;
+      found.fds.push(fd);
     }
-    if (found.groups.size > 0 || found.cdevs.size > 0 || found.anonDevices > 0) {
-      processes.push(found);
-    }
+    if (found.fds.length > 0) processes.push(found);
   }
   return { processes, problems };
 }
