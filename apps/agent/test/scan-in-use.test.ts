@@ -1,7 +1,7 @@
 // Devices a VM holds, as the agent reads them through --root: `enable` says whether, /proc says
 // who. The vm-running scenario has libvirt's QEMU holding a GPU group and a DPDK process holding
 // a NIC port through an anonymous device fd only.
-import { mkdtemp, readFile, rm, symlink, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { type Device, type HostSnapshot, hostSnapshotSchema } from '@vfio-fleet/core';
@@ -16,6 +16,7 @@ import {
 import { afterAll, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
+import { HolderCache } from '../src/inventory/read-holders';
 import { renderScanReport } from '../src/render/scan-report';
 import { createStyle } from '../src/render/style';
 import { runAgent } from './helpers/run-agent';
@@ -238,5 +239,51 @@ describe('capture of a host with VMs running', () => {
     ]);
     // Processes that hold no vfio fd are not copied at all.
     await expect(readFile(path.join(out, 'proc/1834/comm'), 'utf8')).rejects.toThrow();
+  });
+});
+
+describe('a daemon rescanning with a holder cache', () => {
+  /** A HostFs that counts how often /proc itself is listed (a full walk of every process). */
+  class CountingFs extends HostFs {
+    walks = 0;
+    override async listDir(p: string): Promise<string[]> {
+      if (p === '/proc') this.walks += 1;
+      return super.listDir(p);
+    }
+  }
+
+  it('walks /proc once while the same holders hold the same devices, again when one changes', async () => {
+    const root = await vmRunning('cache');
+    const fs = new CountingFs(root);
+    let now = 0;
+    const cache = new HolderCache(60_000, () => now);
+    const first = await collectHost(fs, { holders: cache });
+    expect(fs.walks).toBe(1);
+    const second = await collectHost(fs, { holders: cache });
+    expect(fs.walks).toBe(1);
+    expect(device(second, GPU).holder).toEqual(device(first, GPU).holder);
+    expect(device(second, NIC_HELD)).toMatchObject({ inUse: true, holder: null });
+
+    // QEMU exits and another VM takes the group at once: the cached holder no longer has it open.
+    await rm(path.join(root, `proc/${VM_RUNNING_QEMU_PID}`), { recursive: true });
+    const next = path.join(root, 'proc/5555');
+    await mkdir(path.join(next, 'fd'), { recursive: true });
+    await writeFile(path.join(next, 'comm'), 'qemu-system-x86\n');
+    await writeFile(path.join(next, 'cmdline'), 'qemu-system-x86_64\0-name\0next-vm\0');
+    await symlink('/dev/vfio/21', path.join(next, 'fd/3'));
+    const third = await collectHost(fs, { holders: cache });
+    expect(fs.walks).toBe(2);
+    expect(device(third, GPU).holder).toEqual({
+      pid: 5555,
+      command: 'qemu-system-x86',
+      vm: 'next-vm',
+    });
+
+    // An answer is trusted for a minute at most (anonymous holders cannot be re-checked).
+    await collectHost(fs, { holders: cache });
+    expect(fs.walks).toBe(2);
+    now += 60_000;
+    await collectHost(fs, { holders: cache });
+    expect(fs.walks).toBe(3);
   });
 });

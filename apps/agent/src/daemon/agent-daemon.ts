@@ -29,6 +29,7 @@ import packageJson from '../../package.json';
 import { AgentError } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { HolderCache } from '../inventory/read-holders';
 import { SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { RebindExecutor } from '../rebind/executor';
@@ -85,6 +86,7 @@ export class AgentDaemon {
   private inUseWatch: InUseWatch | null = null;
   /** The devices of the last scan: the in-use watch compares `enable` against them. */
   private lastDevices: readonly WatchedDevice[] | null = null;
+  private readonly holderCache = new HolderCache();
   private connection: Connection | null = null;
   private stateLock: HeldLock | null = null;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
@@ -238,6 +240,7 @@ export class AgentDaemon {
     const snapshot = await collectHost(this.fs, {
       pciIdsPath: this.options.pciIdsPath,
       logger: this.logger,
+      holders: this.holderCache,
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };

@@ -20,7 +20,7 @@ import type { z } from 'zod';
 import type { HostFs } from '../host-fs';
 import type { Logger } from '../logger';
 import { readCritical } from './read-critical';
-import { readHolders } from './read-holders';
+import { type HolderCache, readHolders } from './read-holders';
 import { readIdentity } from './read-identity';
 import { readIommu } from './read-iommu';
 import { readKernel } from './read-kernel';
@@ -39,6 +39,8 @@ export interface CollectOptions {
   logger?: Logger;
   /** Injected so tests and capture comparisons can pin it. */
   now?: () => Date;
+  /** A daemon's memory of who holds its vfio devices, so a rescan need not walk /proc again. */
+  holders?: HolderCache;
 }
 
 export async function collectHost(fs: HostFs, opts: CollectOptions = {}): Promise<HostSnapshot> {
@@ -59,7 +61,7 @@ export async function collectHostFacts(
     readModulesAlias(fs, kernel.release),
   ]);
   const pci = await readPciDevices(fs, pciIds.db);
-  const holders = await readHolders(fs, pci.devices);
+  const holders = await readHolders(fs, pci.devices, opts.holders ?? null);
   const critical = await readCritical(fs, {
     devices: pci.devices,
     cmdlineParams: kernel.cmdlineParams,

@@ -66,9 +66,24 @@ export async function readEnabled(
   return enabled;
 }
 
+/**
+ * The last walk's answer, reused while the same devices are held and each named holder still has
+ * their group (or cdev) open: a daemon rescans every few seconds, and a host has thousands of
+ * fds. Anonymous holders cannot be re-checked, so an answer is trusted for `maxAgeMs` at most.
+ */
+export class HolderCache {
+  entry: { key: string; at: number; result: HoldersResult } | null = null;
+
+  constructor(
+    readonly maxAgeMs = 60_000,
+    readonly now: () => number = Date.now,
+  ) {}
+}
+
 export async function readHolders(
   fs: HostFs,
   devices: readonly HolderCandidate[],
+  cache: HolderCache | null = null,
 ): Promise<HoldersResult> {
   const enabled = await readEnabled(fs, devices);
   const uses = new Map<string, DeviceUse>();
@@ -83,6 +98,27 @@ export async function readHolders(
     );
     if (cdev !== undefined) cdevOf.set(device.address, cdev);
   }
+  const key = held
+    .map((d) => `${d.address}@${d.iommuGroup ?? '-'}/${cdevOf.get(d.address) ?? '-'}`)
+    .join(',');
+  const cached = cache?.entry;
+  if (
+    cache !== null &&
+    cached !== undefined &&
+    cached !== null &&
+    cached.key === key &&
+    cache.now() - cached.at < cache.maxAgeMs &&
+    (await stillHeld(fs, held, cdevOf, cached.result.uses))
+  ) {
+    for (const device of held) {
+      uses.set(
+        device.address,
+        cached.result.uses.get(device.address) ?? { inUse: true, holder: null },
+      );
+    }
+    return { uses, problems: cached.result.problems };
+  }
+
   const scan = await scanProcesses(fs);
   const names = new Map<number, DeviceHolder | null>();
   for (const device of held) {
@@ -91,7 +127,39 @@ export async function readHolders(
     if (!names.has(owner.pid)) names.set(owner.pid, await describeProcess(fs, owner.pid));
     uses.set(device.address, { inUse: true, holder: names.get(owner.pid) ?? null });
   }
-  return { uses, problems: scan.problems };
+  const result = { uses, problems: scan.problems };
+  if (cache !== null) cache.entry = { key, at: cache.now(), result };
+  return result;
+}
+
+/** Whether every holder named before still has its device's group or cdev open: one fd dir each. */
+async function stillHeld(
+  fs: HostFs,
+  held: readonly HolderCandidate[],
+  cdevOf: ReadonlyMap<string, string>,
+  before: ReadonlyMap<string, DeviceUse>,
+): Promise<boolean> {
+  const targets = new Map<number, Set<string>>();
+  for (const device of held) {
+    const pid = before.get(device.address)?.holder?.pid;
+    if (pid === undefined) continue;
+    let open = targets.get(pid);
+    if (open === undefined) {
+      open = new Set();
+      for (const fd of await fs.listDir(`/proc/${pid}/fd`)) {
+        const target = await fs.readLink(`/proc/${pid}/fd/${fd}`);
+        if (target !== null) open.add(target);
+      }
+      targets.set(pid, open);
+    }
+    const cdev = cdevOf.get(device.address);
+    const group = device.iommuGroup;
+    const holds =
+      (cdev !== undefined && open.has(`/dev/vfio/devices/${cdev}`)) ||
+      (group !== null && open.has(`/dev/vfio/${group}`));
+    if (!holds) return false;
+  }
+  return true;
 }
 
 /**
