@@ -5,11 +5,22 @@
  * privileges): sysfs is a forest of links, and a captured or fixture tree must never lead a read
  * outside itself.
  */
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { lstat, open, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 
-/** Error codes that describe the host's state (absent, unreadable, not applicable), not a failure. */
-const STATE_ERROR_CODES = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EINVAL', 'ELOOP', 'EPERM']);
+/**
+ * Error codes that describe the host's state (absent, unreadable, not applicable), not a failure.
+ * ESRCH: a /proc/<pid> file whose process exited between open and read.
+ */
+const STATE_ERROR_CODES = new Set([
+  'ENOENT',
+  'ENOTDIR',
+  'EACCES',
+  'EINVAL',
+  'ELOOP',
+  'EPERM',
+  'ESRCH',
+]);
 
 /** Linux gives up after 40 links in one lookup (MAXSYMLINKS); so do we, which also ends cycles. */
 const MAX_LINK_HOPS = 40;
@@ -113,6 +124,28 @@ export class HostFs {
     if (at === null) return null;
     try {
       return await readFile(at, 'utf8');
+    } catch (error) {
+      if (isStateError(error) || isDirectoryError(error)) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * At most `maxBytes` of a file's start, or null like readText: for files a process controls the
+   * size of (`/proc/<pid>/cmdline` can be megabytes).
+   */
+  async readHead(p: string, maxBytes: number): Promise<string | null> {
+    const at = await this.locate(p);
+    if (at === null) return null;
+    try {
+      const handle = await open(at, 'r');
+      try {
+        const buffer = Buffer.alloc(maxBytes);
+        const { bytesRead } = await handle.read(buffer, 0, maxBytes, 0);
+        return buffer.subarray(0, bytesRead).toString('utf8');
+      } finally {
+        await handle.close();
+      }
     } catch (error) {
       if (isStateError(error) || isDirectoryError(error)) return null;
       throw error;

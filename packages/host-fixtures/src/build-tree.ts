@@ -8,6 +8,7 @@
  * link after a bind/unbind. The mapping is deterministic: the same spec always gives the same
  * tree (generated indices follow spec order, listings are sorted).
  */
+import { deviceEnabled, writeProcesses } from './build-processes';
 import type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
 import {
   cpuinfoText,
@@ -20,7 +21,13 @@ import {
   routeText,
 } from './proc-text';
 import { TreeWriter } from './tree-writer';
-import { DISK_NAME, isBridgeClass, partitionNumber, validateHostSpec } from './validate-spec';
+import {
+  DISK_NAME,
+  isBridgeClass,
+  isVfioDriver,
+  partitionNumber,
+  validateHostSpec,
+} from './validate-spec';
 
 export const PCI_DRIVERS_DIR = 'sys/bus/pci/drivers';
 export const PCI_BUS_DEVICES_DIR = 'sys/bus/pci/devices';
@@ -72,6 +79,7 @@ export async function buildHostTree(root: string, spec: HostSpec): Promise<void>
   await writeNetwork(out, layout);
   await writeConsoles(out, layout);
   await writeDevVfio(out, layout);
+  await writeProcesses(out, layout);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,9 +187,7 @@ function defaultIommuUnit(vendor: CpuVendor): string {
   return 'smmu3.0x0000000009050000';
 }
 
-export function isVfioDriver(driver: string | null): boolean {
-  return driver !== null && /(^|[_-])vfio([_-]|$)/.test(driver);
-}
+export { isVfioDriver } from './validate-spec';
 
 // ---------------------------------------------------------------------------------------------
 // PCI devices, drivers and modules.
@@ -224,6 +230,7 @@ export async function writePciDevice(
   await out.attr(`${dir}/modalias`, pciModalias(spec));
   await out.attr(`${dir}/driver_override`, spec.driverOverride ?? '(null)');
   await out.attr(`${dir}/numa_node`, spec.numaNode ?? -1);
+  await out.attr(`${dir}/enable`, deviceEnabled(layout, device) ? 1 : 0);
   await out.file(`${dir}/uevent`, pciUevent(device));
   // Write-only attributes: present so writes succeed, empty because reading them fails.
   await out.file(`${dir}/remove`, '');

@@ -61,6 +61,36 @@ export interface HostSpec {
    * bound to a vfio driver.
    */
   devVfio?: string[];
+  /**
+   * A 6.6+ kernel with CONFIG_VFIO_DEVICE_CDEV: every device on a vfio driver has
+   * `vfio-dev/vfio<N>` and `/dev/vfio/devices/vfio<N>`, N counting those devices in spec order.
+   */
+  vfioDeviceCdev?: boolean;
+  /** Processes in `/proc/<pid>/` (`comm`, `cmdline`, `fd/`): VMs holding vfio devices, others. */
+  processes?: ProcessSpec[];
+}
+
+/** One open file of a process, as its `/proc/<pid>/fd/<n>` link reads. */
+export type ProcessFdSpec =
+  /** `/dev/vfio/<group>`: the group alone does not hold a device (its `enable` stays 0). */
+  | { group: number }
+  /** `/dev/vfio/vfio`: a container. */
+  | { container: true }
+  /** `anon_inode:[vfio-device]`, a device fd taken from its group: holds the device. */
+  | { device: string }
+  /** `/dev/vfio/devices/vfio<N>` of this device (needs vfioDeviceCdev): holds it. */
+  | { cdev: string }
+  /** Anything else, verbatim (`/dev/null`, `socket:[1234]`). */
+  | { target: string };
+
+export interface ProcessSpec {
+  pid: number;
+  /** `/proc/<pid>/comm`; absent leaves the file out (a process that exited mid-scan). */
+  comm?: string;
+  /** argv; written NUL-separated with a trailing NUL. Absent leaves `cmdline` out. */
+  cmdline?: string[];
+  /** Numbered from 3 (0-2 are /dev/null). */
+  fds: ProcessFdSpec[];
 }
 
 export interface DeviceSpec {
@@ -101,4 +131,9 @@ export interface DeviceSpec {
   netInterfaces?: string[];
   /** Put the netdevs under `virtio<N>/net/` like virtio-pci does. */
   virtioNet?: boolean;
+  /**
+   * `enable` (enable_cnt > 0). Default: 1 on a host driver (they enable their device), 0 unbound,
+   * and on a vfio driver 1 exactly while a process holds a device fd of it (see processes).
+   */
+  enable?: boolean;
 }

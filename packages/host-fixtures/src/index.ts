@@ -7,7 +7,7 @@ export {
   planHostLayout,
 } from './build-tree';
 export { corruptDevice, type DeviceCorruption, GARBAGE } from './corrupt-device';
-export type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
+export type { CpuVendor, DeviceSpec, HostSpec, ProcessFdSpec, ProcessSpec } from './host-spec';
 export {
   hotplug,
   hotUnplug,
@@ -16,6 +16,11 @@ export {
   KernelModel,
   type KernelModelOptions,
 } from './kernel-model';
+export {
+  VM_RUNNING_DPDK_PID,
+  VM_RUNNING_QEMU_PID,
+  VM_RUNNING_VM_NAME,
+} from './scenario-vm-running';
 export {
   buildScenario,
   SCENARIO_NAMES,

@@ -19,7 +19,7 @@
  * link while probe() runs.
  *
  * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), sriov_numvfs writes and
- * VF creation, EPROBE_DEFER, vfio-pci's remove() blocking while a VM holds the device, rmmod,
+ * VF creation, EPROBE_DEFER, sriov_numvfs 0 blocking on a held VF (holders: kernel-model-holders), rmmod,
  * /proc/interrupts and other driver-owned state (block devices under nvme, framebuffers, fbcon),
  * modules.dep and aliases given to modprobe, and no-IOMMU mode. Returning netdevs get fresh
  * ifindexes; a predictable name (what udev gives) comes back as it was, a kernel `eth%d` name is
@@ -37,6 +37,13 @@ import {
 } from '@vfio-fleet/core';
 import { isVfioDriver, writeModule, writePciDriver } from './build-tree';
 import type { DeviceSpec } from './host-spec';
+import {
+  DeviceHolds,
+  type HolderProcess,
+  heldUnder,
+  removeHolderProc,
+  writeHolderProc,
+} from './kernel-model-holders';
 import { plugDevice, unplugDevice } from './kernel-model-hotplug';
 import {
   type DeviceState,
@@ -168,7 +175,7 @@ class Held {
 /** Per-root kernel state that is not in the tree: locks and probes in flight. */
 const KERNELS = new Map<
   string,
-  { mutex: Mutex; probing: Map<string, Promise<void>>; completed: boolean }
+  { mutex: Mutex; probing: Map<string, Promise<void>>; holds: DeviceHolds; completed: boolean }
 >();
 
 type ProbeResult = { ok: true } | { ok: false; errno: KernelErrno };
@@ -180,6 +187,8 @@ export class KernelModel implements KernelIo {
   private readonly mutex: Mutex;
   /** Devices inside a hung probe: anything else touching them waits, as on the device lock. */
   private readonly probing: Map<string, Promise<void>>;
+  /** Device fds users hold (kernel-model-holders). */
+  private readonly holds: DeviceHolds;
   private aliasCache: { text: string; entries: AliasEntry[] } | undefined;
   private readonly kernel: { completed: boolean };
 
@@ -190,12 +199,18 @@ export class KernelModel implements KernelIo {
     const key = path.resolve(root);
     let kernel = KERNELS.get(key);
     if (kernel === undefined) {
-      kernel = { mutex: new Mutex(), probing: new Map(), completed: false };
+      kernel = {
+        mutex: new Mutex(),
+        probing: new Map(),
+        holds: new DeviceHolds(),
+        completed: false,
+      };
       KERNELS.set(key, kernel);
     }
     this.kernel = kernel;
     this.mutex = kernel.mutex;
     this.probing = kernel.probing;
+    this.holds = kernel.holds;
     this.faults = [...(options.faults ?? [])];
     this.probeHangMs = options.probeHangMs;
   }
@@ -326,6 +341,7 @@ export class KernelModel implements KernelIo {
       await this.waitForProbe(held, address);
       const device = await this.tree.device(address);
       if (device === null || device.driver !== driver) throw fail('ENODEV', hostPath);
+      if (await this.blockWhileHeld(held, [device])) return;
       const state = await this.tree.loadState();
       await this.unbindDevice(state, device);
       await this.tree.saveState(state);
@@ -378,6 +394,7 @@ export class KernelModel implements KernelIo {
         return;
       case 'remove': {
         if (sysfsValue(value).trim() !== '1') throw fail('EINVAL', hostPath);
+        await this.blockWhileHeld(held, await heldUnder(this.tree, this.holds, device));
         await this.removeDevices(address);
         return;
       }
@@ -525,6 +542,8 @@ export class KernelModel implements KernelIo {
     const { out } = this.tree;
     await this.driverSysfsAdd(device, driver);
     await this.tree.setUeventDriver(device.path, driver);
+    // A host driver's probe() enables its device; vfio enables it only when a user opens it.
+    await this.setEnable(device, !isVfioDriver(driver));
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       // vfio creates the group's char device with the group's first vfio device.
       if (!(await this.tree.exists(`dev/vfio/${device.iommuGroup}`))) {
@@ -554,10 +573,18 @@ export class KernelModel implements KernelIo {
     }
     await this.driverSysfsRemove(device, driver);
     await this.tree.setUeventDriver(device.path, null);
+    await this.setEnable(device, false);
     if (isVfioDriver(driver) && device.iommuGroup !== null) {
       if (!(await this.groupHasVfioDevice(device.iommuGroup))) {
         await this.tree.remove(`dev/vfio/${device.iommuGroup}`);
       }
+    }
+  }
+
+  /** `enable`, where the tree has one (a capture of an old agent's copy may not). */
+  private async setEnable(device: DeviceState, enabled: boolean): Promise<void> {
+    if (await this.tree.exists(`${device.path}/enable`)) {
+      await this.tree.out.attr(`${device.path}/enable`, enabled ? 1 : 0);
     }
   }
 
@@ -615,6 +642,75 @@ export class KernelModel implements KernelIo {
     if (!/^eth\d+$/.test(old)) return old;
     const used = new Set(await this.tree.list('sys/class/net'));
     for (let n = 0; ; n += 1) if (!used.has(`eth${n}`)) return `eth${n}`;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Users of vfio devices (kernel-model-holders)
+
+  /**
+   * A user opens `address` as QEMU does (group, container, device fd): `enable` reads 1 and the
+   * fds show in /proc/<pid>. Returns the release (the process closing them, or exiting); a
+   * blocked unbind of the device completes right after it.
+   */
+  async holdDevice(address: string, process: HolderProcess): Promise<() => Promise<void>> {
+    const held = await this.lock();
+    try {
+      await this.waitForProbe(held, address);
+      const device = await this.tree.device(address);
+      if (device === null || !isVfioDriver(device.driver) || device.iommuGroup === null) {
+        throw new Error(`holdDevice ${address}: only a device on a vfio driver can be opened`);
+      }
+      if (!(await this.groupViable(device.iommuGroup))) {
+        throw new Error(`holdDevice ${address}: group ${device.iommuGroup} is not viable`);
+      }
+      await writeHolderProc(this.tree, process, device.iommuGroup);
+      this.holds.open(address);
+      this.holds.openPid(process.pid);
+      await this.setEnable(device, true);
+    } finally {
+      held.done();
+    }
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      const again = await this.lock();
+      try {
+        if (this.holds.closePid(process.pid)) await removeHolderProc(this.tree, process.pid);
+        const last = this.holds.close(address);
+        const device = await this.tree.device(address);
+        if (last && device !== null) await this.setEnable(device, false);
+      } finally {
+        again.done();
+      }
+    };
+  }
+
+  /**
+   * vfio's remove() of a held device waits for its last fd, after driver_sysfs_remove already
+   * took the `driver` links down: sysfs shows the device unbound while the write is still blocked.
+   * Other model operations on the device wait behind it (the device lock). True when one waited
+   * (its unbind is then complete).
+   */
+  private async blockWhileHeld(held: Held, devices: readonly DeviceState[]): Promise<boolean> {
+    let waited = false;
+    for (const device of devices) {
+      if (!this.holds.isHeld(device.address) || device.driver === null) continue;
+      waited = true;
+      await this.driverSysfsRemove(device, device.driver);
+      const released = this.holds.whenReleased(device.address);
+      this.probing.set(device.address, released);
+      try {
+        await held.wait(released);
+      } finally {
+        this.probing.delete(device.address);
+      }
+      // The rest of the unbind (uevent, the group's char device) completes once it is free.
+      const state = await this.tree.loadState();
+      await this.unbindDevice(state, device);
+      await this.tree.saveState(state);
+    }
+    return waited;
   }
 
   private async waitForProbe(held: Held, address: string): Promise<void> {

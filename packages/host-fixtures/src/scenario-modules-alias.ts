@@ -33,6 +33,7 @@ const SELECTION: Record<ScenarioName, number[]> = {
   'critical-nvme-nic': [3048, 5573, 7184, 21823, 27469],
   'iommu-off': [3048, 3078, 5573, 7139, 21823, 25904, 27469],
   'vfio-bound': [3048, 3078, 5573, 7251, 21823, 25904, 27469],
+  'vm-running': [3048, 3078, 5573, 7251, 21823, 25904, 27469],
 };
 
 function aliasFile(lineNumbers: readonly number[]): string {
@@ -46,4 +47,5 @@ export const SCENARIO_MODULES_ALIAS: Record<ScenarioName, string> = {
   'critical-nvme-nic': aliasFile(SELECTION['critical-nvme-nic']),
   'iommu-off': aliasFile(SELECTION['iommu-off']),
   'vfio-bound': aliasFile(SELECTION['vfio-bound']),
+  'vm-running': aliasFile(SELECTION['vm-running']),
 };

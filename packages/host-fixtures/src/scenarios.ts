@@ -7,6 +7,7 @@
 import { buildHostTree } from './build-tree';
 import type { DeviceSpec, HostSpec } from './host-spec';
 import { SCENARIO_MODULES_ALIAS } from './scenario-modules-alias';
+import { vmRunning } from './scenario-vm-running';
 
 export const SCENARIO_NAMES = [
   'dual-gpu',
@@ -14,6 +15,7 @@ export const SCENARIO_NAMES = [
   'critical-nvme-nic',
   'iommu-off',
   'vfio-bound',
+  'vm-running',
 ] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
@@ -43,7 +45,7 @@ export async function buildScenario(
   return spec;
 }
 
-type ScenarioSpec = Omit<HostSpec, 'modulesAlias'>;
+export type ScenarioSpec = Omit<HostSpec, 'modulesAlias'>;
 
 const SCENARIOS: Record<ScenarioName, () => ScenarioSpec> = {
   'dual-gpu': dualGpu,
@@ -51,6 +53,7 @@ const SCENARIOS: Record<ScenarioName, () => ScenarioSpec> = {
   'critical-nvme-nic': criticalNvmeNic,
   'iommu-off': iommuOff,
   'vfio-bound': vfioBound,
+  'vm-running': () => vmRunning(vfioBound()),
 };
 
 // ---------------------------------------------------------------------------------------------

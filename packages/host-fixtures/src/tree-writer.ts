@@ -27,6 +27,12 @@ export class TreeWriter {
     await this.file(relPath, `${value}\n`);
   }
 
+  /** Symlink whose text is `target` verbatim: /proc fd links (`/dev/vfio/7`, `anon_inode:[…]`). */
+  async rawLink(linkPath: string, target: string): Promise<void> {
+    await mkdir(path.dirname(this.abs(linkPath)), { recursive: true });
+    await symlink(target, this.abs(linkPath));
+  }
+
   /** Symlink at `linkPath` to `targetPath` (both root-relative), with a relative target. */
   async link(linkPath: string, targetPath: string): Promise<void> {
     await mkdir(path.dirname(this.abs(linkPath)), { recursive: true });

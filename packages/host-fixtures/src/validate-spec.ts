@@ -15,6 +15,10 @@ export function isBridgeClass(classCode: string): boolean {
   return classCode.startsWith('0604');
 }
 
+export function isVfioDriver(driver: string | null): boolean {
+  return driver !== null && /(^|[_-])vfio([_-]|$)/.test(driver);
+}
+
 export function validateHostSpec(spec: HostSpec): void {
   const problems: string[] = [];
   const byAddress = new Map<string, DeviceSpec>();
@@ -29,6 +33,7 @@ export function validateHostSpec(spec: HostSpec): void {
   checkNames(spec, problems);
   checkRootDisk(spec, byAddress, problems);
   checkDefaultRoute(spec, problems);
+  checkProcesses(spec, byAddress, problems);
   if (spec.fbconsole === true && !spec.devices.some((d) => d.bootVga === true)) {
     problems.push('fbconsole is set but no device has bootVga: fbcon needs a boot VGA device');
   }
@@ -198,5 +203,34 @@ function checkDefaultRoute(spec: HostSpec, problems: string[]): void {
   if (route === undefined) return;
   if (!spec.devices.some((d) => (d.netInterfaces ?? []).includes(route.iface))) {
     problems.push(`default-route iface ${route.iface} is not on any device (netInterfaces)`);
+  }
+}
+
+/** Pids are unique; an fd naming a device or group names one this host has, on a vfio driver. */
+function checkProcesses(
+  spec: HostSpec,
+  byAddress: ReadonlyMap<string, DeviceSpec>,
+  problems: string[],
+): void {
+  const pids = new Set<number>();
+  const onVfio = (d: DeviceSpec | undefined) => d !== undefined && isVfioDriver(d.driver ?? null);
+  for (const process of spec.processes ?? []) {
+    const at = `process ${process.pid}`;
+    if (!Number.isInteger(process.pid) || process.pid < 1)
+      problems.push(`${at}: pid is not positive`);
+    if (pids.has(process.pid)) problems.push(`duplicate process pid ${process.pid}`);
+    pids.add(process.pid);
+    for (const fd of process.fds) {
+      if ('group' in fd && !spec.devices.some((d) => d.iommuGroup === fd.group)) {
+        problems.push(`${at}: fd on /dev/vfio/${fd.group}, a group no device is in`);
+      }
+      const address = 'device' in fd ? fd.device : 'cdev' in fd ? fd.cdev : null;
+      if (address !== null && !onVfio(byAddress.get(address))) {
+        problems.push(`${at}: holds ${address}, which is not a device on a vfio driver`);
+      }
+      if ('cdev' in fd && spec.vfioDeviceCdev !== true) {
+        problems.push(`${at}: holds the cdev of ${fd.cdev} but the host has no vfioDeviceCdev`);
+      }
+    }
   }
 }

@@ -14,6 +14,7 @@ import { IOMMU_GROUPS_DIR } from '../inventory/read-iommu';
 import { modulesAliasCandidates } from '../inventory/read-modules-alias';
 import { PCI_DEVICES_DIR } from '../inventory/read-pci-devices';
 import { PCI_IDS_CANDIDATES } from '../inventory/read-pci-ids';
+import { captureHolders } from './capture-holders';
 
 /** Plain text files read whole. */
 const HOST_FILES = [
@@ -47,6 +48,7 @@ const PCI_ATTRIBUTES = [
   'sriov_drivers_autoprobe',
   'reset_method',
   'boot_vga',
+  'enable',
 ];
 
 /** Symlinks in a PCI device directory (kept as links: their targets carry the facts). */
@@ -103,6 +105,7 @@ export async function captureHost(source: HostFs, outDir: string): Promise<Captu
   for (const fb of await source.listDir('/sys/class/graphics')) {
     await copier.copy(`/sys/class/graphics/${fb}/device`);
   }
+  await captureHolders(source, copier);
   return copier.result;
 }
 
@@ -113,6 +116,12 @@ async function capturePciDevice(source: HostFs, copier: TreeCopier, dir: string)
   if (await source.exists(`${dir}/reset`)) await copier.touch(`${dir}/reset`);
   for (const entry of await source.listDir(dir)) {
     if (/^virtfn\d+$/.test(entry)) await copier.copy(`${dir}/${entry}`);
+    // The vfio device cdev (6.6+): its name maps /dev/vfio/devices/vfio<N> to this device.
+    if (entry === 'vfio-dev') {
+      for (const cdev of await source.listDir(`${dir}/vfio-dev`)) {
+        await copier.copy(`${dir}/vfio-dev/${cdev}`);
+      }
+    }
     if (entry === 'net' || /^virtio\d+$/.test(entry)) {
       const netDir = entry === 'net' ? `${dir}/net` : `${dir}/${entry}/net`;
       for (const iface of await source.listDir(netDir)) {
@@ -232,6 +241,17 @@ class TreeCopier {
       await this.write(resolved, '');
     }
     return true;
+  }
+
+  /** A file of the capture's own making (a reduced command line) at host path `p`. */
+  async writeText(p: string, text: string): Promise<void> {
+    const resolved = await this.source.resolve(p, {
+      onLink: (at, target) => {
+        this.pendingLinks.push([at, target]);
+      },
+    });
+    await this.flushLinks();
+    if (resolved !== null) await this.write(resolved, text);
   }
 
   /** An empty file standing for an entry whose presence is the fact (`reset`, device nodes). */

@@ -29,6 +29,7 @@ import packageJson from '../../package.json';
 import { AgentError } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { HolderCache } from '../inventory/read-holders';
 import { SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { RebindExecutor } from '../rebind/executor';
@@ -36,6 +37,7 @@ import { reapplyPersistedBindings } from '../rebind/persist';
 import { type Clock, type Random, systemClock } from './clock';
 import { Connection } from './connection';
 import { CredentialStore, type StoredCredential } from './credential-store';
+import { IN_USE_POLL_MS, InUseWatch, type WatchedDevice } from './in-use-watch';
 import { InventoryStream } from './inventory-stream';
 import { JobRunner } from './job-runner';
 import { type SimulatedKernelOptions, simulatedKernel } from './simulate';
@@ -81,6 +83,10 @@ export class AgentDaemon {
   private identity: Pick<Host, 'hostname' | 'machineId' | 'kernelRelease'> | null = null;
   private inventory: InventoryStream | null = null;
   private jobs: JobRunner | null = null;
+  private inUseWatch: InUseWatch | null = null;
+  /** The devices of the last scan: the in-use watch compares `enable` against them. */
+  private lastDevices: readonly WatchedDevice[] | null = null;
+  private readonly holderCache = new HolderCache();
   private connection: Connection | null = null;
   private stateLock: HeldLock | null = null;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
@@ -176,6 +182,14 @@ export class AgentDaemon {
       logger,
       epoch: randomUUID(),
     });
+    this.inUseWatch = new InUseWatch({
+      fs: this.fs,
+      devices: () => this.lastDevices,
+      changed: () => this.inventory?.rescanNow(),
+      intervalMs: Math.min(IN_USE_POLL_MS, options.intervalMs),
+      clock: this.clock,
+      logger,
+    });
     this.jobs = new JobRunner({
       executor: new RebindExecutor(executorDeps),
       sink: connection,
@@ -185,6 +199,7 @@ export class AgentDaemon {
     });
     this.jobs.start();
     this.inventory.start();
+    this.inUseWatch.start();
     connection.start();
   }
 
@@ -192,6 +207,7 @@ export class AgentDaemon {
     const running = this.jobs?.running ?? 0;
     this.logger.info({ jobsRunning: running }, 'agent stopping');
     await this.jobs?.stop();
+    await this.inUseWatch?.stop();
     await this.inventory?.stop();
     await this.connection?.stop();
     await this.credentials.stop();
@@ -224,9 +240,11 @@ export class AgentDaemon {
     const snapshot = await collectHost(this.fs, {
       pciIdsPath: this.options.pciIdsPath,
       logger: this.logger,
+      holders: this.holderCache,
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };
+    this.lastDevices = snapshot.devices;
     return snapshot;
   }
 

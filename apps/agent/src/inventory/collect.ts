@@ -20,6 +20,7 @@ import type { z } from 'zod';
 import type { HostFs } from '../host-fs';
 import type { Logger } from '../logger';
 import { readCritical } from './read-critical';
+import { type HolderCache, readHolders } from './read-holders';
 import { readIdentity } from './read-identity';
 import { readIommu } from './read-iommu';
 import { readKernel } from './read-kernel';
@@ -38,6 +39,8 @@ export interface CollectOptions {
   logger?: Logger;
   /** Injected so tests and capture comparisons can pin it. */
   now?: () => Date;
+  /** A daemon's memory of who holds its vfio devices, so a rescan need not walk /proc again. */
+  holders?: HolderCache;
 }
 
 export async function collectHost(fs: HostFs, opts: CollectOptions = {}): Promise<HostSnapshot> {
@@ -58,6 +61,7 @@ export async function collectHostFacts(
     readModulesAlias(fs, kernel.release),
   ]);
   const pci = await readPciDevices(fs, pciIds.db);
+  const holders = await readHolders(fs, pci.devices, opts.holders ?? null);
   const critical = await readCritical(fs, {
     devices: pci.devices,
     cmdlineParams: kernel.cmdlineParams,
@@ -70,7 +74,14 @@ export async function collectHostFacts(
       device.modalias === null
         ? null
         : selectVfioDriver(modulesAlias.index, device.modalias, kernel.loadedDrivers);
-    const facts: DeviceFacts = { ...device, vfio, vfioDriver: vfio?.module ?? null };
+    const use = holders.uses.get(device.address);
+    const facts: DeviceFacts = {
+      ...device,
+      inUse: use?.inUse ?? false,
+      holder: use?.holder ?? null,
+      vfio,
+      vfioDriver: vfio?.module ?? null,
+    };
     // A function whose files are out of any real bound (a driver link with blanks, a 10 KB
     // modalias) is unreadable too: one such device must not fail the whole scan, nor be dropped.
     const checked = wireDeviceFactsSchema.safeParse(facts);
@@ -85,6 +96,7 @@ export async function collectHostFacts(
     ...modulesAlias.problems,
     ...pciIds.problems,
     ...critical.problems,
+    ...holders.problems,
   ];
   const facts = hostFactsSnapshotSchema.parse({
     schemaVersion: INVENTORY_SCHEMA_VERSION,

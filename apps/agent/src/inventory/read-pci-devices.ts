@@ -144,7 +144,7 @@ async function readPciDevice(
     // `reset` is write-only: its presence is the fact, reading it would fail.
     resettable: await fs.exists(`${dir}/reset`),
     bootVga: (await attr('boot_vga')) === '1',
-    // Who holds a vfio device is read by ./read-holders over /proc, after every device is read.
+    // Set by collectHost from ./read-holders, which reads `enable` and /proc for vfio devices.
     inUse: false,
     holder: null,
     netInterfaces: await readNetInterfaces(fs, dir),

@@ -35,6 +35,7 @@ import { collectHost } from '../inventory/collect';
 import { linkBasename } from '../inventory/sysfs-values';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
+import { heldSincePlan } from './held-since-plan';
 import {
   type Claim,
   type DeviceBinding,
@@ -318,6 +319,15 @@ export class RebindExecutor {
           message: `the host changed since it was read: ${drift.join('; ')}`,
           reasons: [],
         },
+        before,
+        after: before,
+      };
+    }
+    const held = await heldSincePlan(this.deps.fs, plan);
+    if (held !== null) {
+      return {
+        ...this.emptyOutcome(job, startedAt, 'refused'),
+        reason: { code: 'in-use', message: held, reasons: [] },
         before,
         after: before,
       };

@@ -4,6 +4,7 @@
  */
 import {
   type Device,
+  describeHolder,
   type HostSnapshot,
   type ReadinessStatus,
   unreadableByGroup,
@@ -108,9 +109,11 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
     ],
     [
       'Devices',
-      `${snapshot.devices.length}: ${count('bound')} bound to vfio, ${count('ready')} ready, ${count('blocked')} blocked`,
+      `${snapshot.devices.length}: ${count('in-use')} in use by a VM or process, ${count('bound')} bound to vfio, ${count('ready')} ready, ${count('blocked')} blocked`,
     ],
   ];
+  const held = heldByHolder(snapshot.devices);
+  if (held !== null) rows.push(['In use', held]);
   const verdict = passthroughVerdict(snapshot);
   if (verdict !== null) {
     rows.push(['Passthrough', { text: verdict.summary, paint: style.yellow }]);
@@ -130,6 +133,18 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
     }
   }
   return lines;
+}
+
+/** `VM "web-1" (pid 4242, "qemu-system-x86"): 0000:17:00.0, 0000:17:00.1; …`, or null if none. */
+function heldByHolder(devices: readonly Device[]): string | null {
+  const byHolder = new Map<string, string[]>();
+  for (const device of devices) {
+    if (!device.inUse) continue;
+    const who = describeHolder(device.holder);
+    byHolder.set(who, [...(byHolder.get(who) ?? []), device.address]);
+  }
+  if (byHolder.size === 0) return null;
+  return [...byHolder].map(([who, addresses]) => `${who}: ${addresses.join(', ')}`).join('; ');
 }
 
 /**

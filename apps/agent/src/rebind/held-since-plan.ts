@@ -1,0 +1,30 @@
+/**
+ * The executor's last look before its first write. A VM may have started since the snapshot the
+ * plan came from, and on a real kernel an unbind of a device it holds blocks until the VM exits
+ * (no signal ends the writer), or pulls the device out of the running guest. So `enable` of every
+ * device the plan touches is read again; /proc is walked only to name a holder found.
+ */
+import { describeHolder, IN_USE_REMEDY, type RebindPlan } from '@vfio-fleet/core';
+import type { HostFs } from '../host-fs';
+import { readHolders } from '../inventory/read-holders';
+import { linkBasename } from '../inventory/sysfs-values';
+
+const PCI_DEVICES = '/sys/bus/pci/devices';
+
+/** Why the job must stop, naming each held device and its holder; null when none is held. */
+export async function heldSincePlan(fs: HostFs, plan: RebindPlan): Promise<string | null> {
+  const addresses = [...new Set([...plan.devices, ...plan.preconditions.map((p) => p.address)])];
+  const candidates = [];
+  for (const address of addresses) {
+    // Read now, not from the plan: only a device on a vfio driver can be held by a user.
+    const driver = linkBasename(await fs.readLink(`${PCI_DEVICES}/${address}/driver`));
+    candidates.push({ address, driver, iommuGroup: plan.iommuGroup });
+  }
+  const { uses } = await readHolders(fs, candidates);
+  const held = addresses.flatMap((address) => {
+    const use = uses.get(address);
+    return use?.inUse === true ? [`${address} is in use by ${describeHolder(use.holder)}`] : [];
+  });
+  if (held.length === 0) return null;
+  return `${held.join('; ')}: it was taken after the host was read (a VM may have started), so nothing was written. ${IN_USE_REMEDY}`;
+}
