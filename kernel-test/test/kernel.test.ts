@@ -63,6 +63,14 @@ function executedWrites(
   return done;
 }
 
+/** Per device of a `scan --json`: whether it is in use, by whom, and its status. */
+function inUseView(stdout: string): Record<string, unknown> {
+  const scan = hostSnapshotSchema.parse(JSON.parse(stdout));
+  return Object.fromEntries(
+    scan.devices.map((d) => [d.address, [d.inUse, d.holder, d.readiness.status]]),
+  );
+}
+
 /** What is compared between guest and model after every step. */
 interface Observed {
   devices: Record<string, { driver: string | null; override: string | null }>;
@@ -442,9 +450,34 @@ describe('the kernel model on the guest’s capture', () => {
       const fault = s.fault === null ? [] : MODEL_FAULT[s.fault];
       const model = new KernelModel(root);
       for (const w of s.setup) await model.write(w.path, w.value);
+      // The guest's holder, held in the model the same way (same pid, comm and argv[0] and -name).
+      const release =
+        s.held === null
+          ? null
+          : await model.holdDevice(s.held.address, {
+              pid: s.held.pid,
+              comm: 'vfio-hold',
+              cmdline: ['qemu-system-x86_64', '-name', 'guest=kt-vm,debug-threads=on'],
+              deviceFdOnly: s.held.anon,
+            });
       let status: number | null = s.code;
       let output = '';
-      if (fault === null) {
+      if (s.held !== null || s.args[0] === 'scan') {
+        // A held device's verdicts and a scan's in-use view come from the agent on the model.
+        const args = s.args.map((a, i) => (s.args[i - 1] === '--state-dir' ? stateDir : a));
+        const run = spawnSync(AGENT_NODE, [AGENT_BIN, ...args, '--root', root, '--simulate'], {
+          encoding: 'utf8',
+          env: { ...process.env, NO_COLOR: '1' },
+        });
+        status = run.status;
+        output = `${run.stdout.split('\n').slice(-12).join('\n')}\n${run.stderr}`;
+        if (s.args[0] === 'scan' && run.status === 0 && s.code === 0) {
+          const a = JSON.stringify(inUseView(run.stdout));
+          const b = JSON.stringify(inUseView(s.stdout));
+          if (a !== b) differences.push(`${s.name}: in use\n  model:  ${a}\n  kernel: ${b}`);
+        }
+        replayed += 1;
+      } else if (fault === null) {
         // No model fault for it: the same writes, straight into the model.
         for (const op of executedWrites(s.stdout)) {
           if ('module' in op) await model.modprobe(op.module);
@@ -465,6 +498,7 @@ describe('the kernel model on the guest’s capture', () => {
         replayed += 1;
       }
       const got = observedOfModel(root);
+      await release?.();
       for (const w of s.teardown) await model.write(w.path, w.value);
       const want = observedOfGuest(s.after);
       if (status !== s.code) {

@@ -20,6 +20,8 @@ export interface HolderProcess {
   pid: number;
   comm: string;
   cmdline: string[];
+  /** Group and container closed once the device fd is taken: only the anonymous fd is left. */
+  deviceFdOnly?: boolean;
 }
 
 interface Hold {
@@ -96,7 +98,10 @@ export async function writeHolderProc(
   await tree.out.file(`${dir}/cmdline`, process.cmdline.map((arg) => `${arg}\0`).join(''));
   const fds = await tree.list(`${dir}/fd`);
   let next = Math.max(2, ...fds.map(Number).filter((n) => Number.isInteger(n))) + 1;
-  for (const target of [`/dev/vfio/${group}`, '/dev/vfio/vfio', 'anon_inode:[vfio-device]']) {
+  const opened = process.deviceFdOnly
+    ? ['anon_inode:[vfio-device]']
+    : [`/dev/vfio/${group}`, '/dev/vfio/vfio', 'anon_inode:[vfio-device]'];
+  for (const target of opened) {
     await tree.out.rawLink(`${dir}/fd/${next}`, target);
     next += 1;
   }
