@@ -375,7 +375,7 @@ export class RebindExecutor {
         skipBlock =
           prior !== undefined && now !== undefined && differences([prior], [now]).length === 0;
       }
-      if (skipBlock) {
+      if (skipBlock || (await this.alreadyOnPrior(step, before))) {
         this.report(onStep, this.skippedEvent(job.jobId, index, step));
         continue;
       }
@@ -456,6 +456,17 @@ export class RebindExecutor {
     };
     this.report(onStep, event);
     return { event, pending };
+  }
+
+  /**
+   * A rollback unbind or bind of a device already on the driver it had: skipped. Re-read after the
+   * override restore, since a forward unbind that failed (EBUSY) left the device on its host
+   * driver; unbinding it there would take that driver away, and the bind back can fail.
+   */
+  private async alreadyOnPrior(step: PlanStep, before: readonly DeviceBinding[]): Promise<boolean> {
+    if (step.action !== 'unbind-current' && step.action !== 'bind') return false;
+    const prior = before.find((b) => b.address === step.address);
+    return prior !== undefined && (await this.currentDriver(step.address)) === prior.driver;
   }
 
   private skippedEvent(jobId: string, index: number, step: PlanStep): JobStepEvent {
