@@ -1,5 +1,6 @@
-// Issue 17 part 4 on the kernel model: a rollback leaves a device that never left its driver alone.
-import { mkdtemp, realpath, rm } from 'node:fs/promises';
+// Issue 17 parts 4 and 5 on the kernel model: a rollback leaves a device that never left its
+// driver alone, and a restore ends each device on the driver it had (or fails saying so).
+import { mkdtemp, readFile, realpath, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { KernelIo } from '@vfio-fleet/core';
@@ -94,6 +95,73 @@ describe('rollback touches only what changed', () => {
     ]);
     expect(h.io.writes.filter(([p, v]) => p.endsWith('unbind') && v === GPU)).toEqual([
       ['/sys/bus/pci/drivers/nvidia/unbind', GPU],
+    ]);
+  });
+});
+
+describe('restore returns each device to the driver it had', () => {
+  it("the demo's GPU: to vfio records nvidia, restore ends on nvidia and verifies exactly that", async () => {
+    const h = await host('dual-gpu');
+    expect((await h.run('to-vfio', 'vfio')).status).toBe('succeeded');
+    const recorded = JSON.parse(await readFile(path.join(h.stateDir, 'host-drivers.json'), 'utf8'));
+    expect(recorded.devices).toEqual([
+      { address: GPU, vendorId: '10de', deviceId: '2204', driver: 'nvidia' },
+      { address: AUDIO, vendorId: '10de', deviceId: '1aef', driver: 'snd_hda_intel' },
+    ]);
+
+    h.events.length = 0;
+    const outcome = await h.run('to-host', 'host');
+    expect(outcome.status, outcome.reason?.message).toBe('succeeded');
+    expect(outcome.after.map((b) => b.driver)).toEqual(['nvidia', 'snd_hda_intel']);
+    const expects = h.events.flatMap((e) =>
+      e.step.action === 'verify-driver' ? [e.step.expect] : [],
+    );
+    expect(expects).toEqual([
+      { kind: 'driver', driver: 'nvidia' },
+      { kind: 'driver', driver: 'snd_hda_intel' },
+    ]);
+  });
+
+  it('a restore whose driver refuses to bind is rolled back and says why, never succeeded', async () => {
+    const h = await host('dual-gpu');
+    expect((await h.run('to-vfio', 'vfio')).status).toBe('succeeded');
+    h.model.addFault({ kind: 'bind-refuses', driver: 'nvidia' });
+    const outcome = await h.run('to-host', 'host');
+
+    expect(outcome.status).toBe('rolled_back');
+    expect(outcome.failedStep?.step.action).toBe('verify-driver');
+    expect(outcome.reason?.message).toContain(`${GPU} is bound to no driver, expected nvidia`);
+    expect(outcome.after).toEqual(outcome.before);
+  });
+
+  it('a card swapped in the slot does not inherit the record: the aliases decide', async () => {
+    const h = await host('dual-gpu');
+    expect((await h.run('to-vfio', 'vfio')).status).toBe('succeeded');
+    const file = path.join(h.stateDir, 'host-drivers.json');
+    const recorded = JSON.parse(await readFile(file, 'utf8'));
+    recorded.devices[0].deviceId = '1b80';
+    recorded.devices[0].driver = 'nouveau';
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(file, JSON.stringify(recorded));
+    h.events.length = 0;
+    const outcome = await h.run('to-host', 'host');
+    expect(outcome.status, outcome.reason?.message).toBe('succeeded');
+    const gpuVerify = h.events.find(
+      (e) => e.step.action === 'verify-driver' && e.step.address === GPU,
+    );
+    // nvidia is loaded (its driver registered), so the kernel's probe would pick it over nouveau.
+    expect(gpuVerify?.step).toMatchObject({ expect: { kind: 'driver', driver: 'nvidia' } });
+  });
+
+  it('on vfio since boot: the aliases pick the driver, its module is loaded, then verified', async () => {
+    const h = await host('vfio-bound', [], false);
+    const outcome = await h.run('boot-restore', 'host');
+    // Debian's alias file gives the RTX 3090 to nouveau, not loaded on this host.
+    expect(h.io.writes[0]).toEqual(['modprobe', 'nouveau']);
+    expect(outcome.status, outcome.reason?.message).toBe('succeeded');
+    expect(outcome.after.map((b) => [b.address, b.driver])).toEqual([
+      [GPU, 'nouveau'],
+      [AUDIO, 'snd_hda_intel'],
     ]);
   });
 });

@@ -19,6 +19,7 @@
  */
 import path from 'node:path';
 import {
+  type HostSnapshot,
   isVfioDriverName,
   type KernelIo,
   KernelIoError,
@@ -35,6 +36,7 @@ import { collectHost } from '../inventory/collect';
 import { linkBasename } from '../inventory/sysfs-values';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
+import { hostDriverExpectations, recordHostDrivers } from './host-drivers';
 import {
   type Claim,
   type DeviceBinding,
@@ -231,6 +233,19 @@ export class RebindExecutor {
     return outcome;
   }
 
+  /** What a later restore checks against; a failure to record only weakens that check. */
+  private async recordHostDrivers(
+    snapshot: HostSnapshot,
+    before: readonly DeviceBinding[],
+    log: Logger,
+  ): Promise<void> {
+    try {
+      await recordHostDrivers(this.deps.stateDir, snapshot, before);
+    } catch (error) {
+      log.warn({ err: error }, 'could not record the host drivers for a later restore');
+    }
+  }
+
   private async storeOutcome(outcome: JobOutcome, log: Logger): Promise<void> {
     try {
       await this.store.write(outcome);
@@ -281,7 +296,12 @@ export class RebindExecutor {
     lockedGroup: number | null,
   ): Promise<JobOutcome> {
     const snapshot = await this.collect();
-    const result = planRebind(snapshot, job.address, job.target);
+    // A restore must end each device on the driver it had, not merely off vfio.
+    const hostDrivers =
+      job.target === 'host'
+        ? await hostDriverExpectations(this.deps.fs, this.deps.stateDir, snapshot)
+        : undefined;
+    const result = planRebind(snapshot, job.address, job.target, { hostDrivers });
     if (!result.ok) {
       const { code, message, reasons } = result.refusal;
       return this.refused(job, startedAt, code, message, reasons);
@@ -344,6 +364,7 @@ export class RebindExecutor {
     if (failure === null) failure = await this.checkDevNode(plan);
 
     if (failure === null) {
+      if (plan.target === 'vfio') await this.recordHostDrivers(snapshot, before, log);
       return {
         ...this.emptyOutcome(job, startedAt, 'succeeded'),
         before,
