@@ -1,6 +1,6 @@
 // Issue 17 parts 4 and 5 on the kernel model: a rollback leaves a device that never left its
 // driver alone, and a restore ends each device on the driver it had (or fails saying so).
-import { mkdtemp, readFile, realpath, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { KernelIo } from '@vfio-fleet/core';
@@ -141,7 +141,6 @@ describe('restore returns each device to the driver it had', () => {
     const recorded = JSON.parse(await readFile(file, 'utf8'));
     recorded.devices[0].deviceId = '1b80';
     recorded.devices[0].driver = 'nouveau';
-    const { writeFile } = await import('node:fs/promises');
     await writeFile(file, JSON.stringify(recorded));
     h.events.length = 0;
     const outcome = await h.run('to-host', 'host');
@@ -161,6 +160,24 @@ describe('restore returns each device to the driver it had', () => {
     expect(outcome.status, outcome.reason?.message).toBe('succeeded');
     expect(outcome.after.map((b) => [b.address, b.driver])).toEqual([
       [GPU, 'nouveau'],
+      [AUDIO, 'snd_hda_intel'],
+    ]);
+  });
+
+  it('a blacklisted module is not loaded by name: the GPU is expected, and left, on no driver', async () => {
+    const h = await host('vfio-bound', [], false);
+    await mkdir(path.join(h.root, 'etc/modprobe.d'), { recursive: true });
+    await writeFile(path.join(h.root, 'etc/modprobe.d/nouveau.conf'), 'blacklist nouveau\n');
+    const outcome = await h.run('boot-restore', 'host');
+    // The audio's own driver is still loaded for it; nouveau is not, by name or otherwise.
+    expect(h.io.writes.filter(([p]) => p === 'modprobe')).toEqual([['modprobe', 'snd_hda_intel']]);
+    expect(outcome.status, outcome.reason?.message).toBe('succeeded');
+    const gpuVerify = h.events.find(
+      (e) => e.step.action === 'verify-driver' && e.step.address === GPU,
+    );
+    expect(gpuVerify?.step).toMatchObject({ expect: { kind: 'none' } });
+    expect(outcome.after.map((b) => [b.address, b.driver])).toEqual([
+      [GPU, null],
       [AUDIO, 'snd_hda_intel'],
     ]);
   });

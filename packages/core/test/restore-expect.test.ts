@@ -123,6 +123,19 @@ describe('hostDriverFromAliases', () => {
     });
   });
 
+  it('a blacklisted module is skipped as kmod does, unless it is loaded anyway', () => {
+    const blacklist = new Set(['nouveau']);
+    expect(hostDriverFromAliases(aliases, modalias, new Map(), blacklist)).toEqual({
+      driver: 'nvidia',
+      module: 'nvidia',
+    });
+    const loaded = new Map([['nouveau', 'nouveau']]);
+    expect(hostDriverFromAliases(aliases, modalias, loaded, blacklist)).toEqual({
+      driver: 'nouveau',
+      module: null,
+    });
+  });
+
   it('no pci: alias (vfio_pci ones do not count): no host driver', () => {
     const audioAlias = 'pci:v000010DEd00001AEFsv000010DEsd0000147Dbc04sc03i00';
     expect(hostDriverFromAliases(aliases, audioAlias, new Map())).toEqual({

@@ -91,6 +91,7 @@ export async function hostDriverExpectations(
   const records = await readHostDrivers(stateDir);
   const aliases = await readModulesAlias(fs, snapshot.host.kernelRelease);
   const loaded = await readLoadedDrivers(fs);
+  const blacklisted = await readBlacklist(fs);
   const result = new Map<string, HostDriverExpectation>();
   for (const d of snapshot.devices) {
     const onVfio = [d.driver, d.driverOverride].some((n) => n !== null && isVfioDriverName(n));
@@ -101,7 +102,7 @@ export async function hostDriverExpectations(
     const picked =
       aliases.index === null || d.modalias === null
         ? null
-        : hostDriverFromAliases(aliases.index, d.modalias, loaded);
+        : hostDriverFromAliases(aliases.index, d.modalias, loaded, blacklisted);
     if (record === undefined) {
       if (picked !== null) result.set(d.address, picked);
       continue;
@@ -115,6 +116,32 @@ export async function hostDriverExpectations(
         ? picked.module
         : record.driver.replaceAll('-', '_');
     result.set(d.address, { driver: record.driver, module });
+  }
+  return result;
+}
+
+/** Where kmod reads `blacklist` lines (modprobe.d(5)); later directories do not unlist a module. */
+const MODPROBE_DIRS = [
+  '/etc/modprobe.d',
+  '/run/modprobe.d',
+  '/lib/modprobe.d',
+  '/usr/lib/modprobe.d',
+];
+
+/** Modules that kmod will not load by alias: an explicit modprobe by name would load them anyway. */
+async function readBlacklist(fs: HostFs): Promise<Set<string>> {
+  const result = new Set<string>();
+  for (const dir of MODPROBE_DIRS) {
+    for (const name of await fs.listDir(dir)) {
+      if (!name.endsWith('.conf')) continue;
+      const text = (await fs.readText(`${dir}/${name}`)) ?? '';
+      for (const line of text.split('\n')) {
+        const [keyword, module] = line.trim().split(/\s+/);
+        if (keyword === 'blacklist' && module !== undefined) {
+          result.add(module.replaceAll('-', '_'));
+        }
+      }
+    }
   }
   return result;
 }

@@ -23,19 +23,23 @@ export interface HostDriverExpectation {
 /**
  * The host driver the kernel would give a device on vfio since boot: the `pci:` aliases matching
  * its modalias, in modules.alias order (kmod's), preferring a module already loaded (its driver is
- * registered, so drivers_probe finds it first). No match: no host driver (`driver` null).
+ * registered, so drivers_probe finds it first) and skipping modprobe.d `blacklist`ed ones as kmod
+ * does (nouveau on an nvidia host). No match: no host driver (`driver` null).
  * `loadedDrivers` maps a loaded module to its PCI driver name (/sys/module/<m>/drivers).
  */
 export function hostDriverFromAliases(
   index: AliasIndex,
   modalias: string,
   loadedDrivers: ReadonlyMap<string, string>,
+  blacklisted: ReadonlySet<string> = new Set(),
 ): HostDriverExpectation {
   const modules = [
     ...new Set(
       index
         .match(modalias)
+        // kmod skips a blacklisted module when loading by alias (udev at boot), not when loaded.
         .filter((entry) => entry.bus === 'pci')
+        .filter((entry) => !blacklisted.has(entry.module) || loadedDrivers.has(entry.module))
         .sort((a, b) => a.line - b.line)
         .map((entry) => entry.module),
     ),
