@@ -216,7 +216,8 @@ function kernelCalls(plan: RebindPlan): Array<{ index: number; step: PlanStep }>
  * One fault per kernel call of the plan, so every step fails once: a write with the next errno in
  * turn (the executor's handling does not depend on which errno, so the errnos are spread over the
  * plans rather than crossed with every write), a modprobe that fails, and for each probe the driver
- * it should bind refusing (its verify step fails). One probe per scenario also hangs (slow).
+ * it should bind refusing (its verify step fails). One probe per scenario and direction also
+ * hangs past a short step timeout (slow, so not every probe).
  */
 function injectionsFor(c: PlanCase, rotation: { next: number; hung: Set<string> }): Injected[] {
   const out: Injected[] = [];
