@@ -9,6 +9,7 @@ export * from './pci/class-names';
 export * from './pci/modalias';
 export * from './pci/pci-ids';
 export * from './plan/plan-rebind';
+export * from './plan/restore-expect';
 export * from './plan/schema';
 export * from './protocol/delta';
 export * from './protocol/messages';

@@ -19,6 +19,7 @@
  */
 import path from 'node:path';
 import {
+  type HostSnapshot,
   isVfioDriverName,
   type KernelIo,
   KernelIoError,
@@ -36,6 +37,7 @@ import { linkBasename } from '../inventory/sysfs-values';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import { heldSincePlan } from './held-since-plan';
+import { hostDriverExpectations, recordHostDrivers } from './host-drivers';
 import {
   type Claim,
   type DeviceBinding,
@@ -232,6 +234,19 @@ export class RebindExecutor {
     return outcome;
   }
 
+  /** What a later restore checks against; a failure to record only weakens that check. */
+  private async recordHostDrivers(
+    snapshot: HostSnapshot,
+    before: readonly DeviceBinding[],
+    log: Logger,
+  ): Promise<void> {
+    try {
+      await recordHostDrivers(this.deps.stateDir, snapshot, before);
+    } catch (error) {
+      log.warn({ err: error }, 'could not record the host drivers for a later restore');
+    }
+  }
+
   private async storeOutcome(outcome: JobOutcome, log: Logger): Promise<void> {
     try {
       await this.store.write(outcome);
@@ -282,7 +297,12 @@ export class RebindExecutor {
     lockedGroup: number | null,
   ): Promise<JobOutcome> {
     const snapshot = await this.collect();
-    const result = planRebind(snapshot, job.address, job.target);
+    // A restore must end each device on the driver it had, not merely off vfio.
+    const hostDrivers =
+      job.target === 'host'
+        ? await hostDriverExpectations(this.deps.fs, this.deps.stateDir, snapshot)
+        : undefined;
+    const result = planRebind(snapshot, job.address, job.target, { hostDrivers });
     if (!result.ok) {
       const { code, message, reasons } = result.refusal;
       return this.refused(job, startedAt, code, message, reasons);
@@ -354,6 +374,7 @@ export class RebindExecutor {
     if (failure === null) failure = await this.checkDevNode(plan);
 
     if (failure === null) {
+      if (plan.target === 'vfio') await this.recordHostDrivers(snapshot, before, log);
       return {
         ...this.emptyOutcome(job, startedAt, 'succeeded'),
         before,
@@ -385,7 +406,7 @@ export class RebindExecutor {
         skipBlock =
           prior !== undefined && now !== undefined && differences([prior], [now]).length === 0;
       }
-      if (skipBlock) {
+      if (skipBlock || (await this.alreadyOnPrior(step, before))) {
         this.report(onStep, this.skippedEvent(job.jobId, index, step));
         continue;
       }
@@ -466,6 +487,17 @@ export class RebindExecutor {
     };
     this.report(onStep, event);
     return { event, pending };
+  }
+
+  /**
+   * A rollback unbind or bind of a device already on the driver it had: skipped. Re-read after the
+   * override restore, since a forward unbind that failed (EBUSY) left the device on its host
+   * driver; unbinding it there would take that driver away, and the bind back can fail.
+   */
+  private async alreadyOnPrior(step: PlanStep, before: readonly DeviceBinding[]): Promise<boolean> {
+    if (step.action !== 'unbind-current' && step.action !== 'bind') return false;
+    const prior = before.find((b) => b.address === step.address);
+    return prior !== undefined && (await this.currentDriver(step.address)) === prior.driver;
   }
 
   private skippedEvent(jobId: string, index: number, step: PlanStep): JobStepEvent {

@@ -21,6 +21,7 @@ import { refusalDetails, renderPlan, stepCommand } from '../render/plan-report';
 import { colorEnabled, createStyle, type Style } from '../render/style';
 import { type JobOutcome, type JobStepEvent, RebindExecutor } from './executor';
 import { exitCodeFor } from './exit-codes';
+import { hostDriverExpectations } from './host-drivers';
 import { kernelIoFor, parseSimulatedFault } from './kernel-io-for';
 import { forgetBindings, type PersistedBinding, persistBindings } from './persist';
 import { DEFAULT_STATE_DIR, resolveStateDir } from './state-dir';
@@ -111,7 +112,10 @@ export async function runLocalRebind(
   const json = values.json === true;
   const style = createStyle(colorEnabled(ctx.stdout.isTTY, ctx.env));
   const stateDir = resolveStateDir(values['state-dir'], ctx.env, ctx.cwd);
-  const result = planRebind(snapshot, address, target);
+  // As the executor will plan it: a restore expects each device's host driver (host-drivers.ts).
+  const hostDrivers =
+    target === 'host' ? await hostDriverExpectations(fs, stateDir, snapshot) : undefined;
+  const result = planRebind(snapshot, address, target, { hostDrivers });
 
   if (!result.ok) {
     if (target === 'host' && result.refusal.code === 'nothing-to-do') {

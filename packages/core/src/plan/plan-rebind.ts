@@ -13,6 +13,12 @@ import { comparePciAddresses, normalizePciAddress } from '../pci/address';
 import { describeHeld } from '../readiness/holder';
 import { isVfioDriverName } from '../vfio/select-variant';
 import {
+  expectedHostDriver,
+  type HostDriverExpectation,
+  pfWithoutAutoprobe,
+  restoreVerifyStep,
+} from './restore-expect';
+import {
   type BlastRadiusEntry,
   CLEAR_OVERRIDE_VALUE,
   currentDriverUnbindPath,
@@ -28,7 +34,14 @@ import {
 } from './schema';
 import { unreadableGroupRefusal } from './unreadable-group';
 
+export type { HostDriverExpectation } from './restore-expect';
+
 export type PlanResult = { ok: true; plan: RebindPlan } | { ok: false; refusal: PlanRefusal };
+
+export interface PlanOptions {
+  /** By address; a device without an entry is only checked to be off vfio, as before. */
+  hostDrivers?: ReadonlyMap<string, HostDriverExpectation>;
+}
 
 /**
  * The warnings a plan may run past only with `force` (the agent refuses without it, and the server
@@ -49,6 +62,7 @@ export function planRebind(
   snapshot: HostSnapshot,
   address: string,
   target: RebindTarget,
+  options: PlanOptions = {},
 ): PlanResult {
   let canonical: string;
   try {
@@ -73,7 +87,7 @@ export function planRebind(
   const endpoints = groupOf(snapshot, device).filter((d) => d.kind === 'endpoint');
   return target === 'vfio'
     ? planToVfio(snapshot, device, endpoints)
-    : planToHost(snapshot, device, endpoints);
+    : planToHost(snapshot, device, endpoints, options.hostDrivers ?? new Map());
 }
 
 function planToVfio(snapshot: HostSnapshot, requested: Device, endpoints: Device[]): PlanResult {
@@ -184,7 +198,12 @@ function planToVfio(snapshot: HostSnapshot, requested: Device, endpoints: Device
   };
 }
 
-function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device[]): PlanResult {
+function planToHost(
+  snapshot: HostSnapshot,
+  requested: Device,
+  endpoints: Device[],
+  hostDrivers: ReadonlyMap<string, HostDriverExpectation>,
+): PlanResult {
   // Readiness is deliberately not consulted: it says whether a device may go to vfio, and giving
   // a device back to the host must always be possible.
   const onVfio = (name: string | null): boolean => name !== null && isVfioDriverName(name);
@@ -211,7 +230,22 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
     );
   }
 
+  const autoprobeOff = autoprobeOffWarnings(snapshot, leaving);
+  const expected = new Map(
+    leaving.map((d) => [d.address, expectedHostDriver(snapshot, d, hostDrivers)]),
+  );
   const steps: PlanStep[] = [];
+  const modules = new Set<string>();
+  for (const d of leaving) {
+    const module = expected.get(d.address)?.module ?? null;
+    if (module === null || modules.has(module)) continue;
+    modules.add(module);
+    steps.push({
+      action: 'modprobe',
+      module,
+      description: `Load ${module}, as udev would have at boot, so its driver can claim ${d.address}.`,
+    });
+  }
   for (const d of leaving) {
     // Only a vfio override is cleared: any other override is the operator's choice of host
     // driver, and drivers_probe honours it.
@@ -233,12 +267,7 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
         ),
       );
     }
-    steps.push({
-      action: 'verify-driver',
-      address: d.address,
-      expect: { kind: 'not-vfio' },
-      description: `Check that ${d.address} is no longer on a vfio driver.`,
-    });
+    steps.push(restoreVerifyStep(d.address, expected.get(d.address) ?? null));
   }
 
   const blastRadius: BlastRadiusEntry[] = [];
@@ -260,10 +289,7 @@ function planToHost(snapshot: HostSnapshot, requested: Device, endpoints: Device
       steps,
       rollback: [...leaving].reverse().flatMap(rollbackFor),
       blastRadius,
-      warnings: [
-        ...reasonsOf(leaving, (r) => r.severity !== 'error'),
-        ...autoprobeOffWarnings(snapshot, leaving),
-      ],
+      warnings: [...reasonsOf(leaving, (r) => r.severity !== 'error'), ...autoprobeOff],
       alreadyDone: false,
     },
   };
@@ -450,9 +476,8 @@ function precondition(d: Device): RebindPlan['preconditions'][number] {
 function autoprobeOffWarnings(snapshot: HostSnapshot, leaving: Device[]): ReadinessReason[] {
   const warnings: ReadinessReason[] = [];
   for (const d of leaving) {
-    if (d.physfn === null) continue;
-    const pf = snapshot.devices.find((p) => p.address === d.physfn);
-    if (pf?.sriov?.driversAutoprobe !== false) continue;
+    const pf = pfWithoutAutoprobe(snapshot, d);
+    if (pf === null) continue;
     warnings.push({
       code: 'vf-autoprobe-off',
       severity: 'warning',

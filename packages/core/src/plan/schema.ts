@@ -4,7 +4,8 @@
  *
  * Plans go on the wire (server to agent), and an agent writes to the paths they name as root, so
  * the schema is the agent's last line of defence: every string and array is bounded, every path
- * must be exactly the one its action and address call for, and modprobe only loads vfio modules.
+ * must be exactly the one its action and address call for, and modprobe only loads vfio modules
+ * in a plan to vfio (a restore loads the host driver's module, as udev would have at boot).
  * Nothing in a plan ever names `new_id`: a dynamic id makes the driver grab every matching device,
  * including a hot-plugged twin of the one being passed through; driver_override is per device.
  */
@@ -94,7 +95,8 @@ export type VerifyExpectation = z.infer<typeof verifyExpectationSchema>;
 
 const modprobeStepSchema = z.object({
   action: z.literal('modprobe'),
-  module: vfioModuleSchema,
+  /** Which modules a plan may load depends on its direction: see rebindPlanSchema. */
+  module: kernelNameSchema,
   description: descriptionSchema,
 });
 const setOverrideStepSchema = z.object({
@@ -229,7 +231,7 @@ export const blastRadiusEntrySchema = z.object({
 });
 export type BlastRadiusEntry = z.infer<typeof blastRadiusEntrySchema>;
 
-export const rebindPlanSchema = z.object({
+const rebindPlanObjectSchema = z.object({
   target: rebindTargetSchema,
   /** The device that was asked for, canonical. */
   address: pciAddressSchema,
@@ -247,6 +249,32 @@ export const rebindPlanSchema = z.object({
   warnings: z.array(planReasonSchema).max(MAX_REASONS),
   /** The group is already where it should be: no steps. */
   alreadyDone: z.boolean(),
+});
+/**
+ * A plan to vfio loads only vfio modules; a restore only host drivers' modules (never a vfio one:
+ * it is giving devices back). The rollback loads nothing.
+ */
+export const rebindPlanSchema = rebindPlanObjectSchema.superRefine((plan, ctx) => {
+  for (const [key, steps] of [
+    ['steps', plan.steps],
+    ['rollback', plan.rollback],
+  ] as const) {
+    for (const [index, step] of steps.entries()) {
+      if (step.action !== 'modprobe') continue;
+      const vfio = vfioModuleSchema.safeParse(step.module).success;
+      if (key === 'steps' && vfio === (plan.target === 'vfio')) continue;
+      ctx.addIssue({
+        code: 'custom',
+        path: [key, index, 'module'],
+        message:
+          key === 'rollback'
+            ? 'a rollback loads no module'
+            : plan.target === 'vfio'
+              ? 'expected a vfio module (vfio_pci or a *_vfio_pci variant driver)'
+              : 'a restore loads host drivers, never a vfio module',
+      });
+    }
+  }
 });
 export type RebindPlan = z.infer<typeof rebindPlanSchema>;
 
