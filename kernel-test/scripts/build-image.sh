@@ -82,8 +82,11 @@ cp "$kdir/root/boot/vmlinuz-$release" "$kdir/vmlinuz"
 
 # --- initramfs base: busybox, modules, node ----------------------------------------------------
 base="$kdir/base.cpio.gz"
-if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/bin/node -nt "$base" ] ||
-  [ /lib/systemd/systemd -nt "$base" ]; then
+# Rebuilt when this script's text changes (not its mtime: a checkout older than the cache would
+# otherwise keep a base built by another version of it) or a binary it packs is newer.
+recipe="$(sha256sum "$here/scripts/build-image.sh" | cut -d' ' -f1)"
+if [ ! -f "$base" ] || [ "$(cat "$base.recipe" 2>/dev/null)" != "$recipe" ] ||
+  [ /usr/bin/node -nt "$base" ] || [ /lib/systemd/systemd -nt "$base" ]; then
   say "building the initramfs base"
   stage="$kdir/stage"
   rm -rf "$stage"
@@ -158,6 +161,7 @@ if [ ! -f "$base" ] || [ "$here/scripts/build-image.sh" -nt "$base" ] || [ /usr/
   done
   (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) > "$base.tmp"
   mv "$base.tmp" "$base"
+  echo "$recipe" > "$base.recipe"
   rm -rf "$stage"
 fi
 
