@@ -47,8 +47,18 @@ import {
   JobStore,
   type KernelErrorInfo,
 } from './job-store';
+import {
+  describeFailure,
+  differences,
+  errorMessage,
+  type Failure,
+  type JobStepEvent,
+  StepRunner,
+  settle,
+} from './step-runner';
 
 export type { DeviceBinding, JobOutcome, JobPhase, JobStatus, KernelErrorInfo } from './job-store';
+export type { JobStepEvent } from './step-runner';
 
 export interface JobRequest {
   jobId: string;
@@ -71,42 +81,8 @@ export interface ExecutorDeps {
   now?: () => Date;
 }
 
-export interface JobStepEvent {
-  jobId: string;
-  phase: JobPhase;
-  index: number;
-  step: PlanStep;
-  status: 'ok' | 'failed' | 'skipped';
-  startedAt: string;
-  durationMs: number;
-  error: KernelErrorInfo | null;
-}
-
 export const DEFAULT_STEP_TIMEOUT_MS = 30_000;
 export const DEFAULT_LOCK_WAIT_MS = 60_000;
-/** How long a verify waits for a driver that probes asynchronously before it calls it wrong. */
-const VERIFY_SETTLE_MS = 500;
-/** /dev/vfio/<group> appears through devtmpfs once the group's first device binds to vfio. */
-const DEV_NODE_SETTLE_MS = 2000;
-const POLL_MS = 25;
-
-const PCI_DEVICES = '/sys/bus/pci/devices';
-
-/** A verify step that found the wrong driver; `EVERIFY` keeps the errno field's shape. */
-class VerifyError extends Error {
-  readonly errno = 'EVERIFY';
-}
-
-class StepTimeoutError extends Error {
-  readonly errno = 'ETIMEDOUT';
-}
-
-interface Failure {
-  failedStep: JobOutcome['failedStep'];
-  error: KernelErrorInfo;
-  code: string;
-}
-
 /** Jobs in flight in this process, by state dir and job id: shared by every executor instance. */
 const RUNNING = new Map<string, Promise<JobOutcome>>();
 
@@ -114,12 +90,20 @@ export class RebindExecutor {
   private readonly deps: ExecutorDeps;
   private readonly store: JobStore;
   private readonly locks: GroupLocks;
+  private readonly steps: StepRunner;
 
   constructor(deps: ExecutorDeps) {
     // Only remembers its dependencies: no read, no write, no recovery of half-done jobs here.
     this.deps = deps;
     this.store = new JobStore(deps.stateDir);
     this.locks = new GroupLocks(path.join(deps.stateDir, 'locks'));
+    this.steps = new StepRunner({
+      fs: deps.fs,
+      io: deps.io,
+      stepTimeoutMs: deps.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS,
+      logger: deps.logger,
+      now: () => this.now(),
+    });
   }
 
   /**
@@ -329,7 +313,7 @@ export class RebindExecutor {
 
     // Re-read right before the first write: the plan came from a snapshot, and another tool
     // (driverctl, a udev rule, an operator) may have changed a binding since.
-    const before = await this.readBindings(plan.preconditions.map((p) => p.address));
+    const before = await this.steps.readBindings(plan.preconditions.map((p) => p.address));
     const drift = differences(plan.preconditions, before);
     if (drift.length > 0) {
       return {
@@ -360,7 +344,13 @@ export class RebindExecutor {
     let failure: Failure | null = null;
     let abandoned: Promise<void> | null = null;
     for (const [index, step] of plan.steps.entries()) {
-      const { event, pending } = await this.runStep(job.jobId, 'forward', index, step, onStep);
+      const { event, pending } = await this.steps.runStep(
+        job.jobId,
+        'forward',
+        index,
+        step,
+        onStep,
+      );
       abandoned = pending;
       if (event.status === 'failed' && event.error !== null) {
         failure = {
@@ -371,14 +361,14 @@ export class RebindExecutor {
         break;
       }
     }
-    if (failure === null) failure = await this.checkDevNode(plan);
+    if (failure === null) failure = await this.steps.checkDevNode(plan);
 
     if (failure === null) {
       if (plan.target === 'vfio') await this.recordHostDrivers(snapshot, before, log);
       return {
         ...this.emptyOutcome(job, startedAt, 'succeeded'),
         before,
-        after: await this.readBindings(before.map((b) => b.address)),
+        after: await this.steps.readBindings(before.map((b) => b.address)),
         finishedAt: this.now().toISOString(),
       };
     }
@@ -390,7 +380,7 @@ export class RebindExecutor {
       // A timed-out write still holds the device (the kernel's device lock during a slow probe):
       // every rollback write to it would queue behind it and time out too. Give it one more step
       // timeout to finish; the rollback then starts from whatever it left.
-      await settle(abandoned, this.stepTimeoutMs());
+      await settle(abandoned, this.steps.stepTimeoutMs());
     }
     let blockAddress: string | null = null;
     let skipBlock = false;
@@ -402,19 +392,19 @@ export class RebindExecutor {
         // host driver and bind it again, a needless outage that can itself fail.
         blockAddress = address;
         const prior = before.find((b) => b.address === address);
-        const [now] = address === null ? [] : await this.readBindings([address]);
+        const [now] = address === null ? [] : await this.steps.readBindings([address]);
         skipBlock =
           prior !== undefined && now !== undefined && differences([prior], [now]).length === 0;
       }
-      if (skipBlock || (await this.alreadyOnPrior(step, before))) {
-        this.report(onStep, this.skippedEvent(job.jobId, index, step));
+      if (skipBlock || (await this.steps.alreadyOnPrior(step, before))) {
+        this.steps.report(onStep, this.steps.skippedEvent(job.jobId, index, step));
         continue;
       }
       // Best effort: a failing rollback step is reported and the next ones still run, since each
       // device's steps are independent and a partial rollback beats none.
-      await this.runStep(job.jobId, 'rollback', index, step, onStep);
+      await this.steps.runStep(job.jobId, 'rollback', index, step, onStep);
     }
-    const after = await this.readBindings(before.map((b) => b.address));
+    const after = await this.steps.readBindings(before.map((b) => b.address));
     const left = differences(before, after);
     const what = describeFailure(failure);
     if (left.length === 0) {
@@ -446,158 +436,6 @@ export class RebindExecutor {
       after,
       finishedAt: this.now().toISOString(),
     };
-  }
-
-  private async runStep(
-    jobId: string,
-    phase: JobPhase,
-    index: number,
-    step: PlanStep,
-    onStep: (e: JobStepEvent) => void,
-  ): Promise<{ event: JobStepEvent; pending: Promise<void> | null }> {
-    const startedAt = this.now().toISOString();
-    const t0 = performance.now();
-    let status: JobStepEvent['status'] = 'ok';
-    let error: KernelErrorInfo | null = null;
-    let pending: Promise<void> | null = null;
-    try {
-      if (step.action === 'unbind-current' && (await this.currentDriver(step.address)) === null) {
-        // Writing to a `driver/unbind` that does not exist fails; nothing is bound, nothing to do.
-        status = 'skipped';
-      } else {
-        const work = this.perform(step);
-        pending = work;
-        await withTimeout(work, this.stepTimeoutMs(), describeStep(step));
-        pending = null;
-      }
-    } catch (caught) {
-      status = 'failed';
-      error = toKernelError(caught);
-      if (!(caught instanceof StepTimeoutError)) pending = null;
-    }
-    const event: JobStepEvent = {
-      jobId,
-      phase,
-      index,
-      step,
-      status,
-      startedAt,
-      durationMs: Math.round((performance.now() - t0) * 1000) / 1000,
-      error,
-    };
-    this.report(onStep, event);
-    return { event, pending };
-  }
-
-  /**
-   * A rollback unbind or bind of a device already on the driver it had: skipped. Re-read after the
-   * override restore, since a forward unbind that failed (EBUSY) left the device on its host
-   * driver; unbinding it there would take that driver away, and the bind back can fail.
-   */
-  private async alreadyOnPrior(step: PlanStep, before: readonly DeviceBinding[]): Promise<boolean> {
-    if (step.action !== 'unbind-current' && step.action !== 'bind') return false;
-    const prior = before.find((b) => b.address === step.address);
-    return prior !== undefined && (await this.currentDriver(step.address)) === prior.driver;
-  }
-
-  private skippedEvent(jobId: string, index: number, step: PlanStep): JobStepEvent {
-    return {
-      jobId,
-      phase: 'rollback',
-      index,
-      step,
-      status: 'skipped',
-      startedAt: this.now().toISOString(),
-      durationMs: 0,
-      error: null,
-    };
-  }
-
-  private report(onStep: (e: JobStepEvent) => void, event: JobStepEvent): void {
-    const { jobId, phase, index, status, error } = event;
-    this.deps.logger.debug(
-      { jobId, phase, index, action: event.step.action, status, error },
-      'step',
-    );
-    try {
-      onStep(event);
-    } catch (listenerError) {
-      // A reporting failure (a closed socket) must not abort a job half-way through its writes.
-      this.deps.logger.warn({ err: listenerError }, 'step listener threw');
-    }
-  }
-
-  private stepTimeoutMs(): number {
-    return this.deps.stepTimeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
-  }
-
-  private async perform(step: PlanStep): Promise<void> {
-    switch (step.action) {
-      case 'modprobe':
-        return this.deps.io.modprobe(step.module);
-      case 'verify-driver':
-        return this.verify(step.address, step.expect);
-      case 'set-override':
-      case 'clear-override':
-      case 'restore-override':
-      case 'unbind':
-      case 'unbind-current':
-      case 'probe':
-      case 'bind':
-        return this.deps.io.write(step.path, step.value);
-    }
-  }
-
-  private async verify(address: string, expect: VerifyExpectation): Promise<void> {
-    const deadline = Date.now() + Math.min(VERIFY_SETTLE_MS, this.stepTimeoutMs());
-    for (;;) {
-      const driver = await this.currentDriver(address);
-      if (matches(driver, expect)) return;
-      if (Date.now() >= deadline) {
-        const now = driver === null ? 'bound to no driver' : `bound to ${driver}`;
-        throw new VerifyError(`${address} is ${now}, expected ${describeExpectation(expect)}`);
-      }
-      await sleep(POLL_MS);
-    }
-  }
-
-  /** For a group moved to vfio, the group's device node is what a VM opens: it must exist. */
-  private async checkDevNode(plan: RebindPlan): Promise<Failure | null> {
-    if (plan.target !== 'vfio' || plan.iommuGroup === null) return null;
-    const node = `/dev/vfio/${plan.iommuGroup}`;
-    const deadline = Date.now() + Math.min(DEV_NODE_SETTLE_MS, this.stepTimeoutMs());
-    for (;;) {
-      if (await this.deps.fs.exists(node)) return null;
-      if (Date.now() >= deadline) break;
-      await sleep(POLL_MS);
-    }
-    return {
-      failedStep: null,
-      code: 'vfio-node-missing',
-      error: {
-        errno: 'ENOENT',
-        message: `${node} did not appear after every device of IOMMU group ${plan.iommuGroup} was bound to vfio (is the group viable?)`,
-      },
-    };
-  }
-
-  private async currentDriver(address: string): Promise<string | null> {
-    return linkBasename(await this.deps.fs.readLink(`${PCI_DEVICES}/${address}/driver`));
-  }
-
-  private async readBindings(addresses: readonly string[]): Promise<DeviceBinding[]> {
-    const result: DeviceBinding[] = [];
-    for (const address of addresses) {
-      const override = await this.deps.fs.readAttr(`${PCI_DEVICES}/${address}/driver_override`);
-      result.push({
-        address,
-        driver: await this.currentDriver(address),
-        // The kernel prints `(null)` for an unset override.
-        driverOverride:
-          override === null || override === '' || override === '(null)' ? null : override,
-      });
-    }
-    return result;
   }
 
   private collect() {
@@ -635,121 +473,4 @@ export class RebindExecutor {
   ): JobOutcome {
     return { ...this.emptyOutcome(job, startedAt, 'refused'), reason: { code, message, reasons } };
   }
-}
-
-function matches(driver: string | null, expect: VerifyExpectation): boolean {
-  switch (expect.kind) {
-    case 'driver':
-      return driver === expect.driver;
-    case 'none':
-      return driver === null;
-    case 'not-vfio':
-      return driver === null || !isVfioDriverName(driver);
-  }
-}
-
-function describeExpectation(expect: VerifyExpectation): string {
-  switch (expect.kind) {
-    case 'driver':
-      return expect.driver;
-    case 'none':
-      return 'no driver';
-    case 'not-vfio':
-      return 'a non-vfio driver or none';
-  }
-}
-
-/** `a: driver x (was y)` for every device whose driver or driver_override differs. */
-function differences(
-  expected: readonly DeviceBinding[],
-  actual: readonly DeviceBinding[],
-): string[] {
-  const out: string[] = [];
-  for (const want of expected) {
-    const got = actual.find((a) => a.address === want.address);
-    if (got === undefined) {
-      out.push(`${want.address}: gone`);
-      continue;
-    }
-    const parts: string[] = [];
-    if (got.driver !== want.driver) {
-      parts.push(`driver ${got.driver ?? 'none'} (was ${want.driver ?? 'none'})`);
-    }
-    if (got.driverOverride !== want.driverOverride) {
-      parts.push(
-        `driver_override ${got.driverOverride ?? 'unset'} (was ${want.driverOverride ?? 'unset'})`,
-      );
-    }
-    if (parts.length > 0) out.push(`${want.address}: ${parts.join(', ')}`);
-  }
-  return out;
-}
-
-function describeStep(step: PlanStep): string {
-  if (step.action === 'modprobe') return `modprobe ${step.module}`;
-  if (step.action === 'verify-driver') return `verify ${step.address}`;
-  return `write ${JSON.stringify(step.value)} to ${step.path}`;
-}
-
-function describeFailure(failure: Failure): string {
-  const where =
-    failure.failedStep === null
-      ? 'after the last step'
-      : `step ${failure.failedStep.index + 1} (${describeStep(failure.failedStep.step)})`;
-  return `${where} failed: ${failure.error.errno}: ${failure.error.message}`;
-}
-
-function toKernelError(error: unknown): KernelErrorInfo {
-  if (error instanceof KernelIoError) return { errno: error.errno, message: error.message };
-  if (error instanceof VerifyError || error instanceof StepTimeoutError) {
-    return { errno: error.errno, message: error.message };
-  }
-  const code =
-    error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : null;
-  return {
-    errno: code !== null && /^E[A-Z0-9]+$/.test(code) ? code : 'EUNKNOWN',
-    message: errorMessage(error),
-  };
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-/**
- * Races the step against a timer. The kernel write cannot be cancelled: a hung probe may still
- * finish later, which is why the rollback re-reads and compares every device afterwards.
- */
-async function withTimeout(work: Promise<void>, ms: number, what: string): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StepTimeoutError(`${what} did not finish within ${ms} ms`)),
-      ms,
-    );
-  });
-  // A late rejection of the abandoned write must not become an unhandled rejection.
-  work.catch(() => undefined);
-  try {
-    await Promise.race([work, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Waits for `work` to finish, either way, or for `ms`. */
-async function settle(work: Promise<void>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  try {
-    await Promise.race([work.catch(() => undefined), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
