@@ -62,9 +62,12 @@ export async function ingestScenario(
     labels?: Record<string, string>;
     /** What its agent said at hello; true (runs jobs) unless a test says otherwise. */
     allowRebind?: boolean | null;
+    /** Changes the scanned snapshot before it is ingested (facts the fixtures cannot express). */
+    edit?: (snapshot: HostSnapshot) => void;
   } = {},
 ): Promise<IngestedHost> {
   const snapshot = await scenarioSnapshot(tmp, scenario);
+  options.edit?.(snapshot);
   if (options.hostname !== undefined) snapshot.host.hostname = options.hostname;
   const [row] = await db
     .insert(hosts)
