@@ -188,6 +188,8 @@ export class SimAgent {
             cluster: `c${this.index % 4}`,
             role: this.index % 3 === 0 ? 'gpu' : 'nic',
           },
+          // They run jobs (the server queues none for a host whose agent does not say so).
+          allowRebind: true,
           resume:
             this.lastAckedSeq === null
               ? null

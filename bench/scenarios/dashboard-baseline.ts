@@ -1,7 +1,10 @@
 // The dashboard's queries as they were before the per-host rollups (issue 7): the direct
 // aggregates over the devices table, kept verbatim as the baseline dashboard-queries measures
 // ours against, and as the reference its answers must equal. Only the imports differ: the web
-// app's internal helpers are restated below, its types come from its exported functions.
+// app's internal helpers are restated below, its types come from its exported functions. Issue 17
+// added the in-use status (counted apart, with the device's holder, searchable by VM): restated
+// here over the devices table the same way, so the answers still compare.
+import { deviceHolderSchema } from '@vfio-fleet/core';
 import type { Database } from '@vfio-fleet/db';
 import type { fleetCapacity, fleetSummary, searchDevices } from '@vfio-fleet/web';
 import { type SQL, sql } from 'drizzle-orm';
@@ -45,7 +48,7 @@ function page<T>(
 const DEVICE_COLUMNS = sql`d.host_id, d.address, d.vendor_id, d.device_id, d.vendor_name,
   d.device_name, d.class_name, d.class_code, d.kind, d.driver, d.vfio_driver, d.iommu_group,
   d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status, d.first_reason, d.reasons,
-  d.updated_at`;
+  d.updated_at, (d.facts->>'inUse') = 'true' AS in_use, d.facts->'holder' AS holder`;
 
 function parseJson(value: unknown): unknown {
   // jsonb is parsed by both drivers; a string only shows up if a driver was configured not to.
@@ -60,6 +63,7 @@ function parseJson(value: unknown): unknown {
 function deviceView(r: Record<string, unknown>): DeviceView {
   const reasons = parseJson(r.reasons);
   const status = String(r.status);
+  const holder = parseJson(r.holder);
   return {
     hostId: String(r.host_id),
     address: String(r.address),
@@ -77,7 +81,12 @@ function deviceView(r: Record<string, unknown>): DeviceView {
     physfn: toStringOrNull(r.physfn),
     sriovTotalVfs: toIntOrNull(r.sriov_total_vfs),
     sriovNumVfs: toIntOrNull(r.sriov_num_vfs),
-    status: status === 'bound' || status === 'ready' ? status : 'blocked',
+    status: status === 'in-use' || status === 'bound' || status === 'ready' ? status : 'blocked',
+    inUse: r.in_use === true,
+    holder: deviceHolderSchema
+      .nullable()
+      .catch(null)
+      .parse(holder ?? null),
     firstReason: toStringOrNull(r.first_reason),
     // Stored by ingest from core's assessment, so already of this shape.
     reasons: Array.isArray(reasons) ? (reasons as ReadinessReason[]) : [],
@@ -150,7 +159,8 @@ export async function baselineSummary(
   );
   const [deviceCounts] = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
-      SELECT count(*) FILTER (WHERE d.status = 'bound')::int AS bound,
+      SELECT count(*) FILTER (WHERE d.status = 'in-use')::int AS in_use,
+             count(*) FILTER (WHERE d.status = 'bound')::int AS bound,
              count(*) FILTER (WHERE d.status = 'ready')::int AS ready,
              count(*) FILTER (WHERE d.status = 'blocked')::int AS blocked,
              count(*)::int AS total
@@ -186,6 +196,7 @@ export async function baselineSummary(
       total: toInt(hostCounts?.total),
     },
     devices: {
+      inUse: toInt(deviceCounts?.in_use),
       bound: toInt(deviceCounts?.bound),
       ready: toInt(deviceCounts?.ready),
       blocked: toInt(deviceCounts?.blocked),
@@ -258,6 +269,7 @@ export async function baselineCapacity(
              count(*) FILTER (WHERE ${boundToVfio(sql`d`)})::int AS bound,
              count(*) FILTER (WHERE d.status = 'ready')::int AS ready,
              count(*) FILTER (WHERE d.status = 'blocked')::int AS blocked,
+             count(*) FILTER (WHERE d.status = 'in-use')::int AS in_use,
              coalesce(sum(greatest(d.sriov_total_vfs - coalesce(d.sriov_num_vfs, 0), 0)), 0)::int AS vf_headroom
       FROM devices d ${labelJoin}
       WHERE ${where}
@@ -269,6 +281,7 @@ export async function baselineCapacity(
     bound: toInt(r.bound),
     ready: toInt(r.ready),
     blocked: toInt(r.blocked),
+    inUse: toInt(r.in_use),
     vfHeadroom: toInt(r.vf_headroom),
   });
   const types = new Map<string, CapacityType>();
@@ -316,9 +329,10 @@ export async function baselineCapacity(
       bound: sum.bound + t.bound,
       ready: sum.ready + t.ready,
       blocked: sum.blocked + t.blocked,
+      inUse: sum.inUse + t.inUse,
       vfHeadroom: sum.vfHeadroom + t.vfHeadroom,
     }),
-    { total: 0, bound: 0, ready: 0, blocked: 0, vfHeadroom: 0 },
+    { total: 0, bound: 0, ready: 0, blocked: 0, inUse: 0, vfHeadroom: 0 },
   );
   return { totals, types: list };
 }
@@ -336,7 +350,9 @@ export async function baselineSearch(
       ? undefined
       : sql`(d.vendor_name ILIKE ${pattern} OR d.device_name ILIKE ${pattern}
             OR d.class_name ILIKE ${pattern} OR d.address ILIKE ${pattern}
-            OR (d.vendor_id || ':' || d.device_id) ILIKE ${pattern})`,
+            OR (d.vendor_id || ':' || d.device_id) ILIKE ${pattern}
+            OR (d.status = 'in-use' AND (d.facts->'holder'->>'vm' ILIKE ${pattern}
+                OR d.facts->'holder'->>'command' ILIKE ${pattern})))`,
     input.vendorId === undefined ? undefined : sql`d.vendor_id = ${input.vendorId}`,
     input.deviceId === undefined ? undefined : sql`d.device_id = ${input.deviceId}`,
     input.classPrefix === undefined ? undefined : sql`d.class_code LIKE ${`${input.classPrefix}%`}`,

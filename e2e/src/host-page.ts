@@ -20,9 +20,9 @@ export function driverOf(page: Page, address: string): Locator {
   return deviceCard(page, address).locator('dt:text-is("Driver") + dd');
 }
 
-/** The buttons that would queue a rebind anywhere on the page. */
-export function rebindButtons(page: Page): Locator {
-  return page.getByRole('button', { name: /move .*to vfio|restore host drivers|rebind/i });
+/** The buttons that would queue a rebind anywhere on the page (or in one part of it). */
+export function rebindButtons(scope: Page | Locator): Locator {
+  return scope.getByRole('button', { name: /move .*to vfio|restore host drivers|rebind/i });
 }
 
 /** The job page's state badge: the element right after the "Job …" heading. */

@@ -1,6 +1,7 @@
 /**
  * An enrolled agent that is not the real one: a raw WebSocket client speaking protocol v1 with
- * whatever text the protocol's schemas allow, as a compromised host would. It enrolls with a
+ * whatever text the protocol's schemas allow, as a compromised host would, or with facts the
+ * real agent cannot report yet (a device a VM holds). It enrolls with a
  * token, sends one snapshot, keeps the connection alive with pings, and answers each job with the
  * frames `onJob` returns (for hostile step output).
  */
@@ -17,7 +18,13 @@ export interface HostileAgent {
 export async function startHostileAgent(options: {
   url: string;
   token: string;
-  hello: { hostname: string; kernelRelease: string | null; labels: Record<string, string> };
+  hello: {
+    hostname: string;
+    kernelRelease: string | null;
+    labels: Record<string, string>;
+    /** Whether it says it runs jobs; left out, it says nothing, as agents before the field. */
+    allowRebind?: boolean;
+  };
   /** Sent as is: any object the snapshot schema takes. */
   snapshot: unknown;
   onJob: (job: JobMessage) => unknown[];
@@ -60,6 +67,7 @@ export async function startHostileAgent(options: {
     auth: { kind: 'enroll', token: options.token },
     labels: options.hello.labels,
     resume: null,
+    ...(options.hello.allowRebind === undefined ? {} : { allowRebind: options.hello.allowRebind }),
   });
   const heartbeat = setInterval(() => {
     send({ type: 'ping', nonce: randomUUID(), sentAt: new Date().toISOString() });

@@ -109,7 +109,13 @@ test('strings a hostile agent reports render as text and never run', async ({
   const agent = await startHostileAgent({
     url: fleet.url,
     token,
-    hello: { hostname: HOSTNAME, kernelRelease: KERNEL, labels: { note: LABEL, link: LINK_LABEL } },
+    // It answers jobs, so it says it runs them: a read-only host gets none queued.
+    hello: {
+      hostname: HOSTNAME,
+      kernelRelease: KERNEL,
+      labels: { note: LABEL, link: LINK_LABEL },
+      allowRebind: true,
+    },
     snapshot,
     onJob: (job) => answerJob(job, firstStep),
   });

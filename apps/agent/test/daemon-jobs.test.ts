@@ -113,6 +113,7 @@ describe('vfio-fleet-agent run: jobs', () => {
     const { root, stateDir, server, agent } = await setup('success');
     const before = await bindings(root);
     expect(before[GPU]).toBe('nvidia');
+    expect(server.messages('hello')[0]?.allowRebind).toBe(true);
 
     server.send(job('job-ok-1', GPU));
     await server.waitFor('job-accepted', { match: (m) => m.jobId === 'job-ok-1' });
@@ -215,6 +216,9 @@ describe('vfio-fleet-agent run: jobs', () => {
     const done = await result(server, 'job-ro-1');
     expect(done.status).toBe('refused');
     expect(done.reason?.code).toBe('read-only');
+    expect(done.reason?.message).toContain('nothing was written');
+    // It told the server so at hello, so a server does not queue jobs for it in the first place.
+    expect(server.messages('hello').map((h) => h.allowRebind)).toEqual([false]);
     expect(server.messages('job-step')).toHaveLength(0);
     expect(await bindings(root)).toEqual(before);
   });

@@ -72,6 +72,7 @@ describe('connection timing', () => {
             auth: { kind: 'enroll', token: 'x'.repeat(16) },
             labels: {},
             resume: null,
+            allowRebind: false,
           };
         },
         welcomed: () => undefined,

@@ -117,6 +117,12 @@ function SummaryView({ summary }: { summary: Summary }) {
         <h2 id="devices-heading">Devices</h2>
         <div className="grid">
           <Stat
+            label="devices in use by a VM"
+            value={devices.inUse}
+            href="/devices?status=in-use"
+            tone="inUse"
+          />
+          <Stat
             label="devices bound to vfio"
             value={devices.bound}
             href="/devices?status=bound"

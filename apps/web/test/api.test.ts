@@ -185,6 +185,7 @@ describe.each(drivers)('tRPC API (%s)', (driver) => {
     expect(summary.hosts).toEqual({ online: 3, offline: 0, total: 3 });
     const byStatus = countBy(devices, (d) => d.readiness.status);
     expect(summary.devices).toEqual({
+      inUse: byStatus.get('in-use') ?? 0,
       bound: byStatus.get('bound') ?? 0,
       ready: byStatus.get('ready') ?? 0,
       blocked: byStatus.get('blocked') ?? 0,

@@ -15,6 +15,7 @@ const row = {
   bound: 1,
   ready: 4,
   blocked: 1,
+  inUse: 2,
   vfHeadroom: 0,
 };
 
@@ -23,8 +24,8 @@ describe('capacityCsv', () => {
     expect(CAPACITY_CSV_FILENAME).toBe('vfio-fleet-capacity.csv');
     const csv = capacityCsv([row]);
     expect(csv.split('\r\n')).toEqual([
-      'vendor_id,device_id,vendor,device,total,bound,ready,blocked,vf_headroom,hosts,class',
-      '15b3,101e,Mellanox Technologies,ConnectX Family mlx5Gen Virtual Function,6,1,4,1,0,3,Ethernet controller',
+      'vendor_id,device_id,vendor,device,total,bound,ready,blocked,in_use,vf_headroom,hosts,class',
+      '15b3,101e,Mellanox Technologies,ConnectX Family mlx5Gen Virtual Function,6,1,4,1,2,0,3,Ethernet controller',
       '',
     ]);
   });
@@ -39,9 +40,9 @@ describe('capacityCsv', () => {
       },
     ]);
     const line = csv.split('\r\n')[1];
-    expect(line).toBe(`15b3,101e,,"Card, ""rev 2""\nB",6,1,4,1,0,3,"'=HYPERLINK(""http://x"")"`);
+    expect(line).toBe(`15b3,101e,,"Card, ""rev 2""\nB",6,1,4,1,2,0,3,"'=HYPERLINK(""http://x"")"`);
     expect(capacityCsv([])).toBe(
-      'vendor_id,device_id,vendor,device,total,bound,ready,blocked,vf_headroom,hosts,class\r\n',
+      'vendor_id,device_id,vendor,device,total,bound,ready,blocked,in_use,vf_headroom,hosts,class\r\n',
     );
   });
 
@@ -57,7 +58,7 @@ describe('capacityCsv', () => {
   ])('defuses a cell starting with %j', (lead, cell) => {
     const value = `${lead}cmd|' /C calc'!A0`;
     const csv = capacityCsv([{ ...row, vendorName: value, deviceName: value, className: value }]);
-    expect(csv.split('\r\n')[1]).toBe(`15b3,101e,${cell},${cell},6,1,4,1,0,3,${cell}`);
+    expect(csv.split('\r\n')[1]).toBe(`15b3,101e,${cell},${cell},6,1,4,1,2,0,3,${cell}`);
   });
 });
 

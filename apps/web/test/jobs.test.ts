@@ -382,7 +382,8 @@ describe.each(drivers)('jobs with real agents (%s)', (driver) => {
     });
     const client = await RawClient.connect(fleet.wsUrl);
     try {
-      client.send(hello({ kind: 'enroll', token }));
+      // It runs jobs, as an agent started with --allow-rebind says it does.
+      client.send(hello({ kind: 'enroll', token }, { allowRebind: true }));
       const welcome = await client.next('welcome');
       const [host] = await fleet.db.select().from(hosts).where(eq(hosts.agentId, welcome.agentId));
       if (host === undefined) throw new Error('no host row for the raw client');

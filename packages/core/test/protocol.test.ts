@@ -110,6 +110,7 @@ const hello: AgentMessage = {
   auth: { kind: 'credential', agentId: 'agt_7f3a', secret: 'c2VjcmV0LXNlY3JldC1zZWNyZXQ=' },
   labels: { rack: 'r12', cluster: 'train-a', 'example.com/tier': 'gold' },
   resume: { epoch: 'e-5b1c', lastAckedSeq: 41 },
+  allowRebind: true,
 };
 
 const succeeded: JobResultMessage = {
@@ -278,6 +279,16 @@ describe('round trip', () => {
       ok: true,
       message: { type: 'pong', nonce: 'n-1' },
     });
+  });
+
+  it('reads a hello without allowRebind (an older agent) as null: it did not say it may rebind', () => {
+    const { allowRebind: _, ...older } = hello;
+    const parsed = agentJson(older);
+    expect(parsed.ok && parsed.message.type === 'hello' && parsed.message.allowRebind).toBeNull();
+    const readOnly = agentJson({ ...hello, allowRebind: false });
+    expect(readOnly.ok && readOnly.message.type === 'hello' && readOnly.message.allowRebind).toBe(
+      false,
+    );
   });
 
   it('parses a hello from a newer protocol version, so the server can answer it clearly', () => {

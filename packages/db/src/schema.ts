@@ -69,6 +69,11 @@ export const hosts = pgTable(
     /** The version the agent reported in its last hello (null: never connected since 0002). */
     agentVersion: text('agent_version'),
     /**
+     * Whether the agent said at its last hello that it runs jobs (`--allow-rebind`); null: an
+     * agent that predates the field, or never connected since 0007. Only true queues jobs.
+     */
+    allowRebind: boolean('allow_rebind'),
+    /**
      * sha256 of the assessed inventory last stored (devices, groups, host facts, problems): a resent
      * snapshot with the same hash skips every device, group and label write.
      */

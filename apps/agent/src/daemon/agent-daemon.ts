@@ -268,6 +268,7 @@ export class AgentDaemon {
       auth,
       labels: this.options.labels,
       resume: this.inventory?.resumePoint() ?? null,
+      allowRebind: this.options.allowRebind,
     };
   }
 

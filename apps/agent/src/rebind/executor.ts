@@ -146,7 +146,7 @@ export class RebindExecutor {
         job,
         startedAt,
         'read-only',
-        'this agent is read-only: start the agent with --allow-rebind to let it rebind devices',
+        'this agent is read-only, nothing was written: start the agent with --allow-rebind to let it rebind devices',
       );
     }
 

@@ -15,6 +15,7 @@ export const CAPACITY_CSV_COLUMNS = [
   'bound',
   'ready',
   'blocked',
+  'in_use',
   'vf_headroom',
   'hosts',
   'class',
@@ -31,6 +32,8 @@ export interface CapacityCsvRow {
   bound: number;
   ready: number;
   blocked: number;
+  /** Held by a VM: among `bound` (on vfio) but not free. */
+  inUse: number;
   vfHeadroom: number;
 }
 
@@ -54,6 +57,7 @@ export function capacityCsv(rows: readonly CapacityCsvRow[]): string {
         r.bound,
         r.ready,
         r.blocked,
+        r.inUse,
         r.vfHeadroom,
         r.hosts,
         r.className,

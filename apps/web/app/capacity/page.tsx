@@ -24,7 +24,12 @@ const PARAMS = ['label', 'host', 'split', 'numa'] as const;
 
 /** The chart shows the largest types; the table below always has all of them. */
 const CHART_TYPES = 15;
-const COLORS = { bound: 'var(--bound)', ready: 'var(--ready)', blocked: 'var(--blocked)' };
+const COLORS = {
+  inUse: 'var(--in-use)',
+  bound: 'var(--bound)',
+  ready: 'var(--ready)',
+  blocked: 'var(--blocked)',
+};
 
 export default function CapacityPage() {
   return (
@@ -165,9 +170,14 @@ function CapacityReport({
     key: `${t.vendorId}:${t.deviceId}`,
     label: deviceTypeName(t),
     sublabel: `${t.vendorId}:${t.deviceId}`,
-    // Readiness partitions the devices: bound (on vfio, group usable) + ready + blocked = total.
+    // Readiness partitions the devices: in use + bound (on vfio, free) + ready + blocked = total.
     segments: [
-      { label: 'bound', value: Math.max(0, t.total - t.ready - t.blocked), color: COLORS.bound },
+      { label: 'in use', value: t.inUse, color: COLORS.inUse },
+      {
+        label: 'bound',
+        value: Math.max(0, t.total - t.ready - t.blocked - t.inUse),
+        color: COLORS.bound,
+      },
       { label: 'ready', value: t.ready, color: COLORS.ready },
       { label: 'blocked', value: t.blocked, color: COLORS.blocked },
     ],
@@ -179,6 +189,7 @@ function CapacityReport({
         <div className="grid">
           <Total label="devices" value={totals.total} />
           <Total label="bound to vfio" value={totals.bound} tone={styles.bound} />
+          <Total label="in use by a VM" value={totals.inUse} tone={styles.inUse} />
           <Total label="ready now" value={totals.ready} tone={styles.ready} />
           <Total label="blocked" value={totals.blocked} tone={styles.blocked} />
           <Total label="SR-IOV VF headroom" value={totals.vfHeadroom} />
@@ -189,8 +200,8 @@ function CapacityReport({
           Readiness by device type
         </h2>
         <p className="small muted">
-          Each bar is one device type's devices: bound (on vfio and usable), ready (nothing blocks
-          moving its IOMMU group to vfio) and blocked.
+          Each bar is one device type's devices: in use (held by a VM), bound (on vfio and free),
+          ready (nothing blocks moving its IOMMU group to vfio) and blocked.
           {types.length > CHART_TYPES
             ? ` The ${CHART_TYPES} most numerous of ${types.length} types; all are in the table below.`
             : ''}
@@ -205,6 +216,7 @@ function CapacityReport({
             .join('; ')}
           rows={chartRows}
           legend={[
+            { label: 'in use', color: COLORS.inUse },
             { label: 'bound', color: COLORS.bound },
             { label: 'ready', color: COLORS.ready },
             { label: 'blocked', color: COLORS.blocked },
@@ -342,7 +354,14 @@ function TypeTable({ types }: { types: CapacityType[] }) {
 interface SplitRow {
   key: string;
   label: string;
-  counts: { total: number; bound: number; ready: number; blocked: number; vfHeadroom: number };
+  counts: {
+    total: number;
+    bound: number;
+    ready: number;
+    blocked: number;
+    inUse: number;
+    vfHeadroom: number;
+  };
 }
 
 function SplitTable({

@@ -2,12 +2,14 @@
 /**
  * One IOMMU group drawn as a box holding its devices: what each device is, the driver it has, the
  * vfio driver it would get and why (the matching modules.alias candidates), its status and every
- * reason with its remedy. Operators get the group's rebind buttons; a viewer gets none at all.
+ * reason with its remedy. Operators get the group's rebind buttons; a viewer gets none at all, and
+ * nobody gets them on a read-only host or for a group a VM holds a device of (say why instead).
  */
 import Link from 'next/link';
 import type { HostViewDevice, HostViewGroup } from '../hosts/host-view-api';
 import { JobStateBadge, StatusBadge } from './badges';
 import styles from './group-box.module.css';
+import { HolderText, heldGroupMessage } from './holder';
 
 export type RebindRequest = {
   group: number | null;
@@ -43,16 +45,20 @@ export function GroupBox({
   hostId,
   group,
   canRebind,
+  readOnly,
   onRebind,
 }: {
   hostId: string;
   group: HostViewGroup;
   canRebind: boolean;
+  /** The host's agent runs no jobs: the host page says so once, the boxes offer nothing. */
+  readOnly: boolean;
   onRebind: (request: RebindRequest) => void;
 }) {
   const label = groupLabel(group.group);
   const moves = groupMoves(group);
   const job = group.activeJob;
+  const held = group.devices.filter((d) => d.inUse);
   const statuses = new Set(group.devices.map((d) => d.status));
   return (
     <section
@@ -73,7 +79,12 @@ export function GroupBox({
           <Link href={`/jobs/${job.id}`}>view job</Link>
         </p>
       )}
-      {canRebind && group.group !== null && job === null ? (
+      {held.length === 0 ? null : (
+        <p className={`callout-warn small ${styles.held}`} role="note">
+          {heldGroupMessage(held)}
+        </p>
+      )}
+      {canRebind && !readOnly && held.length === 0 && group.group !== null && job === null ? (
         <div className={styles.actions}>
           {moves.toVfio === null ? null : (
             <button
@@ -136,6 +147,14 @@ function DeviceCard({ device: d }: { device: HostViewDevice }) {
         {d.sriovTotalVfs === null ? '' : ` · SR-IOV ${d.sriovNumVfs ?? 0}/${d.sriovTotalVfs} VFs`}
       </div>
       <dl className={styles.facts}>
+        {d.inUse ? (
+          <>
+            <dt>Held by</dt>
+            <dd>
+              <HolderText holder={d.holder} />
+            </dd>
+          </>
+        ) : null}
         <dt>Driver</dt>
         <dd className="mono">{d.driver ?? 'none'}</dd>
         <dt>vfio driver</dt>

@@ -7,7 +7,8 @@
 import { useQuery } from '@tanstack/react-query';
 import Link from 'next/link';
 import { type ChangeEvent, type FormEvent, Suspense } from 'react';
-import { StatusBadge } from '../components/badges';
+import { DEVICE_STATUSES, StatusBadge, statusLabel } from '../components/badges';
+import { HolderText } from '../components/holder';
 import { Pager, useCursorPager } from '../components/pager';
 import { Empty, ErrorState, Loading } from '../components/states';
 import { api, LIVE_MS, type RouterInputs, type RouterOutputs } from '../lib/api';
@@ -20,7 +21,6 @@ import { type FilterValues, useUrlFilters } from './use-url-filters';
 type SearchInput = RouterInputs['devices']['search'];
 type Row = RouterOutputs['devices']['search']['items'][number];
 
-const STATUSES = ['bound', 'ready', 'blocked'] as const;
 const PAGE_SIZES = [50, 100, 200] as const;
 /** The URL parameters this page reads; everything else is ignored. */
 const PARAMS = [
@@ -62,7 +62,12 @@ function Devices() {
       <form className="toolbar" onSubmit={onSubmit} aria-label="Device filters">
         <label>
           Search
-          <input {...field('q')} type="search" placeholder="name, ids, address, class" size={26} />
+          <input
+            {...field('q')}
+            type="search"
+            placeholder="name, ids, address, class, VM"
+            size={26}
+          />
         </label>
         <label>
           Type (vendor:device)
@@ -76,9 +81,9 @@ function Devices() {
           Status
           <select {...field('status')} onChange={applyNow('status')}>
             <option value="">any</option>
-            {STATUSES.map((s) => (
+            {DEVICE_STATUSES.map((s) => (
               <option key={s} value={s}>
-                {s}
+                {statusLabel(s)}
               </option>
             ))}
           </select>
@@ -151,7 +156,7 @@ function toInput(params: Params): { input: Omit<SearchInput, 'cursor'> } | { err
   if ('error' in type) return { error: type.error };
   const labels = parseLabels(params.label ?? '');
   if ('error' in labels) return { error: labels.error };
-  const status = STATUSES.find((s) => s === params.status);
+  const status = DEVICE_STATUSES.find((s) => s === params.status);
   const size = PAGE_SIZES.find((n) => String(n) === params.size) ?? 50;
   const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   if (params.hostId !== undefined && !uuid.test(params.hostId)) {
@@ -256,6 +261,11 @@ function DeviceRow({ device: d }: { device: Row }) {
       <td className="num">{d.numaNode ?? '—'}</td>
       <td>
         <StatusBadge status={d.status} />
+        {d.inUse ? (
+          <div className="small">
+            <HolderText holder={d.holder} />
+          </div>
+        ) : null}
       </td>
       <td className={`small ${styles.reason}`}>
         {reason === undefined ? (

@@ -6,7 +6,7 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import Link from 'next/link';
 import { useState } from 'react';
-import { AgentVersion, HostStateBadge } from '../components/badges';
+import { AgentVersion, HostStateBadge, ReadOnlyBadge } from '../components/badges';
 import { Pager, useCursorPager } from '../components/pager';
 import { RelativeTime } from '../components/relative-time';
 import { Empty, ErrorState, Loading } from '../components/states';
@@ -179,6 +179,11 @@ export default function HostsPage() {
                   <SortHeader label="Last seen" column="lastSeen" {...{ sort, dir, onSort }} />
                   {/* Last, so the columns before it keep their places for those who know them. */}
                   <th scope="col">Agent</th>
+                  {/* New columns go after it, for the same reason. */}
+                  <th scope="col" className="num">
+                    In use
+                  </th>
+                  <th scope="col">Rebinding</th>
                 </tr>
               </thead>
               <tbody>
@@ -218,6 +223,14 @@ export default function HostsPage() {
                     </td>
                     <td>
                       <AgentVersion version={h.agentVersion} status={h.agentVersionStatus} />
+                    </td>
+                    <td className="num">{h.devices.inUse}</td>
+                    <td>
+                      {h.allowRebind === true ? (
+                        <span className="muted">allowed</span>
+                      ) : (
+                        <ReadOnlyBadge allowRebind={h.allowRebind} />
+                      )}
                     </td>
                   </tr>
                 ))}

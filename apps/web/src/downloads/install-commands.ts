@@ -98,7 +98,7 @@ export function envValue(value: string): string {
 }
 
 /** `run`'s arguments other than the token (it has its own variable): labels, --allow-rebind. */
-function agentArgs(input: Omit<InstallInput, 'release' | 'token'>): string[] {
+function agentArgs(input: Pick<InstallInput, 'labels' | 'allowRebind'>): string[] {
   const words: string[] = [];
   for (const [key, value] of Object.entries(input.labels)) words.push('--label', `${key}=${value}`);
   if (input.allowRebind === true) words.push('--allow-rebind');
@@ -123,9 +123,15 @@ export function agentCommand(
   server: string,
   token: string,
   labels: Record<string, string>,
+  allowRebind = false,
 ): string {
-  const words = ['vfio-fleet-agent', 'run', '--server', server];
-  for (const [key, value] of Object.entries(labels)) words.push('--label', `${key}=${value}`);
+  const words = [
+    'vfio-fleet-agent',
+    'run',
+    '--server',
+    server,
+    ...agentArgs({ labels, allowRebind }),
+  ];
   return `${AGENT_ENV.token}=${shellWord(token)} ${words.map(shellWord).join(' ')}`;
 }
 

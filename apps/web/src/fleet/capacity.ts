@@ -1,6 +1,6 @@
 /**
  * fleet.capacity: what can be passed through, by device type (vendor:device with its pci.ids
- * name): total, bound to a vfio driver, ready, blocked, the SR-IOV VF headroom of the type's
+ * name): total, bound to a vfio driver, ready, blocked, in use by a VM, the SR-IOV VF headroom of the type's
  * physical functions, and optionally the split by NUMA node and by the value of one host label
  * (rack, cluster, role). One aggregate statement (GROUPING SETS gives the per-type, per-type-and-node
  * and per-type-and-label-value rows together) over host_device_stats, the per-host rollup of the
@@ -11,7 +11,15 @@
 import type { Database } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { hostHasLabels, type LabelFilter } from './filters';
-import { allOf, containsPattern, rowsOf, toInt, toIntOrNull, toStringOrNull } from './sql-rows';
+import {
+  allOf,
+  containsPattern,
+  IN_USE_FROM_STATS,
+  rowsOf,
+  toInt,
+  toIntOrNull,
+  toStringOrNull,
+} from './sql-rows';
 
 export interface CapacityCounts {
   total: number;
@@ -19,6 +27,8 @@ export interface CapacityCounts {
   bound: number;
   ready: number;
   blocked: number;
+  /** Held by a VM: on vfio (so among `bound`) but not free to hand out. */
+  inUse: number;
   /** Sum over this type's SR-IOV physical functions of (total VFs - enabled VFs). */
   vfHeadroom: number;
 }
@@ -107,7 +117,7 @@ export async function fleetCapacity(
              count(*)::int AS type_rows, sum(s.type_hosts)::int AS type_hosts,
              sum(s.total)::int AS total, sum(s.vfio_bound)::int AS bound,
              sum(s.ready)::int AS ready, sum(s.blocked)::int AS blocked,
-             sum(s.vf_headroom)::int AS vf_headroom
+             ${IN_USE_FROM_STATS} AS in_use, sum(s.vf_headroom)::int AS vf_headroom
       FROM host_device_stats s ${labelJoin}
       WHERE ${where}
       GROUP BY s.vendor_id, s.device_id
@@ -139,6 +149,7 @@ export async function fleetCapacity(
              sum(g.bound)::int AS bound,
              sum(g.ready)::int AS ready,
              sum(g.blocked)::int AS blocked,
+             sum(g.in_use)::int AS in_use,
              sum(g.vf_headroom)::int AS vf_headroom
       FROM (${inner}) g
       GROUP BY ${groupBy}
@@ -149,6 +160,7 @@ export async function fleetCapacity(
     bound: toInt(r.bound),
     ready: toInt(r.ready),
     blocked: toInt(r.blocked),
+    inUse: toInt(r.in_use),
     vfHeadroom: toInt(r.vf_headroom),
   });
   const types = new Map<string, CapacityType>();
@@ -192,9 +204,10 @@ export async function fleetCapacity(
       bound: sum.bound + t.bound,
       ready: sum.ready + t.ready,
       blocked: sum.blocked + t.blocked,
+      inUse: sum.inUse + t.inUse,
       vfHeadroom: sum.vfHeadroom + t.vfHeadroom,
     }),
-    { total: 0, bound: 0, ready: 0, blocked: 0, vfHeadroom: 0 },
+    { total: 0, bound: 0, ready: 0, blocked: 0, inUse: 0, vfHeadroom: 0 },
   );
   return { totals, types: list };
 }

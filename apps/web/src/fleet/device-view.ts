@@ -1,5 +1,11 @@
 /** The API's view of one stored device row (raw SQL rows, snake_case, from either driver). */
-import type { ReadinessReason } from '@vfio-fleet/core';
+import {
+  type DeviceHolder,
+  deviceHolderSchema,
+  type ReadinessReason,
+  type ReadinessStatus,
+  readinessStatusSchema,
+} from '@vfio-fleet/core';
 import { sql } from 'drizzle-orm';
 import { toIntOrNull, toIso, toStringOrNull } from './sql-rows';
 
@@ -21,7 +27,11 @@ export interface DeviceView {
   physfn: string | null;
   sriovTotalVfs: number | null;
   sriovNumVfs: number | null;
-  status: 'bound' | 'ready' | 'blocked';
+  status: ReadinessStatus;
+  /** A user (a VM) holds it: nothing may unbind it (core's `in-use`). */
+  inUse: boolean;
+  /** Who holds it, as the agent read it from /proc; null when free or unknown. */
+  holder: DeviceHolder | null;
   firstReason: string | null;
   reasons: ReadinessReason[];
   updatedAt: string | null;
@@ -30,7 +40,7 @@ export interface DeviceView {
 const COLUMNS_BUT_REASONS = `d.host_id, d.address, d.vendor_id, d.device_id, d.vendor_name,
   d.device_name, d.class_name, d.class_code, d.kind, d.driver, d.vfio_driver, d.iommu_group,
   d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status, d.first_reason,
-  d.updated_at`;
+  d.updated_at, (d.facts->>'inUse') = 'true' AS in_use, d.facts->'holder' AS holder`;
 
 /** The columns DeviceView reads, from `devices d`. */
 export const DEVICE_COLUMNS = sql.raw(`${COLUMNS_BUT_REASONS}, d.reasons`);
@@ -53,9 +63,16 @@ function parseJson(value: unknown): unknown {
   }
 }
 
+/** The stored holder, parsed: an agent-supplied jsonb is never trusted to have its shape. */
+function holderOf(value: unknown): DeviceHolder | null {
+  const parsed = deviceHolderSchema.nullable().safeParse(parseJson(value) ?? null);
+  return parsed.success ? parsed.data : null;
+}
+
 export function deviceView(r: Record<string, unknown>): DeviceView {
   const reasons = parseJson(r.reasons);
-  const status = String(r.status);
+  // The check constraint keeps the column to core's statuses; anything else reads as blocked.
+  const status = readinessStatusSchema.catch('blocked').parse(r.status);
   return {
     hostId: String(r.host_id),
     address: String(r.address),
@@ -73,7 +90,9 @@ export function deviceView(r: Record<string, unknown>): DeviceView {
     physfn: toStringOrNull(r.physfn),
     sriovTotalVfs: toIntOrNull(r.sriov_total_vfs),
     sriovNumVfs: toIntOrNull(r.sriov_num_vfs),
-    status: status === 'bound' || status === 'ready' ? status : 'blocked',
+    status,
+    inUse: r.in_use === true,
+    holder: holderOf(r.holder),
     firstReason: toStringOrNull(r.first_reason),
     // Stored by ingest from core's assessment, so already of this shape.
     reasons: Array.isArray(reasons) ? (reasons as ReadinessReason[]) : [],

@@ -1,6 +1,6 @@
 /**
- * devices.search: every device of the fleet by name, ids, address, class, driver, status, host or
- * host label, newest-first never — ordered by hostname then address, keyset-paginated, each row
+ * devices.search: every device of the fleet by name, ids, address, class, driver, status, holder
+ * (VM name or command of an in-use device), host or host label, newest-first never — ordered by hostname then address, keyset-paginated, each row
  * with its first (most severe) reason only.
  *
  * At 1M device rows the single join PostgreSQL plans for this is at the mercy of its estimates:
@@ -14,7 +14,7 @@
  * the fleet, where the planner's index scan and top-N sort is the fast way.
  */
 import { type Database, type DeviceStatus, textArrayLiteral } from '@vfio-fleet/db';
-import { sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
 import { decodeCursor, page } from './cursor';
 import { DEVICE_COLUMNS_FIRST_REASON, type DeviceView, deviceView } from './device-view';
 import { hostHasLabels, type LabelFilter } from './filters';
@@ -46,6 +46,15 @@ export interface DeviceSearchRow extends DeviceView {
   hostState: string;
 }
 
+/**
+ * The holder's VM name or command matches ("which host holds VM X's devices"). Only in-use rows
+ * are looked at: the status test comes first, so the facts jsonb is read for held devices alone.
+ */
+function holderMatches(pattern: string): SQL {
+  return sql`(d.status = 'in-use' AND (d.facts->'holder'->>'vm' ILIKE ${pattern}
+              OR d.facts->'holder'->>'command' ILIKE ${pattern}))`;
+}
+
 const FIRST_BATCH_HOSTS = 8;
 const MAX_BATCH_HOSTS = 800;
 
@@ -60,15 +69,17 @@ export async function searchDevices(
   const deviceWhere = [
     pattern === undefined
       ? undefined
-      : pattern.includes('\n')
-        ? sql`(d.vendor_name ILIKE ${pattern} OR d.device_name ILIKE ${pattern}
+      : sql`(${
+          pattern.includes('\n')
+            ? sql`(d.vendor_name ILIKE ${pattern} OR d.device_name ILIKE ${pattern}
               OR d.class_name ILIKE ${pattern} OR d.address ILIKE ${pattern}
               OR (d.vendor_id || ':' || d.device_id) ILIKE ${pattern})`
-        : // The same match as ILIKE on each field (ILIKE lower-cases both sides), in one LIKE
-          // over the fields joined by a newline, which a pattern without one cannot span: half
-          // the cost per row, and a text search reads many rows.
-          sql`lower(concat_ws(E'\\n', d.vendor_name, d.device_name, d.class_name, d.address,
-              d.vendor_id || ':' || d.device_id)) LIKE lower(${pattern})`,
+            : // The same match as ILIKE on each field (ILIKE lower-cases both sides), in one LIKE
+              // over the fields joined by a newline, which a pattern without one cannot span: half
+              // the cost per row, and a text search reads many rows.
+              sql`lower(concat_ws(E'\\n', d.vendor_name, d.device_name, d.class_name, d.address,
+              d.vendor_id || ':' || d.device_id)) LIKE lower(${pattern})`
+        } OR ${holderMatches(pattern)})`,
     input.vendorId === undefined ? undefined : sql`d.vendor_id = ${input.vendorId}`,
     input.deviceId === undefined ? undefined : sql`d.device_id = ${input.deviceId}`,
     input.classPrefix === undefined ? undefined : sql`d.class_code LIKE ${`${input.classPrefix}%`}`,

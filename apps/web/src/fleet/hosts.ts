@@ -29,6 +29,8 @@ export interface HostListInput {
 
 export interface DeviceCounts {
   total: number;
+  /** Held by a VM; `bound` counts the free vfio-bound ones only. */
+  inUse: number;
   bound: number;
   ready: number;
   blocked: number;
@@ -47,6 +49,8 @@ export interface HostListItem {
   devices: DeviceCounts;
   /** What the agent said in its last hello; null before it reported one. */
   agentVersion: string | null;
+  /** Its agent said at hello that it runs jobs; false or null (did not say): read-only. */
+  allowRebind: boolean | null;
   /** Compared with the version this server ships. */
   agentVersionStatus: AgentVersionStatus;
   /** When another host reports the same hostname: a short id that tells them apart (same-hostname.ts). */
@@ -78,9 +82,14 @@ function labelsOf(value: unknown): Record<string, string> {
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, String(v)]));
 }
 
+function booleanOrNull(value: unknown): boolean | null {
+  return typeof value === 'boolean' ? value : null;
+}
+
 function countsOf(r: Record<string, unknown>): DeviceCounts {
   return {
     total: toInt(r.total),
+    inUse: toInt(r.in_use),
     bound: toInt(r.bound),
     ready: toInt(r.ready),
     blocked: toInt(r.blocked),
@@ -113,14 +122,16 @@ export async function listHosts(
     await db.execute(sql`
       SELECT s.* FROM (
         SELECT h.id, h.hostname, h.state, h.last_seen_at, h.kernel_release, h.cpu_vendor,
-               h.iommu_enabled, h.agent_version, jsonb_array_length(h.problems)::int AS problem_count,
-               coalesce(c.total, 0)::int AS total, coalesce(c.bound, 0)::int AS bound,
+               h.iommu_enabled, h.agent_version, h.allow_rebind, jsonb_array_length(h.problems)::int AS problem_count,
+               coalesce(c.total, 0)::int AS total, coalesce(c.in_use, 0)::int AS in_use,
+               coalesce(c.bound, 0)::int AS bound,
                coalesce(c.ready, 0)::int AS ready, coalesce(c.blocked, 0)::int AS blocked,
                (SELECT jsonb_object_agg(l.key, l.value) FROM host_labels l WHERE l.host_id = h.id) AS labels,
                ${key.expr} AS sort_key
         FROM hosts h
         LEFT JOIN LATERAL (
           SELECT count(*) AS total,
+                 count(*) FILTER (WHERE d.status = 'in-use') AS in_use,
                  count(*) FILTER (WHERE d.status = 'bound') AS bound,
                  count(*) FILTER (WHERE d.status = 'ready') AS ready,
                  count(*) FILTER (WHERE d.status = 'blocked') AS blocked
@@ -146,6 +157,7 @@ export async function listHosts(
       devices: countsOf(r),
       agentVersion: toStringOrNull(r.agent_version),
       agentVersionStatus: agentVersionStatus(toStringOrNull(r.agent_version)),
+      allowRebind: booleanOrNull(r.allow_rebind),
     } satisfies Omit<HostListItem, 'distinguisher'>,
     sortKey: typeof r.sort_key === 'number' ? r.sort_key : String(r.sort_key),
   }));
@@ -189,6 +201,8 @@ export interface HostDetail {
   interruptRemapping: string | null;
   agentVersion: string | null;
   agentVersionStatus: AgentVersionStatus;
+  /** Its agent said at hello that it runs jobs; false or null (did not say): read-only. */
+  allowRebind: boolean | null;
   /** When another host reports the same hostname: a short id that tells them apart (same-hostname.ts). */
   distinguisher: string | null;
   labels: Record<string, string>;
@@ -220,6 +234,7 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
   const [totals] = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
       SELECT count(*)::int AS total,
+             count(*) FILTER (WHERE d.status = 'in-use')::int AS in_use,
              count(*) FILTER (WHERE d.status = 'bound')::int AS bound,
              count(*) FILTER (WHERE d.status = 'ready')::int AS ready,
              count(*) FILTER (WHERE d.status = 'blocked')::int AS blocked
@@ -258,11 +273,15 @@ export async function getHost(db: Database, hostId: string): Promise<HostDetail>
     interruptRemapping: toStringOrNull(host.interrupt_remapping),
     agentVersion: toStringOrNull(host.agent_version),
     agentVersionStatus: agentVersionStatus(toStringOrNull(host.agent_version)),
+    allowRebind: booleanOrNull(host.allow_rebind),
     distinguisher,
     labels: labelsOf(host.labels),
     facts: (host.host ?? null) as Host | null,
     problems: Array.isArray(host.problems) ? (host.problems as Problem[]) : [],
-    devices: totals === undefined ? { total: 0, bound: 0, ready: 0, blocked: 0 } : countsOf(totals),
+    devices:
+      totals === undefined
+        ? { total: 0, inUse: 0, bound: 0, ready: 0, blocked: 0 }
+        : countsOf(totals),
     groups: [...groups.values()],
   };
 }

@@ -47,3 +47,12 @@ export function allOf(conditions: readonly (SQL | undefined)[]): SQL {
     sql` AND `,
   );
 }
+
+/**
+ * The in-use devices of host_device_stats rows `s`: readiness partitions a host's devices into
+ * in-use, bound, ready and blocked, and the rollup counts the other three, so in-use is the rest
+ * (no rollup column needed for it).
+ */
+export const IN_USE_FROM_STATS = sql.raw(
+  'coalesce(sum(s.total - s.status_bound - s.ready - s.blocked), 0)::int',
+);

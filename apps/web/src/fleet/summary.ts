@@ -8,7 +8,7 @@
 import type { Database } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { hostHasLabels, type LabelFilter } from './filters';
-import { allOf, rowsOf, toInt, toIso, toStringOrNull } from './sql-rows';
+import { allOf, IN_USE_FROM_STATS, rowsOf, toInt, toIso, toStringOrNull } from './sql-rows';
 
 export interface BlockingReason {
   code: string;
@@ -30,7 +30,8 @@ export interface HostNeedingAttention {
 
 export interface FleetSummary {
   hosts: { online: number; offline: number; total: number };
-  devices: { bound: number; ready: number; blocked: number; total: number };
+  /** inUse: held by a VM (on vfio, not free); bound counts the free ones only. */
+  devices: { inUse: number; bound: number; ready: number; blocked: number; total: number };
   topBlockingReasons: BlockingReason[];
   hostsNeedingAttention: HostNeedingAttention[];
 }
@@ -59,7 +60,8 @@ export async function fleetSummary(
       SELECT coalesce(sum(s.status_bound), 0)::int AS bound,
              coalesce(sum(s.ready), 0)::int AS ready,
              coalesce(sum(s.blocked), 0)::int AS blocked,
-             coalesce(sum(s.total), 0)::int AS total
+             coalesce(sum(s.total), 0)::int AS total,
+             ${IN_USE_FROM_STATS} AS in_use
       FROM host_device_stats s WHERE ${statsFilter}`),
     db.execute(sql`
       SELECT r.reason AS code, sum(r.count)::int AS count,
@@ -92,6 +94,7 @@ export async function fleetSummary(
       total: toInt(hostCounts?.total),
     },
     devices: {
+      inUse: toInt(deviceCounts?.in_use),
       bound: toInt(deviceCounts?.bound),
       ready: toInt(deviceCounts?.ready),
       blocked: toInt(deviceCounts?.blocked),

@@ -49,6 +49,7 @@ export async function verifyHello(
           lastSeenAt: now,
           connectedAt: now,
           agentVersion: hello.agentVersion,
+          allowRebind: hello.allowRebind,
         })
         .returning({ id: hosts.id });
       if (host === undefined) throw new Error('inserting the host returned no row');
@@ -97,6 +98,7 @@ export async function verifyHello(
         lastSeenAt: now,
         connectedAt: now,
         agentVersion: hello.agentVersion,
+        allowRebind: hello.allowRebind,
       })
       .where(eq(hosts.id, hostId))
       .returning({

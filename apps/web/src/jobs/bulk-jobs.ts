@@ -34,6 +34,7 @@ import {
   deadlineFrom,
   isActiveGroupViolation,
   previewProblem,
+  readOnlyProblem,
   requireAcknowledged,
 } from './job-rules';
 import { type JobView, selectJobsWithNames, toJobView } from './job-views';
@@ -54,7 +55,7 @@ export interface BulkEntry extends JobPreview {
   matched: string[];
 }
 
-export type BulkSkipCode = 'active-job' | 'refused' | 'already-done' | 'needs-force';
+export type BulkSkipCode = 'active-job' | 'read-only' | 'refused' | 'already-done' | 'needs-force';
 
 export interface BulkSkip {
   hostId: string;
@@ -171,7 +172,10 @@ export async function previewBulk(db: Database, input: BulkInput): Promise<BulkP
         code,
         reason,
       });
-    if (preview.activeJobId !== null) {
+    const readOnly = readOnlyProblem(host.hostname, host.allowRebind);
+    if (readOnly !== null) {
+      skip('read-only', readOnly);
+    } else if (preview.activeJobId !== null) {
       skip(
         'active-job',
         `IOMMU group ${group.iommuGroup} on ${host.hostname} already has an active job ${preview.activeJobId}`,

@@ -27,6 +27,11 @@ export interface JobPreview {
   hostname: string;
   /** An offline host's job waits in the queue until the agent is back or its deadline passes. */
   hostOnline: boolean;
+  /**
+   * What the agent said at its last hello: true runs jobs; false (no `--allow-rebind`) and null
+   * (an agent that does not say) are read-only, and no job is queued (job-rules' readOnlyProblem).
+   */
+  hostAllowsRebind: boolean | null;
   /** Canonical form of the address asked for. */
   address: string;
   target: RebindTarget;
@@ -50,6 +55,7 @@ export interface HostForPlanning {
   id: string;
   hostname: string;
   state: HostState;
+  allowRebind: boolean | null;
   snapshot: HostSnapshot;
 }
 
@@ -90,6 +96,7 @@ export async function loadHostForPlanning(db: Database, hostId: string): Promise
       id: hosts.id,
       hostname: hosts.hostname,
       state: hosts.state,
+      allowRebind: hosts.allowRebind,
       host: hosts.host,
       problems: hosts.problems,
     })
@@ -106,7 +113,13 @@ export async function loadHostForPlanning(db: Database, hostId: string): Promise
       `the stored inventory of ${row.hostname} is damaged; nothing is planned on it until its agent's next snapshot replaces it`,
     );
   }
-  return { id: row.id, hostname: row.hostname, state: row.state, snapshot: loaded.snapshot };
+  return {
+    id: row.id,
+    hostname: row.hostname,
+    state: row.state,
+    allowRebind: row.allowRebind,
+    snapshot: loaded.snapshot,
+  };
 }
 
 /** The active job holding each of these groups, keyed `hostId/group`. */
@@ -149,6 +162,7 @@ export function buildPreview(
     hostId: host.id,
     hostname: host.hostname,
     hostOnline: host.state === 'online',
+    hostAllowsRebind: host.allowRebind,
     address,
     target,
     iommuGroup,

@@ -43,11 +43,29 @@ export function requireAcknowledged(acknowledge: unknown): void {
   }
 }
 
+/** How an agent is told to run jobs: the dashboard and every refusal say the same. */
+export const ALLOW_REBIND_HINT = 'restart its agent with --allow-rebind to allow rebinding';
+
+/**
+ * Why no job may be queued for a host whose agent said at hello it runs none (or, older, said
+ * nothing): the agent would refuse it anyway, so the refusal comes now, with the way out.
+ */
+export function readOnlyProblem(hostname: string, allowRebind: boolean | null): string | null {
+  if (allowRebind === true) return null;
+  const why =
+    allowRebind === false
+      ? 'its agent runs without --allow-rebind'
+      : 'its agent has not said it may rebind (an older agent, or none connected since this server was upgraded)';
+  return `read-only: ${hostname} is read-only (${why}), so no job is queued for it: ${ALLOW_REBIND_HINT}`;
+}
+
 /**
  * Why a preview cannot become a job, as the conflict the API returns; null when it can.
  * `force` lets warnings through (the agent's rule), never a refusal.
  */
 export function previewProblem(preview: JobPreview, force: boolean): string | null {
+  const readOnly = readOnlyProblem(preview.hostname, preview.hostAllowsRebind);
+  if (readOnly !== null) return readOnly;
   if (preview.refusal !== null) return `${preview.refusal.code}: ${preview.refusal.message}`;
   if (preview.plan === null) return 'no plan';
   if (preview.plan.alreadyDone) {

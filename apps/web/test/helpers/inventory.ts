@@ -57,13 +57,25 @@ export async function ingestScenario(
   db: Database,
   tmp: string,
   scenario: ScenarioName,
-  options: { hostname?: string; labels?: Record<string, string> } = {},
+  options: {
+    hostname?: string;
+    labels?: Record<string, string>;
+    /** What its agent said at hello; true (runs jobs) unless a test says otherwise. */
+    allowRebind?: boolean | null;
+    /** Changes the scanned snapshot before it is ingested (facts the fixtures cannot express). */
+    edit?: (snapshot: HostSnapshot) => void;
+  } = {},
 ): Promise<IngestedHost> {
   const snapshot = await scenarioSnapshot(tmp, scenario);
+  options.edit?.(snapshot);
   if (options.hostname !== undefined) snapshot.host.hostname = options.hostname;
   const [row] = await db
     .insert(hosts)
-    .values({ agentId: `test-${randomUUID()}`, hostname: snapshot.host.hostname })
+    .values({
+      agentId: `test-${randomUUID()}`,
+      hostname: snapshot.host.hostname,
+      allowRebind: options.allowRebind === undefined ? true : options.allowRebind,
+    })
     .returning({ id: hosts.id });
   if (row === undefined) throw new Error('no host row returned');
   await ingestSnapshot(db, row.id, snapshotMessage(snapshot, 1), options.labels ?? {});

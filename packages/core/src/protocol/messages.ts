@@ -133,6 +133,11 @@ export const helloMessageSchema = z.object({
   labels: labelsSchema,
   /** Where the agent's stream stands, so the server can take deltas from there; null: fresh start. */
   resume: z.object({ epoch: idSchema, lastAckedSeq: seqSchema }).nullable(),
+  /**
+   * Whether the agent runs jobs (`--allow-rebind`). Agents that predate the field do not say:
+   * null, which the server treats as read-only (it cannot know that a job would run).
+   */
+  allowRebind: z.boolean().nullable().default(null),
 });
 export type HelloMessage = z.infer<typeof helloMessageSchema>;
 

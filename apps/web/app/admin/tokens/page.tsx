@@ -81,6 +81,7 @@ function CreateToken() {
   const [ttlHours, setTtlHours] = useState('24');
   const [maxUses, setMaxUses] = useState('1');
   const [labelText, setLabelText] = useState('');
+  const [allowRebind, setAllowRebind] = useState(false);
   const [formError, setFormError] = useState<string | null>(null);
   const [created, setCreated] = useState<Created | null>(null);
   const create = useMutation({
@@ -89,6 +90,7 @@ function CreateToken() {
       ttlHours: number;
       maxUses?: number;
       labels: Record<string, string>;
+      allowRebind: boolean;
     }) => api.tokens.create.mutate(input),
     onSuccess: (data) => {
       setCreated(data);
@@ -119,6 +121,7 @@ function CreateToken() {
       ttlHours: hours,
       maxUses: uses,
       labels: parsed.labels,
+      allowRebind,
     });
   };
 
@@ -131,6 +134,7 @@ function CreateToken() {
           create.reset();
           setLabel('');
           setLabelText('');
+          setAllowRebind(false);
         }}
       />
     );
@@ -205,6 +209,28 @@ function CreateToken() {
             />
           )}
         </Field>
+        <Field
+          label="Allow rebinding"
+          className={styles.wide}
+          hint={
+            <>
+              Starts the agent with <code>--allow-rebind</code>, in every command below: this
+              console may then move the host's devices between drivers. Without it the host is
+              read-only: it reports, and the console offers no rebind on it.
+            </>
+          }
+        >
+          {({ id, describedBy }) => (
+            <input
+              id={id}
+              name="allowRebind"
+              type="checkbox"
+              checked={allowRebind}
+              aria-describedby={describedBy}
+              onChange={(e) => setAllowRebind(e.target.checked)}
+            />
+          )}
+        </Field>
         {formError !== null ? (
           <p className={`state state-error ${styles.wide}`} role="alert" id={labelsErrorId}>
             {formError}
@@ -251,9 +277,11 @@ function CreatedToken({ created, onDone }: { created: Created; onDone: () => voi
       </div>
       <InstallCommands install={created.install} />
       <p className="small muted">
-        The agent runs as root on the host (add <code>--allow-rebind</code> to its command line, or
-        to <code>VFIO_FLEET_AGENT_ARGS</code> in <code>/etc/vfio-fleet/agent.env</code>, to let this
-        console rebind its devices). Token alone: <code className="mono">{created.token}</code>
+        The agent runs as root on the host.{' '}
+        {created.allowRebind
+          ? 'These commands start it with --allow-rebind: this console may rebind its devices.'
+          : 'These commands start it read-only: to let this console rebind its devices, add --allow-rebind to its command line, or to VFIO_FLEET_AGENT_ARGS in /etc/vfio-fleet/agent.env, and restart it.'}{' '}
+        Token alone: <code className="mono">{created.token}</code>
       </p>
       <div className="row">
         <span className="spacer" />

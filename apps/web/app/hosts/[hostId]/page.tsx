@@ -8,7 +8,7 @@ import { useQuery } from '@tanstack/react-query';
 import Link from 'next/link';
 import { useParams } from 'next/navigation';
 import { useState } from 'react';
-import { AgentVersion, HostStateBadge } from '../../components/badges';
+import { AgentVersion, HostStateBadge, ReadOnlyBadge } from '../../components/badges';
 import { GroupBox, type RebindRequest } from '../../components/group-box';
 import { RebindDialog } from '../../components/rebind-dialog';
 import { RelativeTime } from '../../components/relative-time';
@@ -41,24 +41,27 @@ export default function HostPage() {
     );
   }
   const h = host.data;
+  const readOnly = h.allowRebind !== true;
   return (
     <>
       <div className="row">
         <h1 className={styles.h1}>{h.hostname}</h1>
         <Distinguisher value={h.distinguisher} />
         <HostStateBadge state={h.state} />
+        <ReadOnlyBadge allowRebind={h.allowRebind} />
         <span className="muted">
           last seen <RelativeTime iso={h.lastSeenAt} />
         </span>
         <span className="spacer" />
         <Link href={`/jobs?hostId=${h.id}`}>Jobs on this host</Link>
       </div>
+      {readOnly ? <ReadOnlyNote allowRebind={h.allowRebind} /> : null}
       <HostFacts host={h} />
       <h2>IOMMU groups</h2>
       <p className="muted small">
-        {h.devices.total} devices: {h.devices.bound} bound, {h.devices.ready} ready,{' '}
-        {h.devices.blocked} blocked. A group moves as a whole: every device in a box changes driver
-        together.
+        {h.devices.total} devices: {h.devices.inUse} in use, {h.devices.bound} bound,{' '}
+        {h.devices.ready} ready, {h.devices.blocked} blocked. A group moves as a whole: every device
+        in a box changes driver together.
       </p>
       {h.groups.length === 0 ? (
         <Empty>This host reported no PCI devices.</Empty>
@@ -70,12 +73,13 @@ export default function HostPage() {
               hostId={h.id}
               group={g}
               canRebind={canRebind}
+              readOnly={readOnly}
               onRebind={setRebind}
             />
           ))}
         </div>
       )}
-      {canRebind && rebind !== null ? (
+      {canRebind && !readOnly && rebind !== null ? (
         <RebindDialog
           hostId={h.id}
           hostname={h.hostname}
@@ -86,6 +90,21 @@ export default function HostPage() {
         />
       ) : null}
     </>
+  );
+}
+
+/** Why this host offers no rebind, and how to allow it. */
+function ReadOnlyNote({ allowRebind }: { allowRebind: boolean | null }) {
+  return (
+    <div className="callout-warn" role="note" aria-label="Read-only host">
+      <strong>Read-only:</strong>{' '}
+      {allowRebind === false
+        ? 'its agent runs without --allow-rebind, so it reports but never rebinds.'
+        : 'its agent has not said that it may rebind (an agent older than this server), so no job is sent to it.'}{' '}
+      To allow rebinding, restart the agent with <code>--allow-rebind</code> (installed from the
+      .deb or the script: add it to <code>VFIO_FLEET_AGENT_ARGS</code> in{' '}
+      <code>/etc/vfio-fleet/agent.env</code>, then <code>systemctl restart vfio-fleet-agent</code>).
+    </div>
   );
 }
 

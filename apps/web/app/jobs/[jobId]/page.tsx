@@ -222,13 +222,15 @@ function Outcome({ job: j, result }: { job: Job; result: ResultView | null }) {
       <p className={styles.outcomeTitle}>
         {j.state === 'rolled_back'
           ? 'Rolled back: a step failed and every device was restored.'
-          : j.state === 'failed'
-            ? 'Failed: the host may be between drivers; check the drivers after.'
-            : j.state === 'expired'
-              ? 'Expired'
-              : j.state === 'cancelled'
-                ? 'Cancelled'
-                : 'Reason'}
+          : j.state === 'failed' && result?.status === 'refused'
+            ? 'Refused by the agent: nothing was written, every device is as it was.'
+            : j.state === 'failed'
+              ? 'Failed: the host may be between drivers; check the drivers after.'
+              : j.state === 'expired'
+                ? 'Expired'
+                : j.state === 'cancelled'
+                  ? 'Cancelled'
+                  : 'Reason'}
       </p>
       {j.reasonCode === null ? null : (
         <p>

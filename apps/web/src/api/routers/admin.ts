@@ -70,6 +70,8 @@ export const tokensRouter = createRouter({
          * schema, so a command we print is never one the agent refuses.
          */
         labels: helloMessageSchema.shape.labels.optional(),
+        /** The commands start the agent with `--allow-rebind`: the console may rebind the host. */
+        allowRebind: z.boolean().default(false),
       }),
     )
     .mutation(async ({ ctx, input }) => {
@@ -100,6 +102,7 @@ export const tokensRouter = createRouter({
             expiresAt: expiresAt.toISOString(),
             maxUses: inserted.maxUses,
             labels,
+            allowRebind: input.allowRebind,
           },
         });
         return inserted;
@@ -112,9 +115,16 @@ export const tokensRouter = createRouter({
         maxUses: row.maxUses,
         server,
         labels,
-        command: agentCommand(server, token, labels),
+        allowRebind: input.allowRebind,
+        command: agentCommand(server, token, labels, input.allowRebind),
         /** One command per install path (curl | sh, the .deb, Ansible), from the packaged agent. */
-        install: installCommands({ server, token, labels, release }),
+        install: installCommands({
+          server,
+          token,
+          labels,
+          allowRebind: input.allowRebind,
+          release,
+        }),
       };
     }),
 

@@ -1,4 +1,5 @@
 /** The fleet's read side: summary, capacity, hosts, devices, IOMMU groups (viewer and up). */
+import { READINESS_STATUSES } from '@vfio-fleet/core';
 import { z } from 'zod';
 import { agentVersionCounts } from '../../fleet/agent-version-counts';
 import { fleetCapacity } from '../../fleet/capacity';
@@ -86,7 +87,7 @@ export const devicesRouter = createRouter({
             .transform((s) => s.toLowerCase())
             .optional(),
           driver: z.string().min(1).max(64).optional(),
-          status: z.enum(['bound', 'ready', 'blocked']).optional(),
+          status: z.enum(READINESS_STATUSES).optional(),
           reason: z
             .string()
             .regex(/^[a-z0-9-]{1,64}$/, 'expected a reason code')

@@ -1,0 +1,1 @@
+ALTER TABLE "hosts" ADD COLUMN "allow_rebind" boolean;
