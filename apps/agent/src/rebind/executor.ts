@@ -20,20 +20,14 @@
 import path from 'node:path';
 import {
   type HostSnapshot,
-  isVfioDriverName,
   type KernelIo,
-  KernelIoError,
   normalizePciAddress,
-  type PlanStep,
   planRebind,
   type ReadinessReason,
-  type RebindPlan,
-  type VerifyExpectation,
   warningsNeedingForce,
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
-import { linkBasename } from '../inventory/sysfs-values';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import { heldSincePlan } from './held-since-plan';
@@ -43,9 +37,7 @@ import {
   type DeviceBinding,
   JOB_ID_PATTERN,
   type JobOutcome,
-  type JobPhase,
   JobStore,
-  type KernelErrorInfo,
 } from './job-store';
 import {
   describeFailure,
