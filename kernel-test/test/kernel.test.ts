@@ -465,7 +465,8 @@ describe('the kernel model on the guest’s capture', () => {
       if (s.held !== null || s.args[0] === 'scan') {
         // A held device's verdicts and a scan's in-use view come from the agent on the model.
         const args = s.args.map((a, i) => (s.args[i - 1] === '--state-dir' ? stateDir : a));
-        const run = spawnSync(AGENT_NODE, [AGENT_BIN, ...args, '--root', root, '--simulate'], {
+        const simulate = s.args[0] === 'scan' ? [] : ['--simulate'];
+        const run = spawnSync(AGENT_NODE, [AGENT_BIN, ...args, '--root', root, ...simulate], {
           encoding: 'utf8',
           env: { ...process.env, NO_COLOR: '1' },
         });

@@ -137,4 +137,18 @@ describe('RebindExecutor: a device taken by a VM after the host was read', () =>
     expect(outcome.reason?.code).not.toBe('in-use');
     expect(h.io.calls.length).toBeGreaterThan(0);
   });
+
+  it('a held group already on vfio: a bind is done, with nothing to write and nothing refused', async () => {
+    const h = await vfioBoundHost(1);
+    const outcome = await h.executor.execute({
+      jobId: 'held-done-1',
+      address: GPU,
+      target: 'vfio',
+      force: true,
+    });
+    expect(h.releases).toHaveLength(1);
+    expect(outcome.status).toBe('succeeded');
+    expect(h.io.calls).toEqual([]);
+    for (const release of h.releases) await release();
+  });
 });

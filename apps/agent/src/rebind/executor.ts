@@ -319,7 +319,8 @@ export class RebindExecutor {
         after: before,
       };
     }
-    const held = await heldSincePlan(this.deps.fs, plan);
+    // A plan with nothing to write (already done) touches no device, held or not.
+    const held = plan.steps.length === 0 ? null : await heldSincePlan(this.deps.fs, plan);
     if (held !== null) {
       return {
         ...this.emptyOutcome(job, startedAt, 'refused'),
