@@ -13,7 +13,7 @@ echo "[boot-guest] image ready in $((t1 - t0)) s: $INITRD" >&2
 # group), two e1000 behind one pcie-pci-bridge (one group with the bridge). No option ROMs
 # (romfile=): nothing boots from the network, and iPXE's setup costs seconds under TCG.
 status=0
-timeout --kill-after=10 "${VFIO_FLEET_BOOT_TIMEOUT:-300}" qemu-system-x86_64 \
+timeout --kill-after=10 "${VFIO_FLEET_BOOT_TIMEOUT:-450}" qemu-system-x86_64 \
   -machine q35 -accel tcg -m 1024 -smp 2 -nographic -no-reboot -vga none \
   -device intel-iommu,intremap=on \
   -kernel "$KERNEL" -initrd "$INITRD" \
