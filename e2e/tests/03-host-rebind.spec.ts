@@ -8,8 +8,16 @@ import { expect, type Page, test } from '../src/test';
 /** Opens the confirmation for `button` in the VF's group, checks what it shows, queues it. */
 async function confirmRebind(
   page: Page,
-  options: { group: number; hostname: string; button: string; shot?: () => Promise<void> },
+  options: {
+    group: number;
+    hostname: string;
+    button: string;
+    /** What the blast radius must name, and how many devices it says move. */
+    moving?: { address: string; count: number };
+    shot?: () => Promise<void>;
+  },
 ): Promise<void> {
+  const moving = options.moving ?? { address: MLX5_VF, count: 1 };
   await groupBox(page, options.group).getByRole('button', { name: options.button }).click();
   const dialog = page.getByRole('dialog', {
     name: `Rebind IOMMU group ${options.group} on ${options.hostname}`,
@@ -21,8 +29,9 @@ async function confirmRebind(
   await expect(steps.getByRole('row')).not.toHaveCount(1);
   await expect(steps).toContainText('driver_override');
   const blast = dialog.getByRole('table', { name: 'Blast radius' });
-  await expect(blast).toContainText(MLX5_VF);
-  await expect(dialog.getByRole('heading', { name: /Blast radius: 1 device move/ })).toBeVisible();
+  await expect(blast).toContainText(moving.address);
+  const heading = new RegExp(`Blast radius: ${moving.count} devices? move`);
+  await expect(dialog.getByRole('heading', { name: heading })).toBeVisible();
   // Nothing is queued before the explicit acknowledgement.
   const queue = dialog.getByRole('button', { name: 'Queue rebind' });
   await expect(queue).toBeDisabled();
@@ -95,4 +104,52 @@ test('an operator rebinds the Mellanox VF to mlx5_vfio_pci and restores it', asy
   await jobSucceeds(page);
   await page.goto(`${fleet.url}/hosts/${host.hostId}`);
   await expect(driverOf(page, MLX5_VF)).toHaveText('mlx5_core', { timeout: 60_000 });
+});
+
+// The demo's complaint: "Restore host drivers" left the GPU on no driver and called it a success.
+// A restore now ends each device on the driver it had before it went to vfio, or fails.
+test('a GPU and its audio function go to vfio and come back, each on the driver it had', async ({
+  page,
+  fleet,
+  signIn,
+}) => {
+  const GPU = '0000:31:00.0';
+  const AUDIO = '0000:31:00.1';
+  const host = fleet.hosts.find((h) => h.scenario === 'dual-gpu');
+  if (host === undefined) throw new Error('no dual-gpu host in the fleet');
+  const gpu = host.devices.find((d) => d.address === GPU);
+  if (gpu === undefined || gpu.iommuGroup === null) throw new Error(`no GPU ${GPU} in a group`);
+  expect(gpu.driver).toBe('nvidia');
+
+  await signIn('operator', `/hosts/${host.hostId}`);
+  await expect(driverOf(page, GPU)).toHaveText('nvidia');
+  await expect(driverOf(page, AUDIO)).toHaveText('snd_hda_intel');
+  await confirmRebind(page, {
+    group: gpu.iommuGroup,
+    hostname: host.hostname,
+    button: 'Move group to vfio',
+    moving: { address: GPU, count: 2 },
+  });
+  await jobSucceeds(page);
+  await page.goto(`${fleet.url}/hosts/${host.hostId}`);
+  await expect(driverOf(page, GPU)).toHaveText('vfio-pci', { timeout: 60_000 });
+
+  await confirmRebind(page, {
+    group: gpu.iommuGroup,
+    hostname: host.hostname,
+    button: 'Restore host drivers',
+    moving: { address: GPU, count: 2 },
+  });
+  await jobSucceeds(page);
+  // The job ends with each device on its own driver (it verifies exactly that, not "off vfio").
+  const drivers = page.getByRole('table', { name: 'Drivers before and after' });
+  await expect(drivers.getByRole('row').filter({ hasText: GPU })).toContainText(
+    /vfio-pci\s*nvidia/,
+  );
+  await expect(drivers.getByRole('row').filter({ hasText: AUDIO })).toContainText(
+    /vfio-pci\s*snd_hda_intel/,
+  );
+  await page.goto(`${fleet.url}/hosts/${host.hostId}`);
+  await expect(driverOf(page, GPU)).toHaveText('nvidia', { timeout: 60_000 });
+  await expect(driverOf(page, AUDIO)).toHaveText('snd_hda_intel');
 });
