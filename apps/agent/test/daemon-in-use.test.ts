@@ -58,7 +58,8 @@ describe('vfio-fleet-agent run: devices a VM takes and lets go', () => {
     const model = new KernelModel(root);
     let from = srv.received.length;
     const release = await model.holdDevice(GPU, VM);
-    const taken = await srv.waitFor('delta', { from });
+    // The watch polls every 2 s; a loaded 2-core CI machine stretches the rescan after it.
+    const taken = await srv.waitFor('delta', { from, timeoutMs: 30_000 });
     // The audio function changes too: its group is now in use.
     expect(taken.delta.devicesChanged.map((d) => d.address)).toContain(GPU);
     expect(taken.delta.devicesChanged.find((d) => d.address === GPU)).toMatchObject({
@@ -69,7 +70,7 @@ describe('vfio-fleet-agent run: devices a VM takes and lets go', () => {
 
     from = srv.received.length;
     await release();
-    const freed = await srv.waitFor('delta', { from });
+    const freed = await srv.waitFor('delta', { from, timeoutMs: 30_000 });
     expect(freed.delta.devicesChanged.find((d) => d.address === GPU)).toMatchObject({
       inUse: false,
       holder: null,

@@ -36,16 +36,29 @@ const SELECTION: Record<ScenarioName, number[]> = {
   'vm-running': [3048, 3078, 5573, 7251, 21823, 25904, 27469],
 };
 
-function aliasFile(lineNumbers: readonly number[]): string {
+/**
+ * The proprietary nvidia module's aliases, as depmod writes them for a DKMS build under
+ * updates/dkms (after the tree's own modules): its nv_pci_table matches NVIDIA display controllers
+ * by exact class (VGA 0x030000, 3D 0x030200) and one multimedia device (0x0e00), so
+ * file2alias pins the subclass and prog-if. Without them the nvidia driver of these scenarios had
+ * an empty id table: a restore's drivers_probe could never bind it again.
+ */
+export const NVIDIA_DKMS_LINES = [
+  'alias pci:v000010DEd*sv*sd*bc03sc00i00* nvidia',
+  'alias pci:v000010DEd*sv*sd*bc03sc02i00* nvidia',
+  'alias pci:v000010DEd00000E00sv*sd*bc04sc80i00* nvidia',
+];
+
+function aliasFile(lineNumbers: readonly number[], dkms: readonly string[] = []): string {
   const lines = [...lineNumbers].sort((a, b) => a - b).map((n) => REAL_LINES.get(n) ?? '');
-  return `${[HEADER, ...lines.filter((line) => line !== '')].join('\n')}\n`;
+  return `${[HEADER, ...lines.filter((line) => line !== ''), ...dkms].join('\n')}\n`;
 }
 
 export const SCENARIO_MODULES_ALIAS: Record<ScenarioName, string> = {
-  'dual-gpu': aliasFile(SELECTION['dual-gpu']),
+  'dual-gpu': aliasFile(SELECTION['dual-gpu'], NVIDIA_DKMS_LINES),
   'mlx5-vf': aliasFile(SELECTION['mlx5-vf']),
-  'critical-nvme-nic': aliasFile(SELECTION['critical-nvme-nic']),
-  'iommu-off': aliasFile(SELECTION['iommu-off']),
+  'critical-nvme-nic': aliasFile(SELECTION['critical-nvme-nic'], NVIDIA_DKMS_LINES),
+  'iommu-off': aliasFile(SELECTION['iommu-off'], NVIDIA_DKMS_LINES),
   'vfio-bound': aliasFile(SELECTION['vfio-bound']),
   'vm-running': aliasFile(SELECTION['vm-running']),
 };
