@@ -18,6 +18,7 @@ import {
   pciClassName,
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
+import { describeStuckWrite, stuckWrites } from '../kernel/stuck-writes';
 import { linkBasename, parseHexAttr, parseIntAttr, pciAddressesInPath } from './sysfs-values';
 
 export const PCI_DEVICES_DIR = '/sys/bus/pci/devices';
@@ -59,6 +60,18 @@ export async function readPciDevices(
       problems.push({
         source: `${PCI_DEVICES_DIR}/${entry}`,
         message: `skipped ${entry}: not a PCI address`,
+      });
+      continue;
+    }
+    // A write blocked in the kernel holds the device lock: reading driver_override or
+    // sriov_numvfs would block this scan behind it. Nothing of the device is read until it returns.
+    const stuck = stuckWrites.forDevice(fs.root, entry);
+    if (stuck !== null) {
+      unreadable.push({
+        address: entry,
+        iommuGroup: null,
+        driver: null,
+        why: `stuck in the kernel: ${describeStuckWrite(stuck)} has not returned; the agent does not read or write this device until it does`,
       });
       continue;
     }

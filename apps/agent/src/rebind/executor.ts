@@ -48,6 +48,7 @@ import {
   StepRunner,
   settle,
 } from './step-runner';
+import { STUCK_IN_KERNEL, stuckReason } from './stuck-outcome';
 
 export type { DeviceBinding, JobOutcome, JobPhase, JobStatus, KernelErrorInfo } from './job-store';
 export type { JobStepEvent } from './step-runner';
@@ -346,10 +347,15 @@ export class RebindExecutor {
       );
       abandoned = pending;
       if (event.status === 'failed' && event.error !== null) {
+        const stuck = 'address' in step && this.steps.stuck(step.address) !== null;
         failure = {
           failedStep: { phase: 'forward', index, step },
           error: event.error,
-          code: event.error.errno === 'ETIMEDOUT' ? 'step-timeout' : 'step-failed',
+          code: stuck
+            ? STUCK_IN_KERNEL
+            : event.error.errno === 'ETIMEDOUT'
+              ? 'step-timeout'
+              : 'step-failed',
         };
         break;
       }
@@ -375,10 +381,17 @@ export class RebindExecutor {
       // timeout to finish; the rollback then starts from whatever it left.
       await settle(abandoned, this.steps.stepTimeoutMs());
     }
+    // A device with a write stuck in the kernel is not touched: every write and lock-taking read
+    // of it would block behind that write.
+    const stuck = before.flatMap((b) => this.steps.stuck(b.address) ?? []);
     let blockAddress: string | null = null;
     let skipBlock = false;
     for (const [index, step] of plan.rollback.entries()) {
       const address = 'address' in step ? step.address : null;
+      if (address !== null && stuck.some((w) => w.address === address)) {
+        this.steps.report(onStep, this.steps.skippedEvent(job.jobId, index, step));
+        continue;
+      }
       if (address !== blockAddress) {
         // The rollback is one block per device. A device already as it was (never reached, or a
         // step that failed before changing it) is left alone: its block would unbind a working
@@ -398,6 +411,17 @@ export class RebindExecutor {
       await this.steps.runStep(job.jobId, 'rollback', index, step, onStep);
     }
     const after = await this.steps.readBindings(before.map((b) => b.address));
+    if (stuck.length > 0) {
+      return {
+        ...this.emptyOutcome(job, startedAt, 'failed'),
+        reason: stuckReason(stuck, before, after),
+        failedStep: failure.failedStep,
+        kernelError: failure.error,
+        before,
+        after,
+        finishedAt: this.now().toISOString(),
+      };
+    }
     const left = differences(before, after);
     const what = describeFailure(failure);
     if (left.length === 0) {

@@ -1,0 +1,194 @@
+// A sysfs write that blocks for real: the GPU's driver `unbind` is a FIFO, so the writer child's
+// open(2) blocks until the test opens it for reading, as a write blocked behind a VM's open does
+// on a real kernel. The rest of the host is the kernel model. The job must end stuck-in-kernel,
+// scans and other groups' jobs must go on meanwhile, and the device comes back once it returns.
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, open, realpath, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { buildScenario, KernelModel } from '@vfio-fleet/host-fixtures';
+import { afterEach, describe, expect, it } from 'vitest';
+import { HostFs } from '../src/host-fs';
+import { collectHost } from '../src/inventory/collect';
+import { stuckWrites } from '../src/kernel/stuck-writes';
+import { type DeadlineKernelIo, SysfsKernelIo } from '../src/kernel/sysfs-kernel-io';
+import { createLogger } from '../src/logger';
+import { RebindExecutor } from '../src/rebind/executor';
+import { bundleWriter } from './helpers/writer-command';
+
+const GPU = '0000:17:00.0';
+const AUDIO = '0000:17:00.1';
+const OTHER_GPU = '0000:31:00.0';
+const STUCK_PATH = '/sys/bus/pci/drivers/nvidia/unbind';
+const STEP_TIMEOUT_MS = 1500;
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function tempDir(prefix: string): Promise<string> {
+  const dir = await realpath(await mkdtemp(path.join(os.tmpdir(), prefix)));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The kernel model, except the GPU's unbind from nvidia: SysfsKernelIo, into the FIFO. */
+class FifoUnbindIo implements DeadlineKernelIo {
+  /** Resolves when the write into the FIFO has been sent (and blocks). */
+  readonly blocked: Promise<void>;
+  private markBlocked: () => void = () => undefined;
+  constructor(
+    private readonly model: KernelModel,
+    readonly sysfs: SysfsKernelIo,
+  ) {
+    this.blocked = new Promise((resolve) => {
+      this.markBlocked = resolve;
+    });
+  }
+  write(p: string, value: string): Promise<void> {
+    return this.writeWithin(p, value, STEP_TIMEOUT_MS);
+  }
+  writeWithin(p: string, value: string, deadlineMs: number): Promise<void> {
+    if (p !== STUCK_PATH || value !== GPU) return this.model.write(p, value);
+    this.markBlocked();
+    return this.sysfs.writeWithin(p, value, deadlineMs);
+  }
+  modprobe(module: string): Promise<void> {
+    return this.model.modprobe(module);
+  }
+}
+
+async function host(abandonSignal: NodeJS.Signals | null) {
+  const root = await tempDir('stuck-host-');
+  const stateDir = await tempDir('stuck-state-');
+  await buildScenario(root, 'dual-gpu');
+  const model = new KernelModel(root);
+  const fifo = path.join(root, 'sys/bus/pci/drivers/nvidia/unbind');
+  await rm(fifo);
+  execFileSync('mkfifo', [fifo]);
+  const sysfs = new SysfsKernelIo(root, { writer: bundleWriter, abandonSignal });
+  const io = new FifoUnbindIo(model, sysfs);
+  const fs = new HostFs(root);
+  const executor = new RebindExecutor({
+    fs,
+    io,
+    stateDir,
+    allowRebind: true,
+    logger: createLogger('silent'),
+    stepTimeoutMs: STEP_TIMEOUT_MS,
+  });
+  /** Reads the FIFO: the blocked open and write return, and the writer child exits. */
+  const release = async (): Promise<string> => {
+    const handle = await open(fifo, 'r');
+    try {
+      return (await handle.readFile('utf8')).trim();
+    } finally {
+      await handle.close();
+    }
+  };
+  let released = false;
+  cleanups.push(async () => {
+    sysfs.close();
+    if (!released && stuckWrites.forDevice(root, GPU) !== null) await release();
+  });
+  const scan = () => collectHost(fs);
+  return {
+    root,
+    executor,
+    blocked: io.blocked,
+    scan,
+    release: () => {
+      released = true;
+      return release();
+    },
+  };
+}
+
+function cleared(root: string): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = stuckWrites.subscribe((write, event) => {
+      if (event === 'cleared' && write.root === root && write.address === GPU) {
+        stop();
+        resolve();
+      }
+    });
+    if (stuckWrites.forDevice(root, GPU) === null) {
+      stop();
+      resolve();
+    }
+  });
+}
+
+describe('a sysfs write stuck in the kernel', () => {
+  it('ends the job stuck-in-kernel; scans and other groups go on; it clears when the write returns', async () => {
+    const h = await host(null);
+    const stuckJob = h.executor.execute({
+      jobId: 'stuck-1',
+      address: GPU,
+      target: 'vfio',
+      force: true,
+    });
+    await h.blocked;
+    // Meanwhile, a scan completes and another group's job (same driver) runs to the end.
+    const meanwhile = await h.scan();
+    expect(meanwhile.devices.map((d) => d.address)).toContain(OTHER_GPU);
+    const other = await h.executor.execute({
+      jobId: 'other-1',
+      address: OTHER_GPU,
+      target: 'vfio',
+      force: true,
+    });
+    expect(other.reason).toBeNull();
+    expect(other.status).toBe('succeeded');
+
+    const outcome = await stuckJob;
+    expect(outcome.status).toBe('failed');
+    expect(outcome.reason?.code).toBe('stuck-in-kernel');
+    expect(outcome.reason?.message).toContain(`to ${STUCK_PATH}`);
+    expect(outcome.reason?.message).toContain(`will not read or write ${GPU} until it returns`);
+    expect(outcome.reason?.message).toContain('The agent keeps working');
+    expect(outcome.failedStep?.step.action).toBe('unbind');
+    // The stuck GPU is neither read nor rolled back; its audio function is, and is as before.
+    expect(outcome.after.map((b) => b.address)).toEqual([AUDIO]);
+    expect(outcome.after).toEqual(outcome.before.filter((b) => b.address === AUDIO));
+    expect(stuckWrites.forDevice(h.root, GPU)).toMatchObject({ path: STUCK_PATH, value: GPU });
+
+    const during = await h.scan();
+    expect(during.devices.map((d) => d.address)).not.toContain(GPU);
+    expect(during.devices.find((d) => d.address === AUDIO)?.driver).toBe('snd_hda_intel');
+    expect(during.devices.find((d) => d.address === OTHER_GPU)?.driver).toBe('vfio-pci');
+    const problem = during.problems.find((p) => p.device?.address === GPU);
+    expect(problem?.message).toMatch(/^stuck in the kernel: the write of "0000:17:00.0" to /);
+    expect(problem?.device?.iommuGroup).toBe(21);
+    // Its group is refused as a whole while the write is stuck, with nothing written.
+    const again = await h.executor.execute({
+      jobId: 'stuck-2',
+      address: AUDIO,
+      target: 'vfio',
+      force: true,
+    });
+    expect(again.status).toBe('refused');
+    const gone = cleared(h.root);
+    expect(await h.release()).toBe(GPU);
+    await gone;
+    expect(stuckWrites.forDevice(h.root, GPU)).toBeNull();
+    const after = await h.scan();
+    expect(after.devices.find((d) => d.address === GPU)?.driver).toBe('nvidia');
+    expect(after.problems.some((p) => p.device?.address === GPU)).toBe(false);
+  });
+
+  it('SIGKILL ends a write the kernel lets go of (a FIFO open is interruptible): the entry clears', async () => {
+    const h = await host('SIGKILL');
+    const outcome = await h.executor.execute({
+      jobId: 'kill-1',
+      address: GPU,
+      target: 'vfio',
+      force: true,
+    });
+    expect(outcome.reason?.code).toBe('stuck-in-kernel');
+    await cleared(h.root);
+    const after = await h.scan();
+    expect(after.devices.find((d) => d.address === GPU)?.driver).toBe('nvidia');
+  });
+});
