@@ -3,7 +3,7 @@
 // on a real kernel. The rest of the host is the kernel model. The job must end stuck-in-kernel,
 // scans and other groups' jobs must go on meanwhile, and the device comes back once it returns.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, open, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { buildScenario, KernelModel } from '@vfio-fleet/host-fixtures';
@@ -11,7 +11,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
 import { stuckWrites } from '../src/kernel/stuck-writes';
-import { type DeadlineKernelIo, SysfsKernelIo } from '../src/kernel/sysfs-kernel-io';
+import {
+  type DeadlineKernelIo,
+  lockedReaderFor,
+  SysfsKernelIo,
+} from '../src/kernel/sysfs-kernel-io';
 import { createLogger } from '../src/logger';
 import { RebindExecutor } from '../src/rebind/executor';
 import { bundleWriter } from './helpers/writer-command';
@@ -191,4 +195,53 @@ describe('a sysfs write stuck in the kernel', () => {
     const after = await h.scan();
     expect(after.devices.find((d) => d.address === GPU)?.driver).toBe('nvidia');
   });
+
+  // Without the guarded read the scan blocks on the FIFO: the 15 s limit fails it rather than hang.
+  it('a held vfio device whose lock another process holds: the scan marks it stuck, not frozen', async () => {
+    // An operator's `echo > unbind` blocked behind the VM: the device's driver_override read
+    // would block too. Here driver_override is a FIFO, so its read blocks until a writer opens it.
+    const root = await tempDir('stuck-read-');
+    await buildScenario(root, 'vfio-bound');
+    const dir = path.join(root, 'sys/bus/pci/devices', GPU);
+    await writeFile(path.join(dir, 'enable'), '1\n');
+    const fifo = path.join(dir, 'driver_override');
+    await rm(fifo);
+    execFileSync('mkfifo', [fifo]);
+    const sysfs = new SysfsKernelIo(root, { writer: bundleWriter, abandonSignal: null });
+    const fs = new HostFs(root);
+    const scan = () => collectHost(fs, { lockedRead: lockedReaderFor(sysfs, 300) });
+    let released = false;
+    const release = async () => {
+      released = true;
+      const handle = await open(fifo, 'w');
+      await handle.writeFile('(null)\n');
+      await handle.close();
+    };
+    cleanups.push(async () => {
+      sysfs.close();
+      if (!released) await release();
+    });
+
+    const during = await scan();
+    expect(during.devices.map((d) => d.address)).not.toContain(GPU);
+    expect(during.devices.find((d) => d.address === AUDIO)?.driver).toBe('vfio-pci');
+    const problem = during.problems.find((p) => p.device?.address === GPU);
+    expect(problem?.message).toContain(
+      `stuck in the kernel: a read of /sys/bus/pci/devices/${GPU}/driver_override`,
+    );
+    expect(stuckWrites.forDevice(root, GPU)).toMatchObject({ operation: 'read' });
+    // While it is stuck, a rescan does not try again (it would only add a blocked reader).
+    expect((await scan()).devices.map((d) => d.address)).not.toContain(GPU);
+
+    const gone = cleared(root);
+    await release();
+    await gone;
+    await rm(fifo);
+    await writeFile(fifo, '(null)\n');
+    const after = await scan();
+    expect(after.devices.find((d) => d.address === GPU)).toMatchObject({
+      driver: 'vfio-pci',
+      inUse: true,
+    });
+  }, 15_000);
 });

@@ -31,7 +31,7 @@ import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
 import { HolderCache } from '../inventory/read-holders';
 import { stuckWrites } from '../kernel/stuck-writes';
-import { SysfsKernelIo } from '../kernel/sysfs-kernel-io';
+import { lockedReaderFor, SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { RebindExecutor } from '../rebind/executor';
 import { reapplyPersistedBindings } from '../rebind/persist';
@@ -253,6 +253,7 @@ export class AgentDaemon {
       pciIdsPath: this.options.pciIdsPath,
       logger: this.logger,
       holders: this.holderCache,
+      lockedRead: lockedReaderFor(this.io),
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };

@@ -15,6 +15,11 @@ export interface StuckWrite {
   address: string | null;
   path: string;
   value: string;
+  /**
+   * `read`: a read of a lock-taking attribute that did not return, so the device's lock is held
+   * by someone else's blocked write (an operator's `echo > unbind`).
+   */
+  operation: 'write' | 'read';
   /** ISO time the write was sent to the kernel. */
   since: string;
 }
@@ -35,6 +40,9 @@ export function writeAddress(hostPath: string, value: string): string | null {
 
 /** `"0000:01:00.0" to /sys/bus/pci/drivers/nvme/unbind (since 2026-...)` */
 export function describeStuckWrite(write: StuckWrite): string {
+  if (write.operation === 'read') {
+    return `a read of ${write.path} (since ${write.since}; the device's lock is held, likely by another process's write stuck in the kernel)`;
+  }
   return `the write of ${JSON.stringify(write.value)} to ${write.path} (since ${write.since})`;
 }
 

@@ -36,6 +36,18 @@ export function hasWriteDeadline(io: KernelIo): io is DeadlineKernelIo {
   return 'writeWithin' in io && typeof io.writeWithin === 'function';
 }
 
+/** A held device's lock is free within microseconds unless a write holds it: a short wait. */
+export const LOCKED_READ_DEADLINE_MS = 2000;
+
+/** The scan's reader of held devices' lock-taking attributes; none for the kernel model. */
+export function lockedReaderFor(
+  io: KernelIo | null,
+  deadlineMs = LOCKED_READ_DEADLINE_MS,
+): ((hostPath: string) => Promise<string | null>) | undefined {
+  if (!(io instanceof SysfsKernelIo)) return undefined;
+  return (hostPath) => io.readGuarded(hostPath, deadlineMs);
+}
+
 /** Module names as the kernel allows them (MODULE_NAME_LEN - 1 = 55 on 64-bit). */
 const MODULE_NAME = /^[A-Za-z0-9_-]{1,55}$/;
 
@@ -119,6 +131,31 @@ export class SysfsKernelIo implements DeadlineKernelIo {
         `${hostPath}: the kernel took ${answer.bytesWritten} of ${data.length} bytes`,
       );
     }
+  }
+
+  /**
+   * Reads a lock-taking attribute (driver_override, sriov_numvfs) in the writer child: while
+   * another process's write to the device is blocked in the kernel, such a read blocks too, and
+   * in-process it would freeze the scan. Null for a missing or unreadable attribute; rejects with
+   * ETIMEDOUT (the device then counts as stuck) when the read does not return within the deadline.
+   */
+  async readGuarded(hostPath: string, deadlineMs: number): Promise<string | null> {
+    checkSysPath(hostPath);
+    const address = writeAddress(hostPath, '');
+    const file = await this.locate(hostPath).catch(() => null);
+    if (file === null) return null;
+    const answer = await this.writers().write({
+      op: 'read',
+      hostPath,
+      address,
+      file,
+      flags:
+        constants.O_RDONLY | (this.root === path.parse(this.root).root ? 0 : constants.O_NOFOLLOW),
+      value: '',
+      deadlineMs,
+    });
+    // As HostFs.readAttr: the first line, trimmed.
+    return answer.kind === 'text' ? (answer.text.split('\n', 1)[0]?.trim() ?? '') : null;
   }
 
   /** Ends the idle writer child (a daemon's stop); a later write starts another. */

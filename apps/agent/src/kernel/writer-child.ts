@@ -3,7 +3,7 @@
  * A write the kernel blocks (a device lock held by a VM's open) blocks only this process; the
  * agent abandons it and the child dies when the kernel lets the write return.
  */
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { type WriteRequest, type WriterMessage, writeRequestSchema } from './writer-protocol';
 
@@ -38,6 +38,13 @@ export async function runWriterChild(
 async function writeOnce(request: WriteRequest): Promise<WriterMessage> {
   const data = Buffer.from(request.value, 'utf8');
   try {
+    if (request.op === 'read') {
+      return {
+        kind: 'text',
+        id: request.id,
+        text: await readFile(request.file, { encoding: 'utf8', flag: request.flags }),
+      };
+    }
     const handle = await open(request.file, request.flags);
     try {
       // One write(2): a sysfs store() sees exactly one buffer per call.

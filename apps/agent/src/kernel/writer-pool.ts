@@ -124,6 +124,7 @@ export interface WriterPoolOptions {
 }
 
 export interface PoolWrite {
+  op?: 'write' | 'read';
   hostPath: string;
   address: string | null;
   file: string;
@@ -138,7 +139,7 @@ export class WriterPool {
 
   constructor(private readonly options: WriterPoolOptions) {}
 
-  /** The child's answer (`done` or `error`); rejects with ETIMEDOUT when the write is stuck. */
+  /** The child's answer; rejects with ETIMEDOUT when the write (or read) is stuck. */
   async write(request: PoolWrite): Promise<WriterMessage> {
     const child = this.idle ?? this.spawn();
     this.idle = null;
@@ -156,6 +157,7 @@ export class WriterPool {
     const since = new Date().toISOString();
     const answer = child.send({
       id: this.nextId++,
+      op: request.op ?? 'write',
       file: request.file,
       flags: request.flags,
       value: request.value,
@@ -198,6 +200,7 @@ export class WriterPool {
       address: request.address,
       path: request.hostPath,
       value: request.value,
+      operation: request.op ?? 'write',
       since,
     };
     const clear = this.options.registry.add(write);

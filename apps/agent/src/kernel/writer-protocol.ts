@@ -10,6 +10,8 @@ export const WRITER_SUBCOMMAND = '__sysfs-writer';
 
 export const writeRequestSchema = z.object({
   id: z.number().int().nonnegative(),
+  /** `read`: a lock-taking attribute of a held device, read where a block cannot hurt. */
+  op: z.enum(['write', 'read']).optional(),
   /** Where to open on this machine (already located under the agent's root). */
   file: z.string().min(1),
   flags: z.number().int().nonnegative(),
@@ -21,6 +23,7 @@ export const writerMessageSchema = z.discriminatedUnion('kind', [
   /** Sent once at start, so the parent's deadline never counts the child's start-up. */
   z.object({ kind: z.literal('ready') }),
   z.object({ kind: z.literal('done'), id: z.number().int(), bytesWritten: z.number().int() }),
+  z.object({ kind: z.literal('text'), id: z.number().int(), text: z.string() }),
   z.object({
     kind: z.literal('error'),
     id: z.number().int(),

@@ -28,6 +28,7 @@ import {
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import { heldSincePlan } from './held-since-plan';
@@ -389,6 +390,7 @@ export class RebindExecutor {
     return collectHost(this.deps.fs, {
       pciIdsPath: this.deps.pciIdsPath ?? null,
       logger: this.deps.logger,
+      lockedRead: lockedReaderFor(this.deps.io),
       ...(this.deps.now === undefined ? {} : { now: this.deps.now }),
     });
   }
