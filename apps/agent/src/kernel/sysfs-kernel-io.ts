@@ -9,7 +9,7 @@ import { constants } from 'node:fs';
 import path from 'node:path';
 import { isKernelErrno, type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
 import { HostFs } from '../host-fs';
-import { describeStuckWrite, type StuckWrites, stuckWrites, writeAddress } from './stuck-writes';
+import { describeStuckWrite, stuckWrites, writeAddress } from './stuck-writes';
 import { selfWriterCommand, type WriterCommand, WriterPool } from './writer-pool';
 
 export interface SysfsKernelIoOptions {
@@ -23,8 +23,6 @@ export interface SysfsKernelIoOptions {
   writer?: WriterCommand;
   /** Default SIGKILL; see WriterPoolOptions. */
   abandonSignal?: NodeJS.Signals | null;
-  /** Default the process's registry. */
-  registry?: StuckWrites;
 }
 
 /** A KernelIo whose writes enforce their own deadline and record the ones stuck in the kernel. */
@@ -80,7 +78,6 @@ export class SysfsKernelIo implements DeadlineKernelIo {
   private readonly modprobePath: string;
   private readonly modprobeTimeoutMs: number;
   private readonly writeDeadlineMs: number;
-  private readonly registry: StuckWrites;
   private readonly options: SysfsKernelIoOptions;
   private pool: WriterPool | null = null;
 
@@ -90,7 +87,6 @@ export class SysfsKernelIo implements DeadlineKernelIo {
     this.modprobePath = options.modprobePath ?? 'modprobe';
     this.modprobeTimeoutMs = options.modprobeTimeoutMs ?? 60_000;
     this.writeDeadlineMs = options.writeDeadlineMs ?? 30_000;
-    this.registry = options.registry ?? stuckWrites;
     this.options = options;
   }
 
@@ -105,7 +101,7 @@ export class SysfsKernelIo implements DeadlineKernelIo {
   async writeWithin(hostPath: string, value: string, deadlineMs: number): Promise<void> {
     checkSysPath(hostPath);
     const address = writeAddress(hostPath, value);
-    const stuck = address === null ? null : this.registry.forDevice(this.root, address);
+    const stuck = address === null ? null : stuckWrites.forDevice(this.root, address);
     if (stuck !== null) {
       throw new KernelIoError(
         'EBUSY',
@@ -166,7 +162,7 @@ export class SysfsKernelIo implements DeadlineKernelIo {
   private writers(): WriterPool {
     this.pool ??= new WriterPool({
       command: this.options.writer ?? selfWriterCommand(),
-      registry: this.registry,
+      registry: stuckWrites,
       root: this.root,
       ...(this.options.abandonSignal === undefined
         ? {}

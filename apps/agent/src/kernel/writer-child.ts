@@ -1,5 +1,6 @@
 /**
- * The sysfs writer child's side: for each request, one open(2) and one write(2), then the answer.
+ * The sysfs writer child's side: for each request one open(2) and one write(2) (or one read of a
+ * lock-taking attribute), then the answer.
  * A write the kernel blocks (a device lock held by a VM's open) blocks only this process; the
  * agent abandons it and the child dies when the kernel lets the write return.
  */
@@ -27,7 +28,7 @@ export async function runWriterChild(
     const request = writeRequestSchema.safeParse(parsed);
     // Only the parent writes here; a line it did not mean is a bug, not something to guess at.
     if (!request.success) throw new Error(`sysfs writer: bad request ${line.slice(0, 200)}`);
-    const work = writeOnce(request.data).then(send);
+    const work = perform(request.data).then(send);
     inFlight.add(work);
     void work.finally(() => inFlight.delete(work));
   }
@@ -35,7 +36,7 @@ export async function runWriterChild(
   await Promise.all(inFlight);
 }
 
-async function writeOnce(request: WriteRequest): Promise<WriterMessage> {
+async function perform(request: WriteRequest): Promise<WriterMessage> {
   const data = Buffer.from(request.value, 'utf8');
   try {
     if (request.op === 'read') {
