@@ -197,51 +197,80 @@ describe('a sysfs write stuck in the kernel', () => {
   });
 
   // Without the guarded read the scan blocks on the FIFO: the 15 s limit fails it rather than hang.
-  it('a held vfio device whose lock another process holds: the scan marks it stuck, not frozen', async () => {
-    // An operator's `echo > unbind` blocked behind the VM: the device's driver_override read
-    // would block too. Here driver_override is a FIFO, so its read blocks until a writer opens it.
-    const root = await tempDir('stuck-read-');
-    await buildScenario(root, 'vfio-bound');
-    const dir = path.join(root, 'sys/bus/pci/devices', GPU);
-    await writeFile(path.join(dir, 'enable'), '1\n');
-    const fifo = path.join(dir, 'driver_override');
-    await rm(fifo);
-    execFileSync('mkfifo', [fifo]);
-    const sysfs = new SysfsKernelIo(root, { writer: bundleWriter, abandonSignal: null });
-    const fs = new HostFs(root);
-    const scan = () => collectHost(fs, { lockedRead: lockedReaderFor(sysfs, 300) });
-    let released = false;
-    const release = async () => {
-      released = true;
-      const handle = await open(fifo, 'w');
-      await handle.writeFile('(null)\n');
-      await handle.close();
-    };
-    cleanups.push(async () => {
-      sysfs.close();
-      if (!released) await release();
-    });
+  it.each([
+    {
+      // An operator's `echo > unbind` blocked behind the VM holding the GPU.
+      what: 'a held vfio device',
+      scenario: 'vfio-bound' as const,
+      address: GPU,
+      attribute: 'driver_override',
+      content: '(null)',
+      enable: true,
+      readAgain: { driver: 'vfio-pci', inUse: true },
+    },
+    {
+      // `echo 0 > sriov_numvfs` blocked behind a VM holding one of its VFs.
+      what: 'an SR-IOV PF',
+      scenario: 'mlx5-vf' as const,
+      address: '0000:41:00.0',
+      attribute: 'sriov_numvfs',
+      content: '8',
+      enable: false,
+      readAgain: { driver: 'mlx5_core', sriov: expect.objectContaining({ numVfs: 8 }) },
+    },
+  ])(
+    '$what whose lock another process holds: the scan marks it stuck, not frozen',
+    async ({ scenario, address, attribute, content, enable, readAgain }) => {
+      // The attribute is a FIFO: its read blocks until a writer opens it, like a read that waits
+      // for the device lock a blocked write holds.
+      const root = await tempDir('stuck-read-');
+      await buildScenario(root, scenario);
+      const dir = path.join(root, 'sys/bus/pci/devices', address);
+      if (enable) await writeFile(path.join(dir, 'enable'), '1\n');
+      const fifo = path.join(dir, attribute);
+      await rm(fifo);
+      execFileSync('mkfifo', [fifo]);
+      const sysfs = new SysfsKernelIo(root, { writer: bundleWriter, abandonSignal: null });
+      const fs = new HostFs(root);
+      const scan = () => collectHost(fs, { lockedRead: lockedReaderFor(sysfs, 300) });
+      let released = false;
+      const release = async () => {
+        released = true;
+        const handle = await open(fifo, 'w');
+        await handle.writeFile(`${content}\n`);
+        await handle.close();
+      };
+      cleanups.push(async () => {
+        sysfs.close();
+        if (!released) await release();
+      });
 
-    const during = await scan();
-    expect(during.devices.map((d) => d.address)).not.toContain(GPU);
-    expect(during.devices.find((d) => d.address === AUDIO)?.driver).toBe('vfio-pci');
-    const problem = during.problems.find((p) => p.device?.address === GPU);
-    expect(problem?.message).toContain(
-      `stuck in the kernel: a read of /sys/bus/pci/devices/${GPU}/driver_override`,
-    );
-    expect(stuckWrites.forDevice(root, GPU)).toMatchObject({ operation: 'read' });
-    // While it is stuck, a rescan does not try again (it would only add a blocked reader).
-    expect((await scan()).devices.map((d) => d.address)).not.toContain(GPU);
+      const during = await scan();
+      expect(during.devices.map((d) => d.address)).not.toContain(address);
+      expect(during.devices.length).toBeGreaterThan(3);
+      const problem = during.problems.find((p) => p.device?.address === address);
+      expect(problem?.message).toContain(
+        `stuck in the kernel: a read of /sys/bus/pci/devices/${address}/${attribute}`,
+      );
+      expect(stuckWrites.forDevice(root, address)).toMatchObject({ operation: 'read' });
+      // While it is stuck, a rescan does not try again (it would only add a blocked reader).
+      expect((await scan()).devices.map((d) => d.address)).not.toContain(address);
 
-    const gone = cleared(root);
-    await release();
-    await gone;
-    await rm(fifo);
-    await writeFile(fifo, '(null)\n');
-    const after = await scan();
-    expect(after.devices.find((d) => d.address === GPU)).toMatchObject({
-      driver: 'vfio-pci',
-      inUse: true,
-    });
-  }, 15_000);
+      const gone = new Promise<void>((resolve) => {
+        const stop = stuckWrites.subscribe((write, event) => {
+          if (event === 'cleared' && write.root === root && write.address === address) {
+            stop();
+            resolve();
+          }
+        });
+      });
+      await release();
+      await gone;
+      await rm(fifo);
+      await writeFile(fifo, `${content}\n`);
+      const after = await scan();
+      expect(after.devices.find((d) => d.address === address)).toMatchObject(readAgain);
+    },
+    15_000,
+  );
 });

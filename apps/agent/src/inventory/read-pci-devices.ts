@@ -149,15 +149,15 @@ async function readPciDevice(
   const subsystemVendorId = parseHexAttr(await attr('subsystem_vendor'), 4);
   const subsystemDeviceId = parseHexAttr(await attr('subsystem_device'), 4);
 
-  // A held vfio device is where someone's unbind blocks (drivers/vfio/pci: remove waits for the
-  // VM), and driver_override and sriov_numvfs take the device lock that write holds.
-  const held =
+  // driver_override and sriov_numvfs take the device lock (drivers/pci/pci-sysfs.c, iov.c), which
+  // a blocked write holds: someone's unbind of a held vfio device (vfio-pci's remove waits for the
+  // VM), or `echo 0 > sriov_numvfs` on a PF whose VF is held. Those devices are read guarded.
+  const guarded =
     lockedRead !== undefined &&
-    driver !== null &&
-    isVfioDriverName(driver) &&
-    (await attr('enable')) === '1';
+    ((driver !== null && isVfioDriverName(driver) && (await attr('enable')) === '1') ||
+      (await fs.exists(`${dir}/sriov_totalvfs`)));
   const lockedAttr = (name: string) =>
-    held && lockedRead !== undefined ? lockedRead(`${dir}/${name}`) : attr(name);
+    guarded && lockedRead !== undefined ? lockedRead(`${dir}/${name}`) : attr(name);
   const override = await lockedAttr('driver_override');
   const numaNode = parseIntAttr(await attr('numa_node'));
   const resolved = (await fs.resolve(dir)) ?? dir;
