@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { jobResultMessageSchema } from '@vfio-fleet/core';
 import { buildScenario, KernelModel } from '@vfio-fleet/host-fixtures';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
@@ -153,6 +154,10 @@ describe('a sysfs write stuck in the kernel', () => {
     expect(outcome.reason?.message).toContain(`will not read or write ${GPU} until it returns`);
     expect(outcome.reason?.message).toContain('The agent keeps working');
     expect(outcome.failedStep?.step.action).toBe('unbind');
+    // What the server receives: a valid job-result.
+    expect(
+      jobResultMessageSchema.safeParse({ type: 'job-result', ...outcome }).error,
+    ).toBeUndefined();
     // The stuck GPU is neither read nor rolled back; its audio function is, and is as before.
     expect(outcome.after.map((b) => b.address)).toEqual([AUDIO]);
     expect(outcome.after).toEqual(outcome.before.filter((b) => b.address === AUDIO));
