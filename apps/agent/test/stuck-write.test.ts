@@ -2,8 +2,8 @@
 // open(2) blocks until the test opens it for reading, as a write blocked behind a VM's open does
 // on a real kernel. The rest of the host is the kernel model. The job must end stuck-in-kernel,
 // scans and other groups' jobs must go on meanwhile, and the device comes back once it returns.
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { jobResultMessageSchema } from '@vfio-fleet/core';
@@ -278,4 +278,36 @@ describe('a sysfs write stuck in the kernel', () => {
     },
     15_000,
   );
+
+  it("a process that exits with a write stuck leaves its caller's pipes free", async () => {
+    // `out=$(vfio-fleet-agent bind ...)` returns when the agent exits, not when the kernel lets
+    // the abandoned write return: the writer child must not inherit the agent's stdout or stderr.
+    const root = await tempDir('stuck-exit-');
+    await mkdir(path.join(root, 'sys/bus/pci/drivers/nvidia'), { recursive: true });
+    const fifo = path.join(root, 'sys/bus/pci/drivers/nvidia/unbind');
+    execFileSync('mkfifo', [fifo]);
+    cleanups.push(async () => {
+      const handle = await open(fifo, 'r');
+      await handle.close();
+    });
+    const script = `
+      import { SysfsKernelIo } from ${JSON.stringify(path.resolve('src/kernel/sysfs-kernel-io.ts'))};
+      const io = new SysfsKernelIo(${JSON.stringify(root)}, {
+        writer: ${JSON.stringify(bundleWriter)},
+        abandonSignal: null,
+      });
+      await io.writeWithin('/sys/bus/pci/drivers/nvidia/unbind', '${GPU}', 300).catch((e) => console.log(e.errno));
+    `;
+    const run = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', '--input-type=module', '-e', script],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
+    expect(run.error).toBeUndefined();
+    expect(run.stdout.trim()).toBe('ETIMEDOUT');
+    expect(run.status).toBe(0);
+  }, 30_000);
 });

@@ -42,16 +42,24 @@ class WriterChild {
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
   private waiter: Waiter | null = null;
+  /** The end of what the child printed: why it died, when it did. */
+  private stderr = '';
 
   constructor(command: WriterCommand) {
+    // stderr is a pipe, not inherited: a child stuck in the kernel after the CLI exited would
+    // otherwise hold the caller's stderr open, and `$(vfio-fleet-agent bind ...)` would hang.
     this.process = spawn(command.command, [...command.args, WRITER_SUBCOMMAND], {
-      stdio: ['pipe', 'pipe', 'inherit'],
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
     // An idle child must not keep a finished CLI alive; it exits when its stdin closes.
     this.process.unref();
-    for (const stream of [this.process.stdin, this.process.stdout]) {
+    for (const stream of [this.process.stdin, this.process.stdout, this.process.stderr]) {
       if (stream instanceof Socket) stream.unref();
     }
+    this.process.stderr?.setEncoding('utf8');
+    this.process.stderr?.on('data', (chunk: string) => {
+      this.stderr = (this.stderr + chunk).slice(-2000);
+    });
     this.process.stdin?.on('error', () => undefined);
     this.exited = new Promise((resolve) => this.process.once('close', () => resolve()));
     let markReady: () => void = () => undefined;
@@ -66,7 +74,10 @@ class WriterChild {
       this.settle(error);
     });
     void this.exited.then(() => {
-      const error = new Error(`the writer process exited (${describeExit(this.process)})`);
+      const said = this.stderr.trim();
+      const error = new Error(
+        `the writer process exited (${describeExit(this.process)})${said === '' ? '' : `: ${said}`}`,
+      );
       failReady(error);
       this.settle(error);
     });
