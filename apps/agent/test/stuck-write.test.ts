@@ -310,4 +310,17 @@ describe('a sysfs write stuck in the kernel', () => {
     expect(run.stdout.trim()).toBe('ETIMEDOUT');
     expect(run.status).toBe(0);
   }, 30_000);
+
+  it('a guard that cannot start its child reads in-process, as before, rather than fail the scan', async () => {
+    const root = await tempDir('guard-broken-');
+    await buildScenario(root, 'vfio-bound');
+    await writeFile(path.join(root, 'sys/bus/pci/devices', GPU, 'enable'), '1\n');
+    const sysfs = new SysfsKernelIo(root, {
+      writer: { command: path.join(root, 'no-agent'), args: [] },
+    });
+    const snapshot = await collectHost(new HostFs(root), {
+      lockedRead: lockedReaderFor(sysfs, 300),
+    });
+    expect(snapshot.devices.find((d) => d.address === GPU)).toMatchObject({ driver: 'vfio-pci' });
+  });
 });

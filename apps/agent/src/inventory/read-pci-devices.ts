@@ -156,8 +156,16 @@ async function readPciDevice(
     lockedRead !== undefined &&
     ((driver !== null && isVfioDriverName(driver) && (await attr('enable')) === '1') ||
       (await fs.exists(`${dir}/sriov_totalvfs`)));
-  const lockedAttr = (name: string) =>
-    guarded && lockedRead !== undefined ? lockedRead(`${dir}/${name}`) : attr(name);
+  const lockedAttr = async (name: string): Promise<string | null> => {
+    if (!guarded || lockedRead === undefined) return attr(name);
+    try {
+      return await lockedRead(`${dir}/${name}`);
+    } catch (error) {
+      if (stuckWrites.forDevice(fs.root, address) !== null) throw error;
+      // The guard itself failed (its child did not start): read as before rather than fail.
+      return attr(name);
+    }
+  };
   const override = await lockedAttr('driver_override');
   const numaNode = parseIntAttr(await attr('numa_node'));
   const resolved = (await fs.resolve(dir)) ?? dir;

@@ -162,7 +162,7 @@ export class WriterPool {
       throw new KernelIoError(
         'EIO',
         request.hostPath,
-        `${request.hostPath}: nothing written, the writer process did not start: ${why}`,
+        `${request.hostPath}: nothing ${request.op === 'read' ? 'read' : 'written'}, the writer process did not start: ${why}`,
       );
     }
     const since = new Date().toISOString();
