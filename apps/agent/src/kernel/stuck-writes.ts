@@ -69,6 +69,23 @@ export class StuckWrites {
     return null;
   }
 
+  /** Resolves once none of `addresses` under `root` is stuck, or after `ms`. */
+  waitForClear(root: string, addresses: readonly string[], ms: number): Promise<void> {
+    const busy = () => addresses.some((a) => this.forDevice(root, a) !== null);
+    if (!busy()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        stop();
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      const stop = this.subscribe(() => {
+        if (!busy()) done();
+      });
+    });
+  }
+
   list(): StuckWrite[] {
     return [...this.entries];
   }

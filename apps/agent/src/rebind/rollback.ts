@@ -14,7 +14,7 @@ import {
   type StepRunner,
   settle,
 } from './step-runner';
-import { stuckReason } from './stuck-outcome';
+import { STUCK_IN_KERNEL, stuckReason } from './stuck-outcome';
 
 export interface RollbackContext {
   steps: StepRunner;
@@ -32,7 +32,8 @@ export interface RollbackContext {
 }
 
 export async function rollBack(ctx: RollbackContext): Promise<JobOutcome> {
-  const { steps, jobId, plan, before, failure, abandoned, onStep, log } = ctx;
+  const { steps, jobId, plan, before, abandoned, onStep, log } = ctx;
+  let failure = ctx.failure;
   // Info, not warn: the outcome carries the failure to whoever asked, and the CLI (logging at
   // warn) already prints it; a rollback that does not complete is logged as an error below.
   log.info({ code: failure.code, error: failure.error }, 'job failed: rolling back');
@@ -42,9 +43,16 @@ export async function rollBack(ctx: RollbackContext): Promise<JobOutcome> {
     // timeout to finish; the rollback then starts from whatever it left.
     await settle(abandoned, steps.stepTimeoutMs());
   }
-  // A device with a write stuck in the kernel is not touched: every write and lock-taking read
-  // of it would block behind that write.
-  const stuck = before.flatMap((b) => steps.stuck(b.address) ?? []);
+  // A write past its deadline may be a slow probe that finishes: like a timed-out one above, it
+  // gets one more step timeout. A device still stuck after that is not touched: every write and
+  // lock-taking read of it would block behind that write.
+  const addresses = before.map((b) => b.address);
+  await steps.waitForStuck(addresses, steps.stepTimeoutMs());
+  const stuck = addresses.flatMap((a) => steps.stuck(a) ?? []);
+  if (stuck.length === 0 && failure.code === STUCK_IN_KERNEL) {
+    // It returned: an ordinary timeout, and the rollback below covers the device again.
+    failure = { ...failure, code: 'step-timeout' };
+  }
   let blockAddress: string | null = null;
   let skipBlock = false;
   for (const [index, step] of plan.rollback.entries()) {

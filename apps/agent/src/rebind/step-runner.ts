@@ -183,6 +183,11 @@ export class StepRunner {
     return stuckWrites.forDevice(this.deps.fs.root, address);
   }
 
+  /** Gives stuck writes on `addresses` up to `ms` to return (a slow probe, not a held device). */
+  waitForStuck(addresses: readonly string[], ms: number): Promise<void> {
+    return stuckWrites.waitForClear(this.deps.fs.root, addresses, ms);
+  }
+
   private async verify(address: string, expect: VerifyExpectation): Promise<void> {
     const deadline = Date.now() + Math.min(VERIFY_SETTLE_MS, this.stepTimeoutMs());
     for (;;) {
