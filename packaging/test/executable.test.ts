@@ -2,8 +2,8 @@
 // and speaks WebSocket (ws's optional native addons are left out of the bundle).
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { constants, readFileSync, realpathSync } from 'node:fs';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -81,6 +81,33 @@ describe('the single executable', () => {
       withoutTimes(JSON.parse(viaNode.stdout)),
     );
     expect(alone.stdout).toContain('"devices"');
+  });
+
+  it('runs as its own sysfs writer child (the hidden subcommand the agent re-runs itself with)', async () => {
+    const exe = distFile('executable').path;
+    const file = path.join(tmp, 'driver_override');
+    await writeFile(file, '(null)\n');
+    // O_WRONLY|O_TRUNC, as SysfsKernelIo opens an attribute.
+    const request = {
+      id: 7,
+      file,
+      flags: constants.O_WRONLY | constants.O_TRUNC,
+      value: 'vfio-pci',
+    };
+    const child = spawnSync(exe, ['__sysfs-writer'], {
+      env: { PATH: '/nonexistent' },
+      input: `${JSON.stringify(request)}\n`,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(child.status, child.stderr).toBe(0);
+    expect(
+      child.stdout
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l)),
+    ).toEqual([{ kind: 'ready' }, { kind: 'done', id: 7, bytesWritten: 8 }]);
+    expect(await readFile(file, 'utf8')).toBe('vfio-pci');
   });
 
   it('for arm64 (cross-built), scans the same host the same way under qemu-user', () => {

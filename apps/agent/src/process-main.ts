@@ -6,6 +6,8 @@
  */
 import { runCli } from './cli';
 import { EXIT_CODES } from './errors';
+import { runWriterChild } from './kernel/writer-child';
+import { WRITER_SUBCOMMAND } from './kernel/writer-protocol';
 import { createLogger, LOG_LEVELS, type LogLevel } from './logger';
 
 function logLevelFromEnv(value: string | undefined): LogLevel {
@@ -13,6 +15,12 @@ function logLevelFromEnv(value: string | undefined): LogLevel {
 }
 
 export async function runProcess(): Promise<void> {
+  // The agent re-run as its own sysfs writer (kernel/writer-pool.ts): the same executable, so
+  // it works from the bundle and from the single executable alike.
+  if (process.argv[2] === WRITER_SUBCOMMAND) {
+    await runWriterChild(process.stdin, process.stdout);
+    return;
+  }
   const logger = createLogger(logLevelFromEnv(process.env.VFIO_FLEET_LOG_LEVEL));
   try {
     process.exitCode = await runCli(process.argv.slice(2), {

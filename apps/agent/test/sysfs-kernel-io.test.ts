@@ -1,12 +1,16 @@
 // SysfsKernelIo on a temp tree: what it writes, how open/write errors come back as KernelIoError,
 // that each call is exactly one write(2), and that nothing outside /sys/ (or a planted link out of
 // it) is ever written. modprobe runs a stand-in script, never the real one.
+import { constants } from 'node:fs';
 import { chmod, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { type KernelErrno, KernelIoError } from '@vfio-fleet/core';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { SysfsKernelIo } from '../src/kernel/sysfs-kernel-io';
+import { runWriterChild } from '../src/kernel/writer-child';
+import { bundleWriter as writer } from './helpers/writer-command';
 
 let root: string;
 let outside: string;
@@ -63,7 +67,7 @@ async function errnoOf(promise: Promise<void>): Promise<KernelErrno> {
 
 describe('SysfsKernelIo.write', () => {
   it('writes the value through the bus links, replacing the old content', async () => {
-    const io = new SysfsKernelIo(root);
+    const io = new SysfsKernelIo(root, { writer });
     await io.write('/sys/bus/pci/devices/0000:01:00.0/driver_override', 'vfio-pci');
     expect(await readFile(path.join(root, DEVICE, 'driver_override'), 'utf8')).toBe('vfio-pci');
     await io.write('/sys/bus/pci/devices/0000:01:00.0/driver_override', '\n');
@@ -75,7 +79,7 @@ describe('SysfsKernelIo.write', () => {
   });
 
   it('fails with ENOENT on a missing attribute and creates nothing', async () => {
-    const io = new SysfsKernelIo(root);
+    const io = new SysfsKernelIo(root, { writer });
     const missing = '/sys/bus/pci/drivers/vfio-pci/bind';
     const error = await io.write(missing, '0000:01:00.0').catch((e: unknown) => e);
     expect(error).toBeInstanceOf(KernelIoError);
@@ -85,7 +89,7 @@ describe('SysfsKernelIo.write', () => {
   });
 
   it('maps other errno codes, and unknown ones to EUNKNOWN', async () => {
-    const io = new SysfsKernelIo(root);
+    const io = new SysfsKernelIo(root, { writer });
     // A directory cannot be opened for writing: EISDIR is not a driver-core errno.
     expect(await errnoOf(io.write('/sys/bus/pci/drivers/nvidia', 'x'))).toBe('EUNKNOWN');
     const readOnly = path.join(root, DEVICE, 'vendor');
@@ -100,16 +104,21 @@ describe('SysfsKernelIo.write', () => {
   });
 
   it('names a read-only sysfs EROFS and says which unit options fix it', async () => {
-    const io = new SysfsKernelIo(root);
-    const handleProto = await fileHandlePrototype();
     // What the kernel answers a write to a file of a read-only mount (measured in kernel-test's
-    // systemd part, where the sandbox without ReadWritePaths= makes /sys read-only).
-    vi.spyOn(handleProto as { write: () => unknown }, 'write').mockRejectedValue(
-      Object.assign(new Error('EROFS: read-only file system, write'), { code: 'EROFS' }),
-    );
+    // systemd part, where the sandbox without ReadWritePaths= makes /sys read-only), as the
+    // writer child reports it.
+    const answersErofs = `
+      const rl = require('node:readline').createInterface({ input: process.stdin });
+      console.log(JSON.stringify({ kind: 'ready' }));
+      rl.on('line', (line) => console.log(JSON.stringify({ kind: 'error', id: JSON.parse(line).id,
+        code: 'EROFS', message: 'EROFS: read-only file system, write' })));`;
+    const io = new SysfsKernelIo(root, {
+      writer: { command: process.execPath, args: ['-e', answersErofs] },
+    });
     const error = await io
       .write('/sys/bus/pci/devices/0000:01:00.0/driver_override', 'vfio-pci')
       .catch((e: unknown) => e);
+    io.close();
     expect(error).toBeInstanceOf(KernelIoError);
     expect(error).toMatchObject({ errno: 'EROFS' });
     expect(String((error as Error).message)).toMatch(
@@ -118,12 +127,27 @@ describe('SysfsKernelIo.write', () => {
   });
 
   it('issues exactly one write per call, with the whole value', async () => {
-    const io = new SysfsKernelIo(root);
+    // The writer child's code, run in this process so its write(2)s can be counted.
     const handleProto = await fileHandlePrototype();
     const write = vi.spyOn(handleProto as { write: () => unknown }, 'write');
     const value = `0000:01:00.0${' '.repeat(5000)}`;
-    await io.write('/sys/bus/pci/drivers_probe', value);
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const file = path.join(root, 'sys/bus/pci/drivers_probe');
+    input.end(
+      `${JSON.stringify({ id: 1, file, flags: constants.O_WRONLY | constants.O_TRUNC, value })}\n`,
+    );
+    await runWriterChild(input, output);
     expect(write).toHaveBeenCalledTimes(1);
+    expect(String(output.read())).toContain('"kind":"done","id":1,"bytesWritten":5012');
+    expect(await readFile(file, 'utf8')).toBe(value);
+  });
+
+  it('writes through the writer child too', async () => {
+    const io = new SysfsKernelIo(root, { writer });
+    const value = `0000:01:00.0${' '.repeat(5000)}`;
+    await io.write('/sys/bus/pci/drivers_probe', value);
+    io.close();
     expect(await readFile(path.join(root, 'sys/bus/pci/drivers_probe'), 'utf8')).toBe(value);
   });
 
@@ -138,12 +162,12 @@ describe('SysfsKernelIo.write', () => {
     '/sysfs/x',
     '/sys/bus/pci/drivers_probe\0',
   ])('refuses %j without touching the file system', async (bad) => {
-    const io = new SysfsKernelIo(root);
+    const io = new SysfsKernelIo(root, { writer });
     expect(await errnoOf(io.write(bad, '1'))).toBe('EINVAL');
   });
 
   it('refuses to follow a link out of /sys/ under a non-/ root', async () => {
-    const io = new SysfsKernelIo(root);
+    const io = new SysfsKernelIo(root, { writer });
     expect(await errnoOf(io.write(`/sys/bus/pci/devices/0000:01:00.0/evil_abs`, 'x'))).toBe(
       'EINVAL',
     );

@@ -30,7 +30,8 @@ import { AgentError } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
 import { HolderCache } from '../inventory/read-holders';
-import { SysfsKernelIo } from '../kernel/sysfs-kernel-io';
+import { stuckWrites } from '../kernel/stuck-writes';
+import { lockedReaderFor, SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { RebindExecutor } from '../rebind/executor';
 import { reapplyPersistedBindings } from '../rebind/persist';
@@ -89,6 +90,8 @@ export class AgentDaemon {
   private readonly holderCache = new HolderCache();
   private connection: Connection | null = null;
   private stateLock: HeldLock | null = null;
+  private io: KernelIo | null = null;
+  private unsubscribeStuck: () => void = () => undefined;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
   /** Resolves when the server ends this agent's session for good (a fatal error). */
   readonly halted: Promise<DaemonHalt>;
@@ -143,6 +146,7 @@ export class AgentDaemon {
       options.simulate === null
         ? new SysfsKernelIo(options.root)
         : await simulatedKernel(options.root, options.simulate);
+    this.io = io;
     const executorDeps = {
       fs: this.fs,
       io,
@@ -197,6 +201,12 @@ export class AgentDaemon {
       now: () => this.clock.now(),
       finished: () => this.inventory?.rescanNow(),
     });
+    // A write stuck in the kernel, and later its return: the server learns both at once.
+    this.unsubscribeStuck = stuckWrites.subscribe((write, event) => {
+      if (event === 'stuck') logger.warn(write, 'a sysfs write is stuck in the kernel');
+      else logger.info(write, 'a stuck sysfs write returned');
+      this.inventory?.rescanNow();
+    });
     this.jobs.start();
     this.inventory.start();
     this.inUseWatch.start();
@@ -209,6 +219,8 @@ export class AgentDaemon {
     await this.jobs?.stop();
     await this.inUseWatch?.stop();
     await this.inventory?.stop();
+    this.unsubscribeStuck();
+    if (this.io instanceof SysfsKernelIo) this.io.close();
     await this.connection?.stop();
     await this.credentials.stop();
     await this.stateLock?.release();
@@ -241,6 +253,7 @@ export class AgentDaemon {
       pciIdsPath: this.options.pciIdsPath,
       logger: this.logger,
       holders: this.holderCache,
+      lockedRead: lockedReaderFor(this.io),
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };

@@ -26,6 +26,7 @@ import { readIommu } from './read-iommu';
 import { readKernel } from './read-kernel';
 import { type ModulesAliasFacts, readModulesAlias } from './read-modules-alias';
 import {
+  type LockedAttrReader,
   PCI_DEVICES_DIR,
   type PciDeviceFacts,
   readPciDevices,
@@ -41,6 +42,8 @@ export interface CollectOptions {
   now?: () => Date;
   /** A daemon's memory of who holds its vfio devices, so a rescan need not walk /proc again. */
   holders?: HolderCache;
+  /** How a held vfio device's lock-taking attributes are read; default in-process. */
+  lockedRead?: LockedAttrReader;
 }
 
 export async function collectHost(fs: HostFs, opts: CollectOptions = {}): Promise<HostSnapshot> {
@@ -60,7 +63,7 @@ export async function collectHostFacts(
     readPciIds(fs, opts.pciIdsPath ?? null),
     readModulesAlias(fs, kernel.release),
   ]);
-  const pci = await readPciDevices(fs, pciIds.db);
+  const pci = await readPciDevices(fs, pciIds.db, opts.lockedRead);
   const holders = await readHolders(fs, pci.devices, opts.holders ?? null);
   const critical = await readCritical(fs, {
     devices: pci.devices,

@@ -11,6 +11,7 @@ import {
   type DeviceFacts,
   isBridgeClass,
   isPciModalias,
+  isVfioDriverName,
   kernelNameSchema,
   PCI_ADDRESS_PATTERN,
   type PciIdsDatabase,
@@ -18,6 +19,7 @@ import {
   pciClassName,
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
+import { describeStuckWrite, type StuckWrite, stuckWrites } from '../kernel/stuck-writes';
 import { linkBasename, parseHexAttr, parseIntAttr, pciAddressesInPath } from './sysfs-values';
 
 export const PCI_DEVICES_DIR = '/sys/bus/pci/devices';
@@ -40,9 +42,16 @@ export interface PciDevicesResult {
   problems: Problem[];
 }
 
+/**
+ * Reads a lock-taking attribute where a block cannot freeze the scan (SysfsKernelIo.readGuarded);
+ * rejects when the read is stuck, which the stuck-writes registry then records.
+ */
+export type LockedAttrReader = (hostPath: string) => Promise<string | null>;
+
 export async function readPciDevices(
   fs: HostFs,
   pciIds: PciIdsDatabase | null,
+  lockedRead?: LockedAttrReader,
 ): Promise<PciDevicesResult> {
   const problems: Problem[] = [];
   const devices: PciDeviceFacts[] = [];
@@ -62,11 +71,36 @@ export async function readPciDevices(
       });
       continue;
     }
-    const result = await readPciDevice(fs, entry, pciIds);
+    // A write blocked in the kernel holds the device lock: reading driver_override or
+    // sriov_numvfs would block this scan behind it. Nothing of the device is read until it returns.
+    const stuck = stuckWrites.forDevice(fs.root, entry);
+    if (stuck !== null) {
+      unreadable.push(stuckDevice(entry, stuck));
+      continue;
+    }
+    let result: PciDeviceFacts | UnreadablePciDevice;
+    try {
+      result = await readPciDevice(fs, entry, pciIds, lockedRead);
+    } catch (error) {
+      // A guarded read that did not return: the registry has it now.
+      const now = stuckWrites.forDevice(fs.root, entry);
+      if (now === null) throw error;
+      unreadable.push(stuckDevice(entry, now));
+      continue;
+    }
     if ('why' in result) unreadable.push(result);
     else devices.push(result);
   }
   return { devices, unreadable, problems };
+}
+
+function stuckDevice(address: string, stuck: StuckWrite): UnreadablePciDevice {
+  return {
+    address,
+    iommuGroup: null,
+    driver: null,
+    why: `stuck in the kernel: ${describeStuckWrite(stuck)} has not returned; the agent does not read or write this device until it does`,
+  };
 }
 
 /** `vendor reads "zzz"`, `class is missing or unreadable`. */
@@ -81,6 +115,7 @@ async function readPciDevice(
   fs: HostFs,
   address: string,
   pciIds: PciIdsDatabase | null,
+  lockedRead: LockedAttrReader | undefined,
 ): Promise<PciDeviceFacts | UnreadablePciDevice> {
   const dir = `${PCI_DEVICES_DIR}/${address}`;
   const attr = (name: string) => fs.readAttr(`${dir}/${name}`);
@@ -114,7 +149,24 @@ async function readPciDevice(
   const subsystemVendorId = parseHexAttr(await attr('subsystem_vendor'), 4);
   const subsystemDeviceId = parseHexAttr(await attr('subsystem_device'), 4);
 
-  const override = await attr('driver_override');
+  // driver_override and sriov_numvfs take the device lock (drivers/pci/pci-sysfs.c, iov.c), which
+  // a blocked write holds: someone's unbind of a held vfio device (vfio-pci's remove waits for the
+  // VM), or `echo 0 > sriov_numvfs` on a PF whose VF is held. Those devices are read guarded.
+  const guarded =
+    lockedRead !== undefined &&
+    ((driver !== null && isVfioDriverName(driver) && (await attr('enable')) === '1') ||
+      (await fs.exists(`${dir}/sriov_totalvfs`)));
+  const lockedAttr = async (name: string): Promise<string | null> => {
+    if (!guarded || lockedRead === undefined) return attr(name);
+    try {
+      return await lockedRead(`${dir}/${name}`);
+    } catch (error) {
+      if (stuckWrites.forDevice(fs.root, address) !== null) throw error;
+      // The guard itself failed (its child did not start): read as before rather than fail.
+      return attr(name);
+    }
+  };
+  const override = await lockedAttr('driver_override');
   const numaNode = parseIntAttr(await attr('numa_node'));
   const resolved = (await fs.resolve(dir)) ?? dir;
   const above = pciAddressesInPath(resolved).filter((a) => a !== address);
@@ -138,7 +190,7 @@ async function readPciDevice(
     numaNode: numaNode === null || numaNode < 0 ? null : numaNode,
     kind: isBridgeClass(classCode) ? 'bridge' : 'endpoint',
     parent: above.at(-1) ?? null,
-    sriov: await readSriov(fs, dir),
+    sriov: await readSriov(fs, dir, lockedAttr),
     physfn: linkBasename(await fs.readLink(`${dir}/physfn`)),
     resetMethods: resetMethod === null ? [] : resetMethod.split(/\s+/).filter((m) => m !== ''),
     // `reset` is write-only: its presence is the fact, reading it would fail.
@@ -158,7 +210,11 @@ async function readPciDevice(
   };
 }
 
-async function readSriov(fs: HostFs, dir: string): Promise<PciDeviceFacts['sriov']> {
+async function readSriov(
+  fs: HostFs,
+  dir: string,
+  lockedAttr: (name: string) => Promise<string | null>,
+): Promise<PciDeviceFacts['sriov']> {
   const totalVfs = parseIntAttr(await fs.readAttr(`${dir}/sriov_totalvfs`));
   if (totalVfs === null) return null;
   const autoprobe = await fs.readAttr(`${dir}/sriov_drivers_autoprobe`);
@@ -173,7 +229,7 @@ async function readSriov(fs: HostFs, dir: string): Promise<PciDeviceFacts['sriov
   }
   return {
     totalVfs,
-    numVfs: parseIntAttr(await fs.readAttr(`${dir}/sriov_numvfs`)) ?? 0,
+    numVfs: parseIntAttr(await lockedAttr('sriov_numvfs')) ?? 0,
     driversAutoprobe: autoprobe === null ? null : autoprobe === '1',
     vfs,
   };

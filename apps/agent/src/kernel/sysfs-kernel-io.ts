@@ -6,16 +6,44 @@
  */
 import { execFile } from 'node:child_process';
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { isKernelErrno, type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
 import { HostFs } from '../host-fs';
+import { describeStuckWrite, stuckWrites, writeAddress } from './stuck-writes';
+import { selfWriterCommand, type WriterCommand, WriterPool } from './writer-pool';
 
 export interface SysfsKernelIoOptions {
   /** The modprobe binary; default `modprobe` from PATH. */
   modprobePath?: string;
   /** A module whose init hangs (a stuck probe) must not hang the agent; default 60 s. */
   modprobeTimeoutMs?: number;
+  /** A write not answered by then is stuck in the kernel (default 30 s; writeWithin overrides). */
+  writeDeadlineMs?: number;
+  /** How to re-run the agent as its writer child; default the running agent itself. */
+  writer?: WriterCommand;
+  /** Default SIGKILL; see WriterPoolOptions. */
+  abandonSignal?: NodeJS.Signals | null;
+}
+
+/** A KernelIo whose writes enforce their own deadline and record the ones stuck in the kernel. */
+export interface DeadlineKernelIo extends KernelIo {
+  writeWithin(path: string, value: string, deadlineMs: number): Promise<void>;
+}
+
+export function hasWriteDeadline(io: KernelIo): io is DeadlineKernelIo {
+  return 'writeWithin' in io && typeof io.writeWithin === 'function';
+}
+
+/** A held device's lock is free within microseconds unless a write holds it: a short wait. */
+export const LOCKED_READ_DEADLINE_MS = 2000;
+
+/** The scan's reader of held devices' lock-taking attributes; none for the kernel model. */
+export function lockedReaderFor(
+  io: KernelIo | null,
+  deadlineMs = LOCKED_READ_DEADLINE_MS,
+): ((hostPath: string) => Promise<string | null>) | undefined {
+  if (!(io instanceof SysfsKernelIo)) return undefined;
+  return (hostPath) => io.readGuarded(hostPath, deadlineMs);
 }
 
 /** Module names as the kernel allows them (MODULE_NAME_LEN - 1 = 55 on 64-bit). */
@@ -44,45 +72,103 @@ const STRERROR_TO_ERRNO: ReadonlyArray<[string, KernelErrno]> = [
  */
 const WRITE_FLAGS = constants.O_WRONLY | constants.O_TRUNC;
 
-export class SysfsKernelIo implements KernelIo {
+export class SysfsKernelIo implements DeadlineKernelIo {
   private readonly root: string;
   private readonly fs: HostFs;
   private readonly modprobePath: string;
   private readonly modprobeTimeoutMs: number;
+  private readonly writeDeadlineMs: number;
+  private readonly options: SysfsKernelIoOptions;
+  private pool: WriterPool | null = null;
 
   constructor(root: string, options: SysfsKernelIoOptions = {}) {
     this.root = path.resolve(root);
     this.fs = new HostFs(this.root);
     this.modprobePath = options.modprobePath ?? 'modprobe';
     this.modprobeTimeoutMs = options.modprobeTimeoutMs ?? 60_000;
+    this.writeDeadlineMs = options.writeDeadlineMs ?? 30_000;
+    this.options = options;
   }
 
-  async write(hostPath: string, value: string): Promise<void> {
+  write(hostPath: string, value: string): Promise<void> {
+    return this.writeWithin(hostPath, value, this.writeDeadlineMs);
+  }
+
+  /**
+   * One open(2) and one write(2) in the writer child: a sysfs store() sees exactly one buffer per
+   * call, so a value split across writes would be two stores (two binds of half an address).
+   */
+  async writeWithin(hostPath: string, value: string, deadlineMs: number): Promise<void> {
     checkSysPath(hostPath);
+    const address = writeAddress(hostPath, value);
+    const stuck = address === null ? null : stuckWrites.forDevice(this.root, address);
+    if (stuck !== null) {
+      throw new KernelIoError(
+        'EBUSY',
+        hostPath,
+        `refusing to write ${hostPath}: ${describeStuckWrite(stuck)} is stuck in the kernel on ${address}`,
+      );
+    }
     const file = await this.locate(hostPath);
     const data = Buffer.from(value, 'utf8');
-    let handle: Awaited<ReturnType<typeof open>>;
-    try {
-      handle = await open(file, this.flags());
-    } catch (error) {
-      throw ioError(error, hostPath);
+    const answer = await this.writers().write({
+      hostPath,
+      address,
+      file,
+      flags: this.flags(),
+      value,
+      deadlineMs,
+    });
+    if (answer.kind === 'error') throw ioError(answer, hostPath);
+    if (answer.kind === 'done' && answer.bytesWritten !== data.length) {
+      throw new KernelIoError(
+        'EIO',
+        hostPath,
+        `${hostPath}: the kernel took ${answer.bytesWritten} of ${data.length} bytes`,
+      );
     }
-    try {
-      // One write(2): a sysfs store() sees exactly one buffer per call, so a value split across
-      // writes would be two stores (two binds of half an address).
-      const { bytesWritten } = await handle.write(data, 0, data.length, null);
-      if (bytesWritten !== data.length) {
-        throw new KernelIoError(
-          'EIO',
-          hostPath,
-          `${hostPath}: the kernel took ${bytesWritten} of ${data.length} bytes`,
-        );
-      }
-    } catch (error) {
-      throw error instanceof KernelIoError ? error : ioError(error, hostPath);
-    } finally {
-      await handle.close().catch(() => undefined);
-    }
+  }
+
+  /**
+   * Reads a lock-taking attribute (driver_override, sriov_numvfs) in the writer child: while
+   * another process's write to the device is blocked in the kernel, such a read blocks too, and
+   * in-process it would freeze the scan. Null for a missing or unreadable attribute; rejects with
+   * ETIMEDOUT (the device then counts as stuck) when the read does not return within the deadline.
+   */
+  async readGuarded(hostPath: string, deadlineMs: number): Promise<string | null> {
+    checkSysPath(hostPath);
+    const address = writeAddress(hostPath, '');
+    const file = await this.locate(hostPath).catch(() => null);
+    if (file === null) return null;
+    const answer = await this.writers().write({
+      op: 'read',
+      hostPath,
+      address,
+      file,
+      flags:
+        constants.O_RDONLY | (this.root === path.parse(this.root).root ? 0 : constants.O_NOFOLLOW),
+      value: '',
+      deadlineMs,
+    });
+    // As HostFs.readAttr: the first line, trimmed.
+    return answer.kind === 'text' ? (answer.text.split('\n', 1)[0]?.trim() ?? '') : null;
+  }
+
+  /** Ends the idle writer child (a daemon's stop); a later write starts another. */
+  close(): void {
+    this.pool?.close();
+  }
+
+  private writers(): WriterPool {
+    this.pool ??= new WriterPool({
+      command: this.options.writer ?? selfWriterCommand(),
+      registry: stuckWrites,
+      root: this.root,
+      ...(this.options.abandonSignal === undefined
+        ? {}
+        : { abandonSignal: this.options.abandonSignal }),
+    });
+    return this.pool;
   }
 
   /**
@@ -174,10 +260,10 @@ const EROFS_HINT =
   'devices/<address>/ links resolve into /sys/devices); in a container, /sys must be mounted ' +
   'read-write';
 
-function ioError(error: unknown, hostPath: string): KernelIoError {
-  const code = errnoCode(error);
+function ioError(error: { code: string | null; message: string }, hostPath: string): KernelIoError {
+  const code = error.code;
   const errno: KernelErrno = isKernelErrno(code) ? code : 'EUNKNOWN';
-  const detail = error instanceof Error ? error.message : String(error);
+  const detail = error.message;
   const hint = errno === 'EROFS' ? ` (${EROFS_HINT})` : '';
   return new KernelIoError(errno, hostPath, `${hostPath}: ${detail}${hint}`);
 }

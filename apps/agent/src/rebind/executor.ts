@@ -28,6 +28,7 @@ import {
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import { heldSincePlan } from './held-since-plan';
@@ -39,15 +40,15 @@ import {
   type JobOutcome,
   JobStore,
 } from './job-store';
+import { rollBack } from './rollback';
 import {
-  describeFailure,
   differences,
   errorMessage,
   type Failure,
   type JobStepEvent,
   StepRunner,
-  settle,
 } from './step-runner';
+import { STUCK_IN_KERNEL } from './stuck-outcome';
 
 export type { DeviceBinding, JobOutcome, JobPhase, JobStatus, KernelErrorInfo } from './job-store';
 export type { JobStepEvent } from './step-runner';
@@ -346,10 +347,15 @@ export class RebindExecutor {
       );
       abandoned = pending;
       if (event.status === 'failed' && event.error !== null) {
+        const stuck = 'address' in step && this.steps.stuck(step.address) !== null;
         failure = {
           failedStep: { phase: 'forward', index, step },
           error: event.error,
-          code: event.error.errno === 'ETIMEDOUT' ? 'step-timeout' : 'step-failed',
+          code: stuck
+            ? STUCK_IN_KERNEL
+            : event.error.errno === 'ETIMEDOUT'
+              ? 'step-timeout'
+              : 'step-failed',
         };
         break;
       }
@@ -366,75 +372,25 @@ export class RebindExecutor {
       };
     }
 
-    // Info, not warn: the outcome carries the failure to whoever asked, and the CLI (logging at
-    // warn) already prints it; a rollback that does not complete is logged as an error below.
-    log.info({ code: failure.code, error: failure.error }, 'job failed: rolling back');
-    if (abandoned !== null) {
-      // A timed-out write still holds the device (the kernel's device lock during a slow probe):
-      // every rollback write to it would queue behind it and time out too. Give it one more step
-      // timeout to finish; the rollback then starts from whatever it left.
-      await settle(abandoned, this.steps.stepTimeoutMs());
-    }
-    let blockAddress: string | null = null;
-    let skipBlock = false;
-    for (const [index, step] of plan.rollback.entries()) {
-      const address = 'address' in step ? step.address : null;
-      if (address !== blockAddress) {
-        // The rollback is one block per device. A device already as it was (never reached, or a
-        // step that failed before changing it) is left alone: its block would unbind a working
-        // host driver and bind it again, a needless outage that can itself fail.
-        blockAddress = address;
-        const prior = before.find((b) => b.address === address);
-        const [now] = address === null ? [] : await this.steps.readBindings([address]);
-        skipBlock =
-          prior !== undefined && now !== undefined && differences([prior], [now]).length === 0;
-      }
-      if (skipBlock || (await this.steps.alreadyOnPrior(step, before))) {
-        this.steps.report(onStep, this.steps.skippedEvent(job.jobId, index, step));
-        continue;
-      }
-      // Best effort: a failing rollback step is reported and the next ones still run, since each
-      // device's steps are independent and a partial rollback beats none.
-      await this.steps.runStep(job.jobId, 'rollback', index, step, onStep);
-    }
-    const after = await this.steps.readBindings(before.map((b) => b.address));
-    const left = differences(before, after);
-    const what = describeFailure(failure);
-    if (left.length === 0) {
-      return {
-        ...this.emptyOutcome(job, startedAt, 'rolled_back'),
-        reason: {
-          code: failure.code,
-          message: `${what}; rolled back, every device is as before`,
-          reasons: [],
-        },
-        failedStep: failure.failedStep,
-        kernelError: failure.error,
-        before,
-        after,
-        finishedAt: this.now().toISOString(),
-      };
-    }
-    log.error({ left }, 'rollback incomplete');
-    return {
-      ...this.emptyOutcome(job, startedAt, 'failed'),
-      reason: {
-        code: 'rollback-incomplete',
-        message: `${what}; rollback incomplete: ${left.join('; ')}`,
-        reasons: [],
-      },
-      failedStep: failure.failedStep,
-      kernelError: failure.error,
+    return rollBack({
+      steps: this.steps,
+      jobId: job.jobId,
+      plan,
       before,
-      after,
-      finishedAt: this.now().toISOString(),
-    };
+      failure,
+      abandoned,
+      onStep,
+      log,
+      outcome: (status) => this.emptyOutcome(job, startedAt, status),
+      now: () => this.now().toISOString(),
+    });
   }
 
   private collect() {
     return collectHost(this.deps.fs, {
       pciIdsPath: this.deps.pciIdsPath ?? null,
       logger: this.deps.logger,
+      lockedRead: lockedReaderFor(this.deps.io),
       ...(this.deps.now === undefined ? {} : { now: this.deps.now }),
     });
   }

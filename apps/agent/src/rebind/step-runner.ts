@@ -13,6 +13,8 @@ import {
 } from '@vfio-fleet/core';
 import type { HostFs } from '../host-fs';
 import { linkBasename } from '../inventory/sysfs-values';
+import { type StuckWrite, stuckWrites } from '../kernel/stuck-writes';
+import { hasWriteDeadline } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import type { DeviceBinding, JobOutcome, JobPhase, KernelErrorInfo } from './job-store';
 
@@ -21,6 +23,11 @@ const VERIFY_SETTLE_MS = 500;
 /** /dev/vfio/<group> appears through devtmpfs once the group's first device binds to vfio. */
 const DEV_NODE_SETTLE_MS = 2000;
 const POLL_MS = 25;
+/**
+ * A KernelIo that enforces the step's deadline itself (SysfsKernelIo) must be the one to call a
+ * write stuck, so its verdict comes first: this outer bound only covers its writer's start.
+ */
+const WRITER_GRACE_MS = 5000;
 
 const PCI_DEVICES = '/sys/bus/pci/devices';
 
@@ -82,7 +89,11 @@ export class StepRunner {
       } else {
         const work = this.perform(step);
         pending = work;
-        await withTimeout(work, this.stepTimeoutMs(), describeStep(step));
+        const bound =
+          hasWriteDeadline(this.deps.io) && step.action !== 'modprobe'
+            ? this.stepTimeoutMs() + WRITER_GRACE_MS
+            : this.stepTimeoutMs();
+        await withTimeout(work, bound, describeStep(step));
         pending = null;
       }
     } catch (caught) {
@@ -158,9 +169,23 @@ export class StepRunner {
       case 'unbind':
       case 'unbind-current':
       case 'probe':
-      case 'bind':
-        return this.deps.io.write(step.path, step.value);
+      case 'bind': {
+        const io = this.deps.io;
+        return hasWriteDeadline(io)
+          ? io.writeWithin(step.path, step.value, this.stepTimeoutMs())
+          : io.write(step.path, step.value);
+      }
     }
+  }
+
+  /** The write stuck in the kernel on `address`, if any: such a device is neither read nor written. */
+  stuck(address: string): StuckWrite | null {
+    return stuckWrites.forDevice(this.deps.fs.root, address);
+  }
+
+  /** Gives stuck writes on `addresses` up to `ms` to return (a slow probe, not a held device). */
+  waitForStuck(addresses: readonly string[], ms: number): Promise<void> {
+    return stuckWrites.waitForClear(this.deps.fs.root, addresses, ms);
   }
 
   private async verify(address: string, expect: VerifyExpectation): Promise<void> {
@@ -200,9 +225,11 @@ export class StepRunner {
     return linkBasename(await this.deps.fs.readLink(`${PCI_DEVICES}/${address}/driver`));
   }
 
+  /** Each device's binding; a device stuck in the kernel is unknown and left out, not read. */
   async readBindings(addresses: readonly string[]): Promise<DeviceBinding[]> {
     const result: DeviceBinding[] = [];
     for (const address of addresses) {
+      if (this.stuck(address) !== null) continue;
       const override = await this.deps.fs.readAttr(`${PCI_DEVICES}/${address}/driver_override`);
       result.push({
         address,
