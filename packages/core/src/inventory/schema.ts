@@ -5,7 +5,8 @@
  *
  * Public contract of `scan --json` (scripts rely on it; do not rename): `host.iommu.enabled`, and
  * per `devices[]`: `address`, `vendorId`, `deviceId`, `classCode`, `driver`, `iommuGroup`,
- * `vfioDriver`, `readiness.status`, `readiness.reasons[].code`.
+ * `vfioDriver`, `inUse`, `holder` (`{pid, command, vm}` or null), `readiness.status`,
+ * `readiness.reasons[].code`.
  */
 import { z } from 'zod';
 
