@@ -12,8 +12,9 @@ import { signedIn } from '../src/api-client';
 import { parseCsv } from '../src/csv';
 import { MLX5_VF } from '../src/fleet-info';
 import { startHostileAgent } from '../src/hostile-agent';
+import { expectInert } from '../src/inert';
 import { scanJson, waitFor } from '../src/processes';
-import { expect, type Page, test } from '../src/test';
+import { expect, test } from '../src/test';
 
 const HOSTNAME = 'xss-host"><img src=x onerror=window.__xss=1><script>window.__xss=2</script>';
 const LABEL = '"><svg onload=window.__xss=3>';
@@ -51,12 +52,6 @@ function hostile(snapshot: HostSnapshot): HostSnapshot {
       };
     }),
   };
-}
-
-/** Nothing the hostile text describes became an element, and none of its handlers ran. */
-async function expectInert(page: Page): Promise<void> {
-  await expect(page.locator('img[src="x"], svg[onload], [onerror], [onfocus]')).toHaveCount(0);
-  expect(await page.evaluate(() => Reflect.get(window, '__xss'))).toBeUndefined();
 }
 
 test('strings a hostile agent reports render as text and never run', async ({

@@ -12,8 +12,9 @@ import { buildHostTree, scenario } from '@vfio-fleet/host-fixtures';
 import { signedIn } from '../src/api-client';
 import { deviceCard, groupBox, rebindButtons } from '../src/host-page';
 import { type HostileAgent, startHostileAgent } from '../src/hostile-agent';
+import { expectInert } from '../src/inert';
 import { scanJson } from '../src/processes';
-import { expect, type Page, test } from '../src/test';
+import { expect, test } from '../src/test';
 
 /** Group 21 of the vfio-bound fixture: two functions on vfio-pci; the first is held. */
 const HELD = '0000:17:00.0';
@@ -26,11 +27,6 @@ const COMMAND = 'qemu-system-x86_64 <svg onload=window.__xss=21>';
 
 function withHostname(snapshot: HostSnapshot, hostname: string): HostSnapshot {
   return { ...snapshot, host: { ...snapshot.host, hostname } };
-}
-
-async function expectInert(page: Page): Promise<void> {
-  await expect(page.locator('img[src="x"], svg[onload], [onerror]')).toHaveCount(0);
-  expect(await page.evaluate(() => Reflect.get(window, '__xss'))).toBeUndefined();
 }
 
 test('an in-use device shows its VM and locks its group; a read-only host offers no rebind', async ({
