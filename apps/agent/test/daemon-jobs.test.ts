@@ -1,13 +1,14 @@
 // Rebind jobs through `run` as a real process against the kernel model (--simulate): success with
 // streamed steps, rollback on injected faults, idempotent job ids, refusals, and an agent restart
 // that changes no binding.
-import { mkdtemp, readlink, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { JobMessage } from '@vfio-fleet/core';
 import { buildScenario, scenario } from '@vfio-fleet/host-fixtures';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { persistBindings } from '../src/rebind/persist';
+import { persistBindings } from '../src/rebind/bindings-file';
 import { type AgentProcess, poll, startAgent, TestServer } from './helpers/test-server';
 
 let tmp: string;
@@ -87,6 +88,7 @@ function job(jobId: string, address: string, extra: Partial<JobMessage> = {}): J
     address,
     target: 'vfio',
     force: false,
+    persist: false,
     deadline: new Date(Date.now() + 60_000).toISOString(),
     ...extra,
   };
@@ -334,6 +336,65 @@ describe('vfio-fleet-agent run: jobs', () => {
       // The GPU's IOMMU group moves as one.
       [GPU_AUDIO]: 'vfio-pci',
     });
+  });
+
+  it('keeps a binding across reboots when a job asks, says who keeps it, and a restore forgets it', async () => {
+    const { root, stateDir, server, agent } = await setup('persist-job');
+    const keptBy = (m: {
+      delta: { devicesChanged: Array<{ address: string; keptBy: unknown[] }> };
+    }) => m.delta.devicesChanged.find((d) => d.address === GPU)?.keptBy;
+
+    server.send(job('job-p-1', GPU));
+    const plain = await result(server, 'job-p-1');
+    expect(plain.status).toBe('succeeded');
+    expect(plain.persistence).toBeNull();
+    expect(existsSync(path.join(stateDir, 'bindings.json'))).toBe(false);
+
+    // The group is on vfio already: a job asking to keep it writes nothing to sysfs, only the record.
+    let from = server.received.length;
+    server.send(job('job-p-2', GPU, { persist: true }));
+    const kept = await result(server, 'job-p-2', from);
+    expect(kept.status).toBe('succeeded');
+    expect(server.messages('job-step').filter((s) => s.jobId === 'job-p-2')).toEqual([]);
+    expect(kept.persistence).toEqual({
+      kept: [
+        { address: GPU, driver: 'vfio-pci' },
+        { address: GPU_AUDIO, driver: 'vfio-pci' },
+      ],
+      forgotten: [],
+      error: null,
+    });
+    const keptDelta = await server.waitFor('delta', {
+      from,
+      match: (m) => keptBy(m)?.length === 1,
+    });
+    expect(keptBy(keptDelta)).toEqual([
+      { keeper: 'vfio-fleet', driver: 'vfio-pci', source: 'bindings.json' },
+    ]);
+
+    // A reboot: the tree comes back with host drivers, and the agent binds the group again.
+    expect(await agent.stop()).toBe(0);
+    await rm(root, { recursive: true, force: true });
+    await dualGpu(root);
+    from = server.received.length;
+    launch(server, root, stateDir, ['--allow-rebind']);
+    const snapshot = await server.waitFor('snapshot', { from });
+    const gpu = snapshot.snapshot.devices.find((d) => d.address === GPU);
+    expect(gpu?.driver).toBe('vfio-pci');
+    expect(gpu?.keptBy.map((k) => k.keeper)).toEqual(['vfio-fleet']);
+
+    from = server.received.length;
+    server.send(job('job-p-3', GPU, { target: 'host' }));
+    const restored = await result(server, 'job-p-3', from);
+    expect(restored.status, JSON.stringify(restored.reason)).toBe('succeeded');
+    expect(restored.persistence?.forgotten.map((b) => b.address)).toEqual([GPU, GPU_AUDIO]);
+    const bindingsFile = JSON.parse(await readFile(path.join(stateDir, 'bindings.json'), 'utf8'));
+    expect(bindingsFile.bindings).toEqual([]);
+    const back = await server.waitFor('delta', {
+      from,
+      match: (m) => m.delta.devicesChanged.some((d) => d.address === GPU && d.driver === 'nvidia'),
+    });
+    expect(keptBy(back)).toEqual([]);
   });
 
   /** An agent on dual-gpu whose GPU probe takes `ms`, so a job is still running for a while. */

@@ -278,6 +278,7 @@ describe('job runner', () => {
     kernelError: null,
     before: [],
     after: [],
+    persistence: null,
     startedAt: '2026-01-01T00:00:00.000Z',
     finishedAt: '2026-01-01T00:00:01.000Z',
   });
@@ -287,6 +288,7 @@ describe('job runner', () => {
     address: '0000:17:00.0',
     target: 'vfio' as const,
     force: false,
+    persist: false,
     deadline: new Date(deadlineMs).toISOString(),
   });
 

@@ -24,6 +24,7 @@ function outcome(jobId: string, status: JobStatus, minute: number): JobOutcome {
     kernelError: null,
     before: [],
     after: [],
+    persistence: null,
     startedAt: at,
     finishedAt: at,
   };

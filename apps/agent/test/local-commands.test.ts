@@ -148,6 +148,23 @@ describe('bind / restore (child processes, --simulate)', () => {
     expect(report.problems).toEqual([]);
     expect(report.devices.map((d: { address: string }) => d.address)).toEqual([GPU, AUDIO]);
 
+    // scan --json says who keeps each binding; the table has no "Lost at reboot" line.
+    const kept = runAgent(['scan', '--root', root, '--state-dir', state, '--json']);
+    expect(kept.status).toBe(0);
+    const keptDevices: Array<{ address: string; keptBy: unknown[] }> = JSON.parse(
+      kept.stdout,
+    ).devices;
+    expect(keptDevices.find((d) => d.address === GPU)?.keptBy).toEqual([
+      { keeper: 'vfio-fleet', driver: 'vfio-pci', source: 'bindings.json' },
+    ]);
+    expect(runAgent(['scan', '--root', root, '--state-dir', state]).stdout).not.toContain(
+      'Lost at reboot',
+    );
+    // Without --state-dir a --root capture has no persisted bindings of this machine's.
+    expect(runAgent(['scan', '--root', root]).stdout).toMatch(
+      new RegExp(`Lost at reboot\\s+${GPU}, ${AUDIO}: on vfio`),
+    );
+
     const restore = runAgent(['restore', AUDIO, ...sim(root, state), '--json']);
     expect(restore.stderr).toBe('');
     expect(restore.status).toBe(0);
@@ -288,6 +305,29 @@ describe('status (child process)', () => {
       new RegExp(`${GPU}\\s+10de:2204\\s+vfio-pci\\s+vfio-pci\\s+nothing \\(lost at reboot\\)`),
     );
     expect(run.stdout).toContain(`[not-persisted] ${GPU} is on vfio-pci but nothing persists it`);
+  });
+
+  it('scan names driverctl and modprobe.d as keepers, and a keeper to a host driver as none', async () => {
+    const { root } = await fixture('vfio-bound');
+    await mkdir(path.join(root, 'etc/driverctl.d'), { recursive: true });
+    await writeFile(path.join(root, `etc/driverctl.d/pci-${AUDIO}`), 'snd_hda_intel\n');
+    await mkdir(path.join(root, 'etc/modprobe.d'), { recursive: true });
+    await writeFile(
+      path.join(root, 'etc/modprobe.d/vfio.conf'),
+      'options vfio_pci ids=10de:2204\n',
+    );
+    const run = runAgent(['scan', '--root', root, '--json']);
+    expect(run.status).toBe(0);
+    const devices: Array<{ address: string; keptBy: unknown[] }> = JSON.parse(run.stdout).devices;
+    expect(devices.find((d) => d.address === GPU)?.keptBy).toEqual([
+      { keeper: 'modprobe.d', driver: 'vfio-pci', source: '/etc/modprobe.d/vfio.conf' },
+    ]);
+    expect(devices.find((d) => d.address === AUDIO)?.keptBy).toEqual([
+      { keeper: 'driverctl', driver: 'snd_hda_intel', source: `/etc/driverctl.d/pci-${AUDIO}` },
+    ]);
+    const table = runAgent(['scan', '--root', root]).stdout;
+    expect(table).toMatch(new RegExp(`Lost at reboot\\s+${AUDIO}: on vfio`));
+    expect(table).not.toMatch(new RegExp(`Lost at reboot\\s+${GPU}`));
   });
 
   it('flags driverctl disagreeing with modprobe.d, and a binding not in effect', async () => {

@@ -17,13 +17,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
 import { createLogger } from '../src/logger';
+import { persistBindings } from '../src/rebind/bindings-file';
 import {
   type ExecutorDeps,
   type JobOutcome,
   type JobStepEvent,
   RebindExecutor,
 } from '../src/rebind/executor';
-import { persistBindings, reapplyPersistedBindings } from '../src/rebind/persist';
+import { reapplyPersistedBindings } from '../src/rebind/persist';
 
 const GPU = '0000:17:00.0';
 const AUDIO = '0000:17:00.1';

@@ -21,6 +21,7 @@ export {
 } from './readiness/bounded-text';
 export * from './readiness/delta-scope';
 export * from './readiness/holder';
+export * from './readiness/kept-by';
 export * from './readiness/rules';
 export * from './readiness/unreadable';
 export * from './vfio/select-variant';

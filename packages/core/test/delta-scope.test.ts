@@ -53,6 +53,7 @@ function device(address: string, shape: Shape): DeviceFacts {
     bootVga: shape.bootVga,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: [],
     names: { vendor: 'NVIDIA', device: 'T4', subsystem: null, className: 'controller' },
     vfio: null,

@@ -52,6 +52,7 @@ function device(address: string, f: Partial<DeviceFields> = {}): Device {
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: f.netInterfaces ?? [],
     names: { vendor: f.vendorName ?? null, device: null, subsystem: null, className: 'Ethernet' },
     vfio:

@@ -67,6 +67,7 @@ function device(address: string, fields: Partial<Device> = {}): Device {
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: [],
     names: {
       vendor: 'Intel',

@@ -35,6 +35,7 @@ function device(address: string, group: number): Device {
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: [],
     names: { vendor: null, device: null, subsystem: null, className: '3D controller' },
     vfio: null,

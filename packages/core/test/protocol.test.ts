@@ -46,6 +46,7 @@ function device(address: string): Device {
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: ['eth0'],
     names: { vendor: null, device: null, subsystem: null, className: 'Ethernet controller' },
     vfio: null,
@@ -122,6 +123,7 @@ const succeeded: JobResultMessage = {
   kernelError: null,
   before: [{ address: GPU, driver: 'nvidia', driverOverride: null }],
   after: [{ address: GPU, driver: 'vfio-pci', driverOverride: 'vfio-pci' }],
+  persistence: { kept: [{ address: GPU, driver: 'vfio-pci' }], forgotten: [], error: null },
   startedAt: T0,
   finishedAt: T1,
 };
@@ -197,6 +199,7 @@ const job: ServerMessage = {
   address: GPU,
   target: 'vfio',
   force: false,
+  persist: true,
   deadline: T1,
 };
 
@@ -222,7 +225,7 @@ const serverMessages: ServerMessage[] = [
   { type: 'ping', nonce: 'n-2', sentAt: '2026-11-23T14:00:00+01:00' },
   { type: 'pong', nonce: 'n-2' },
   job,
-  { ...job, target: 'host', force: true },
+  { ...job, target: 'host', force: true, persist: false },
   { type: 'job-cancel', jobId: succeeded.jobId },
   { type: 'error', code: 'auth-failed', message: 'unknown agent', fatal: true },
 ];
@@ -289,6 +292,29 @@ describe('round trip', () => {
     expect(readOnly.ok && readOnly.message.type === 'hello' && readOnly.message.allowRebind).toBe(
       false,
     );
+  });
+
+  it('reads a job without persist (an older server) as not kept, a result without persistence as null', () => {
+    const { persist: _, ...older } = job as Extract<ServerMessage, { type: 'job' }>;
+    const parsed = parseServerMessage(JSON.stringify(older));
+    expect(parsed.ok && parsed.message.type === 'job' && parsed.message.persist).toBe(false);
+    const { persistence: __, ...olderResult } = succeeded;
+    const result = agentJson(olderResult);
+    expect(result.ok && result.message.type === 'job-result' && result.message.persistence).toBe(
+      null,
+    );
+    expect(
+      failure(
+        agentJson({
+          ...succeeded,
+          persistence: {
+            kept: [{ address: 'bad', driver: 'vfio-pci' }],
+            forgotten: [],
+            error: null,
+          },
+        }),
+      ).message,
+    ).toContain('persistence.kept');
   });
 
   it('parses a hello from a newer protocol version, so the server can answer it clearly', () => {

@@ -94,6 +94,7 @@ export function makeDevice(address: string, overrides: Partial<DeviceFacts> = {}
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: [],
     names: {
       vendor: 'NVIDIA Corporation',

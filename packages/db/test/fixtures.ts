@@ -35,6 +35,7 @@ export function makeDevice(i: number, overrides: Partial<Device> = {}): Device {
     bootVga: false,
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: [],
     names: {
       vendor: 'NVIDIA Corporation',

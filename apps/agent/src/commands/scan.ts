@@ -7,7 +7,7 @@ import { type Command, type CommandContext, parseCommandArgs, scanFromFlags } fr
 export const scanCommand: Command = {
   name: 'scan',
   summary: 'list PCI devices by IOMMU group with their vfio readiness',
-  usage: `Usage: vfio-fleet-agent scan [--root DIR] [--json] [--pci-ids FILE]
+  usage: `Usage: vfio-fleet-agent scan [--root DIR] [--json] [--pci-ids FILE] [--state-dir DIR]
 
 Reads the host's PCI devices, IOMMU groups, kernel and vfio state (read-only) and shows, per
 IOMMU group, the driver each device has, the vfio driver it would get and whether it can be
@@ -17,6 +17,8 @@ Options:
   --root DIR       read the host tree under DIR instead of / (a capture, a fixture)
   --json           print the HostSnapshot as JSON (schema in @vfio-fleet/core)
   --pci-ids FILE   pci.ids for device names (default: the host's own)
+  --state-dir DIR  where the agent keeps persisted bindings, for "kept by" (default
+                   $VFIO_FLEET_STATE_DIR, else /var/lib/vfio-fleet when --root is /)
   -h, --help       show this help
 `,
   async run(args: string[], ctx: CommandContext): Promise<ExitCode> {
@@ -24,6 +26,7 @@ Options:
       root: { type: 'string' },
       json: { type: 'boolean' },
       'pci-ids': { type: 'string' },
+      'state-dir': { type: 'string' },
     });
     if (values.help === true) {
       ctx.stdout.write(this.usage);

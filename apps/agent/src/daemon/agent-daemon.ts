@@ -33,6 +33,7 @@ import { HolderCache } from '../inventory/read-holders';
 import { stuckWrites } from '../kernel/stuck-writes';
 import { lockedReaderFor, SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
+import { type PersistedBinding, readPersistedBindings } from '../rebind/bindings-file';
 import { RebindExecutor } from '../rebind/executor';
 import { reapplyPersistedBindings } from '../rebind/persist';
 import { type Clock, type Random, systemClock } from './clock';
@@ -93,6 +94,7 @@ export class AgentDaemon {
   private io: KernelIo | null = null;
   private unsubscribeStuck: () => void = () => undefined;
   private resolveHalt: (halt: DaemonHalt) => void = () => undefined;
+  private persistedError: string | null = null;
   /** Resolves when the server ends this agent's session for good (a fatal error). */
   readonly halted: Promise<DaemonHalt>;
 
@@ -254,11 +256,28 @@ export class AgentDaemon {
       logger: this.logger,
       holders: this.holderCache,
       lockedRead: lockedReaderFor(this.io),
+      persisted: await this.persisted(),
     });
     const { hostname, machineId, kernelRelease } = snapshot.host;
     this.identity = { hostname, machineId, kernelRelease };
     this.lastDevices = snapshot.devices;
     return snapshot;
+  }
+
+  /** bindings.json, for each device's keptBy; a damaged file is logged once per change of error. */
+  private async persisted(): Promise<PersistedBinding[]> {
+    try {
+      const bindings = await readPersistedBindings(this.options.stateDir);
+      this.persistedError = null;
+      return bindings;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (message !== this.persistedError) {
+        this.logger.warn({ err: error }, 'persisted bindings not readable: kept-by omits them');
+      }
+      this.persistedError = message;
+      return [];
+    }
   }
 
   private hello(): HelloMessage {

@@ -94,20 +94,19 @@ export class JobRunner {
         kernelError: null,
         before: [],
         after: [],
+        persistence: null,
         startedAt: at,
         finishedAt: at,
       });
       return;
     }
-    log.info({ force: job.force }, 'job accepted');
+    log.info({ force: job.force, persist: job.persist }, 'job accepted');
+    const { jobId, address, target, force, persist } = job;
     const run = this.options.executor
-      .execute(
-        { jobId: job.jobId, address: job.address, target: job.target, force: job.force },
-        (event) => {
-          // Steps are progress, not state: one lost with a dropped socket is not re-sent.
-          sink.send({ type: 'job-step', ...event });
-        },
-      )
+      .execute({ jobId, address, target, force, persist }, (event) => {
+        // Steps are progress, not state: one lost with a dropped socket is not re-sent.
+        sink.send({ type: 'job-step', ...event });
+      })
       .then(async (outcome) => {
         log.info({ status: outcome.status, code: outcome.reason?.code ?? null }, 'job finished');
         this.options.finished();

@@ -23,6 +23,7 @@ import { readCritical } from './read-critical';
 import { type HolderCache, readHolders } from './read-holders';
 import { readIdentity } from './read-identity';
 import { readIommu } from './read-iommu';
+import { claimsOf, type PersistedClaim, readBootClaims } from './read-kept-by';
 import { readKernel } from './read-kernel';
 import { type ModulesAliasFacts, readModulesAlias } from './read-modules-alias';
 import {
@@ -44,6 +45,8 @@ export interface CollectOptions {
   holders?: HolderCache;
   /** How a held vfio device's lock-taking attributes are read; default in-process. */
   lockedRead?: LockedAttrReader;
+  /** The agent's persisted bindings (`<stateDir>/bindings.json`), for each device's `keptBy`. */
+  persisted?: readonly PersistedClaim[];
 }
 
 export async function collectHost(fs: HostFs, opts: CollectOptions = {}): Promise<HostSnapshot> {
@@ -65,6 +68,7 @@ export async function collectHostFacts(
   ]);
   const pci = await readPciDevices(fs, pciIds.db, opts.lockedRead);
   const holders = await readHolders(fs, pci.devices, opts.holders ?? null);
+  const boot = await readBootClaims(fs, kernel.cmdline.vfioPciIds);
   const critical = await readCritical(fs, {
     devices: pci.devices,
     cmdlineParams: kernel.cmdlineParams,
@@ -82,6 +86,7 @@ export async function collectHostFacts(
       ...device,
       inUse: use?.inUse ?? false,
       holder: use?.holder ?? null,
+      keptBy: claimsOf(device, boot, opts.persisted ?? []),
       vfio,
       vfioDriver: vfio?.module ?? null,
     };

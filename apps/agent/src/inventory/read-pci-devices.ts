@@ -196,9 +196,10 @@ async function readPciDevice(
     // `reset` is write-only: its presence is the fact, reading it would fail.
     resettable: await fs.exists(`${dir}/reset`),
     bootVga: (await attr('boot_vga')) === '1',
-    // Set by collectHost from ./read-holders, which reads `enable` and /proc for vfio devices.
+    // Set by collectHost from ./read-holders (enable, /proc) and ./read-kept-by.
     inUse: false,
     holder: null,
+    keptBy: [],
     netInterfaces: await readNetInterfaces(fs, dir),
     names: deviceNames(pciIds, {
       vendorId,

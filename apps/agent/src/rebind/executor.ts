@@ -30,6 +30,7 @@ import type { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
 import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
+import { applyPersistence } from './bindings-file';
 import { GroupBusyError, GroupLocks } from './group-lock';
 import { heldSincePlan } from './held-since-plan';
 import { hostDriverExpectations, recordHostDrivers } from './host-drivers';
@@ -58,6 +59,8 @@ export interface JobRequest {
   address: string;
   target: 'vfio' | 'host';
   force: boolean;
+  /** Keep a move to vfio across reboots (bindings.json); default not. A restore always forgets. */
+  persist?: boolean;
 }
 
 export interface ExecutorDeps {
@@ -364,11 +367,23 @@ export class RebindExecutor {
 
     if (failure === null) {
       if (plan.target === 'vfio') await this.recordHostDrivers(snapshot, before, log);
+      const after = await this.steps.readBindings(before.map((b) => b.address));
+      const finishedAt = this.now().toISOString();
+      const persistence = await applyPersistence(this.deps.stateDir, {
+        target: plan.target,
+        persist: job.persist === true,
+        force: job.force,
+        after,
+        devices: snapshot.devices,
+        at: finishedAt,
+      });
+      if (persistence?.error) log.warn({ error: persistence.error }, 'bindings.json not updated');
       return {
         ...this.emptyOutcome(job, startedAt, 'succeeded'),
         before,
-        after: await this.steps.readBindings(before.map((b) => b.address)),
-        finishedAt: this.now().toISOString(),
+        after,
+        persistence,
+        finishedAt,
       };
     }
 
@@ -408,6 +423,7 @@ export class RebindExecutor {
       kernelError: null,
       before: [],
       after: [],
+      persistence: null,
       startedAt,
       finishedAt: this.now().toISOString(),
     };

@@ -12,6 +12,8 @@
 import { open, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import {
+  type JobPersistence,
+  jobPersistenceSchema,
   type PlanStep,
   planPreconditionSchema,
   planStepSchema,
@@ -47,6 +49,8 @@ export interface JobOutcome {
   kernelError: KernelErrorInfo | null;
   before: DeviceBinding[];
   after: DeviceBinding[];
+  /** What it changed in bindings.json (rebind/persist); null when it changed nothing there. */
+  persistence: JobPersistence | null;
   startedAt: string;
   finishedAt: string;
 }
@@ -70,6 +74,8 @@ export const jobOutcomeSchema: z.ZodType<JobOutcome> = z.object({
   kernelError: z.object({ errno: z.string(), message: z.string() }).nullable(),
   before: z.array(planPreconditionSchema),
   after: z.array(planPreconditionSchema),
+  // Outcomes stored before the field existed read as null.
+  persistence: jobPersistenceSchema.nullable().default(null),
   startedAt: z.string(),
   finishedAt: z.string(),
 });

@@ -19,11 +19,11 @@ import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
 import { refusalDetails, renderPlan, stepCommand } from '../render/plan-report';
 import { colorEnabled, createStyle, type Style } from '../render/style';
+import { forgetBindings } from './bindings-file';
 import { type JobOutcome, type JobStepEvent, RebindExecutor } from './executor';
 import { exitCodeFor } from './exit-codes';
 import { hostDriverExpectations } from './host-drivers';
 import { kernelIoFor, parseSimulatedFault } from './kernel-io-for';
-import { forgetBindings, type PersistedBinding, persistBindings } from './persist';
 import { DEFAULT_STATE_DIR, resolveStateDir } from './state-dir';
 
 /** The options `bind` and `restore` share, for their usage text (both run through runLocalRebind). */
@@ -172,32 +172,13 @@ export async function runLocalRebind(
   const jobId = `local-${Date.now()}-${process.pid}`;
   if (!json) ctx.stdout.write(`\n${style.bold(`Running (job ${jobId})`)}\n`);
   const outcome = await executor.execute(
-    { jobId, address, target, force: values.force === true },
+    { jobId, address, target, force: values.force === true, persist: values.persist === true },
     json ? undefined : (event) => ctx.stdout.write(stepLine(event, style)),
   );
 
-  let persisted: PersistedBinding[] = [];
-  let forgotten: PersistedBinding[] = [];
-  let persistError: string | null = null;
-  if (outcome.status === 'succeeded') {
-    try {
-      if (target === 'vfio' && values.persist === true) {
-        const records = persistRecords(outcome, snapshot.devices, values.force === true);
-        await persistBindings(stateDir, records);
-        persisted = records;
-      }
-      if (target === 'host') {
-        forgotten = await forgetBindings(
-          stateDir,
-          plan.preconditions.map((p) => p.address),
-        );
-      }
-    } catch (error) {
-      // The rebind itself succeeded and stays; only its record failed, which the operator must
-      // know, since the next agent start would (not) re-bind the group.
-      persistError = error instanceof Error ? error.message : String(error);
-    }
-  }
+  const persisted = outcome.persistence?.kept ?? [];
+  const forgotten = outcome.persistence?.forgotten ?? [];
+  const persistError = outcome.persistence?.error ?? null;
 
   if (json) {
     ctx.stdout.write(`${JSON.stringify({ plan, outcome, persisted, forgotten }, null, 2)}\n`);
@@ -222,35 +203,10 @@ export async function runLocalRebind(
     ctx.stderr.write(`${lines.join('\n')}\n`);
   }
   if (persistError !== null) {
-    ctx.stderr.write(
-      `vfio-fleet-agent: ${command.name} succeeded, but ${stateDir}/bindings.json was not updated: ${persistError}\n`,
-    );
+    ctx.stderr.write(`vfio-fleet-agent: ${command.name} succeeded, but ${persistError}\n`);
     return EXIT_CODES.failure;
   }
   return exitCodeFor(outcome.status);
-}
-
-/** Every device of the group that ended on a vfio driver: the whole group comes back at start. */
-function persistRecords(
-  outcome: JobOutcome,
-  devices: ReadonlyArray<{ address: string; vendorId: string; deviceId: string }>,
-  force: boolean,
-): PersistedBinding[] {
-  const at = outcome.finishedAt;
-  return outcome.after.flatMap((binding) => {
-    const device = devices.find((d) => d.address === binding.address);
-    if (device === undefined || binding.driver === null) return [];
-    return [
-      {
-        address: binding.address,
-        vendorId: device.vendorId,
-        deviceId: device.deviceId,
-        driver: binding.driver,
-        force,
-        persistedAt: at,
-      },
-    ];
-  });
 }
 
 function stepLine(event: JobStepEvent, style: Style): string {
@@ -286,7 +242,7 @@ function outcomeText(outcome: JobOutcome, plan: RebindPlan, style: Style): strin
   }
 }
 
-function forgottenLine(forgotten: readonly PersistedBinding[], stateDir: string): string {
+function forgottenLine(forgotten: ReadonlyArray<{ address: string }>, stateDir: string): string {
   return `Removed ${forgotten.map((p) => p.address).join(', ')} from ${stateDir}/bindings.json.\n`;
 }
 

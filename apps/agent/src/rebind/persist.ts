@@ -1,92 +1,11 @@
 /**
- * Bindings an operator asked to keep across reboots (`bind --persist`), in
- * `<stateDir>/bindings.json`. A sysfs rebind lasts until the next boot; `vfio-fleet-agent run`
- * calls reapplyPersistedBindings at start to put them back.
- *
- * Each record keeps the device's vendor:device: a slot whose card was swapped must not have the
- * new card taken from the host because the old one was passed through.
+ * Re-applies the bindings kept across reboots (./bindings-file): `vfio-fleet-agent run` calls
+ * reapplyPersistedBindings at start, before anything else touches the host.
  */
-import path from 'node:path';
-import { comparePciAddresses, pciAddressSchema } from '@vfio-fleet/core';
-import { z } from 'zod';
 import { collectHost } from '../inventory/collect';
 import { linkBasename } from '../inventory/sysfs-values';
+import { type PersistedBinding, readPersistedBindings } from './bindings-file';
 import { type ExecutorDeps, type JobOutcome, RebindExecutor } from './executor';
-import { readOptional, writeFileAtomic } from './state-files';
-
-export const BINDINGS_FILE = 'bindings.json';
-
-const hex4 = z.string().regex(/^[0-9a-f]{4}$/);
-
-export const persistedBindingSchema = z.object({
-  address: pciAddressSchema,
-  vendorId: hex4,
-  deviceId: hex4,
-  /** The vfio driver the device was bound to (`vfio-pci`, `mlx5_vfio_pci`...). */
-  driver: z.string().regex(/^[A-Za-z0-9_.:+-]{1,64}$/),
-  /** The bind was forced past warnings; reapplying it needs the same. */
-  force: z.boolean(),
-  persistedAt: z.string(),
-});
-export type PersistedBinding = z.infer<typeof persistedBindingSchema>;
-
-const bindingsFileSchema = z.object({
-  version: z.literal(1),
-  bindings: z.array(persistedBindingSchema),
-});
-
-export function bindingsPath(stateDir: string): string {
-  return path.join(stateDir, BINDINGS_FILE);
-}
-
-export async function readPersistedBindings(stateDir: string): Promise<PersistedBinding[]> {
-  const file = bindingsPath(stateDir);
-  const text = await readOptional(file);
-  if (text === null) return [];
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (error) {
-    throw new Error(
-      `${file} is not JSON: ${error instanceof Error ? error.message : String(error)}`,
-    );
-  }
-  const parsed = bindingsFileSchema.safeParse(json);
-  if (!parsed.success) throw new Error(`${file} is invalid: ${parsed.error.message}`);
-  return parsed.data.bindings;
-}
-
-async function writeBindings(stateDir: string, bindings: PersistedBinding[]): Promise<void> {
-  const sorted = [...bindings].sort((a, b) => comparePciAddresses(a.address, b.address));
-  const body = { version: 1, bindings: sorted } satisfies z.infer<typeof bindingsFileSchema>;
-  await writeFileAtomic(bindingsPath(stateDir), `${JSON.stringify(body, null, 2)}\n`);
-}
-
-/** Adds or replaces the records for these devices. */
-export async function persistBindings(
-  stateDir: string,
-  records: readonly PersistedBinding[],
-): Promise<void> {
-  const addresses = new Set(records.map((r) => r.address));
-  const kept = (await readPersistedBindings(stateDir)).filter((b) => !addresses.has(b.address));
-  await writeBindings(stateDir, [...kept, ...records]);
-}
-
-/** Drops the records of these devices; returns the ones it dropped. */
-export async function forgetBindings(
-  stateDir: string,
-  addresses: readonly string[],
-): Promise<PersistedBinding[]> {
-  const all = await readPersistedBindings(stateDir);
-  const dropped = all.filter((b) => addresses.includes(b.address));
-  if (dropped.length > 0) {
-    await writeBindings(
-      stateDir,
-      all.filter((b) => !addresses.includes(b.address)),
-    );
-  }
-  return dropped;
-}
 
 export type ReapplyAction =
   /** Already on its recorded driver: left alone. */
@@ -154,6 +73,8 @@ export async function reapplyPersistedBindings(deps: ExecutorDeps): Promise<Reap
       address: binding.address,
       target: 'vfio',
       force: binding.force,
+      // The record is already there; a second write would only change its date.
+      persist: false,
     });
     const action: ReapplyAction =
       outcome.status === 'succeeded'

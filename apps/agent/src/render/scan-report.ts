@@ -3,6 +3,7 @@
  * then a host summary that says why devices can or cannot be passed through.
  */
 import {
+  bootFate,
   type Device,
   describeHolder,
   type HostSnapshot,
@@ -114,6 +115,16 @@ function renderHostSummary(snapshot: HostSnapshot, style: Style): string[] {
   ];
   const held = heldByHolder(snapshot.devices);
   if (held !== null) rows.push(['In use', held]);
+  const lost = snapshot.devices.filter((d) => bootFate(d).kind === 'lost').map((d) => d.address);
+  if (lost.length > 0) {
+    rows.push([
+      'Lost at reboot',
+      {
+        text: `${lost.join(', ')}: on vfio, but nothing binds them again at boot (bind --persist, driverctl)`,
+        paint: style.yellow,
+      },
+    ]);
+  }
   const verdict = passthroughVerdict(snapshot);
   if (verdict !== null) {
     rows.push(['Passthrough', { text: verdict.summary, paint: style.yellow }]);

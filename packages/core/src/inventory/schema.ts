@@ -190,6 +190,24 @@ export const deviceHolderSchema = z.object({
 });
 export type DeviceHolder = z.infer<typeof deviceHolderSchema>;
 
+/**
+ * What re-creates a device's binding at boot (a sysfs rebind alone is lost): the agent's own
+ * persisted bindings (`bind --persist`, the dashboard's "keep across reboots"), driverctl,
+ * `vfio-pci.ids=` on the kernel command line, `options vfio-pci ids=` in modprobe.d.
+ */
+export const KEEPERS = ['vfio-fleet', 'driverctl', 'vfio-pci.ids', 'modprobe.d'] as const;
+export const keeperSchema = z.enum(KEEPERS);
+export type Keeper = z.infer<typeof keeperSchema>;
+
+export const keptBySchema = z.object({
+  keeper: keeperSchema,
+  /** The driver it binds the device to at boot (may differ from the one it is on now). */
+  driver: kernelNameSchema,
+  /** Where the claim lives: a file, or `/proc/cmdline`. */
+  source: z.string(),
+});
+export type KeptBy = z.infer<typeof keptBySchema>;
+
 /** What the agent reads about one PCI function, before readiness is assessed. */
 export const deviceFactsSchema = z.object({
   address: pciAddressSchema,
@@ -236,6 +254,8 @@ export const deviceFactsSchema = z.object({
   inUse: z.boolean().default(false),
   /** Who holds it; null when free, or held only through an fd /proc does not name. */
   holder: deviceHolderSchema.nullable().default(null),
+  /** Every mechanism that binds it at boot; empty when nothing does (a vfio binding is then lost). */
+  keptBy: z.array(keptBySchema).max(8).default([]),
 });
 export type DeviceFacts = z.infer<typeof deviceFactsSchema>;
 

@@ -12,7 +12,7 @@
  * without breaking older peers. Anything incompatible bumps PROTOCOL_VERSION.
  */
 import { z } from 'zod';
-import { pciAddressSchema } from '../inventory/schema';
+import { kernelNameSchema, pciAddressSchema } from '../inventory/schema';
 import { planPreconditionSchema, planStepSchema, rebindTargetSchema } from '../plan/schema';
 import { snapshotDeltaSchema } from './delta';
 import {
@@ -241,6 +241,18 @@ export type JobStatus = z.infer<typeof jobStatusSchema>;
 export const MAX_JOB_DEVICES = 256;
 const driverStatesSchema = z.array(planPreconditionSchema).max(MAX_JOB_DEVICES);
 
+/**
+ * A succeeded move to vfio asked to persist records its devices; a succeeded restore forgets them.
+ * `error`: the binding changed but bindings.json could not be written (the job still succeeded).
+ */
+const keptBindingSchema = z.object({ address: pciAddressSchema, driver: kernelNameSchema });
+export const jobPersistenceSchema = z.object({
+  kept: z.array(keptBindingSchema).max(MAX_JOB_DEVICES),
+  forgotten: z.array(keptBindingSchema).max(MAX_JOB_DEVICES),
+  error: messageTextSchema.nullable(),
+});
+export type JobPersistence = z.infer<typeof jobPersistenceSchema>;
+
 export const jobResultMessageSchema = z
   .object({
     type: z.literal('job-result'),
@@ -275,6 +287,8 @@ export const jobResultMessageSchema = z
     /** Driver and driver_override of every device the job touched, before and after. */
     before: driverStatesSchema,
     after: driverStatesSchema,
+    /** What the job changed in the agent's persisted bindings; null from agents that predate it. */
+    persistence: jobPersistenceSchema.nullable().default(null),
     startedAt: timestampSchema,
     finishedAt: timestampSchema,
   })
@@ -371,6 +385,11 @@ export const jobMessageSchema = z.object({
   target: rebindTargetSchema,
   /** Go ahead despite warnings (never despite a blocking reason). */
   force: z.boolean(),
+  /**
+   * Keep a move to vfio across reboots (the agent re-applies it at start, as `bind --persist`).
+   * A restore always forgets. Absent from servers that predate it: not kept.
+   */
+  persist: z.boolean().default(false),
   /** The agent refuses a job it receives or would start after this. */
   deadline: timestampSchema,
 });

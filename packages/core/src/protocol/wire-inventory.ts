@@ -16,6 +16,7 @@ import {
   hostSchema,
   hostSnapshotSchema,
   iommuGroupSchema,
+  keptBySchema,
   kernelNameSchema,
   pciAddressSchema,
   problemSchema,
@@ -125,6 +126,10 @@ export const wireDeviceSchema = deviceSchema.extend({
     .extend({ command: name, vm: name.nullable() })
     .nullable()
     .default(null),
+  keptBy: z
+    .array(keptBySchema.extend({ source: path }))
+    .max(8)
+    .default([]),
   readiness: wireReadinessSchema,
 });
 
