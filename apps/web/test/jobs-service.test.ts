@@ -81,6 +81,7 @@ function jobResult(jobId: string, overrides: Partial<JobResultMessage> = {}): Jo
     kernelError: null,
     before: [],
     after: [],
+    persistence: null,
     startedAt: now,
     finishedAt: now,
     ...overrides,

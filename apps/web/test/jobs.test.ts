@@ -116,6 +116,7 @@ async function newJob(
   hostId: string,
   target: 'vfio' | 'host',
   address = VF,
+  persist?: boolean,
 ): Promise<string> {
   const preview = await previewJob(fleet.db, { hostId, address, target });
   expect(preview.ok, JSON.stringify(preview.refusal)).toBe(true);
@@ -127,6 +128,7 @@ async function newJob(
       address,
       target,
       force: preview.needsForce.length > 0,
+      persist,
       acknowledge: true,
       previewHash: preview.previewHash,
     },
@@ -181,6 +183,16 @@ async function steps(fleet: Fleet, jobId: string, phase: 'forward' | 'rollback')
       const data = e.data as { index: number; status: string };
       return `${data.index}:${data.status}`;
     });
+}
+
+/** The stored device's keptBy (who binds it again at boot), as the agent reported it. */
+async function keptByOf(fleet: Fleet, hostId: string, address: string): Promise<unknown[]> {
+  const [row] = await fleet.db
+    .select({ facts: devices.facts })
+    .from(devices)
+    .where(and(eq(devices.hostId, hostId), eq(devices.address, address)));
+  const facts = row?.facts as { keptBy?: unknown[] } | undefined;
+  return facts?.keptBy ?? [];
 }
 
 async function driverOf(fleet: Fleet, hostId: string, address: string) {
@@ -254,10 +266,35 @@ describe.each(drivers)('jobs with real agents (%s)', (driver) => {
     expect(audit.map((a) => a.action)).toEqual(
       expect.arrayContaining(['job-created', 'job-finished']),
     );
+    expect(await keptByOf(fleet, hostId, VF)).toEqual([]);
+
+    // Already on vfio: a job only to keep it across reboots; without that, nothing to do.
+    await expect(newJob(fleet, hostId, 'vfio')).rejects.toThrow(/nothing-to-do/);
+    const keep = await newJob(fleet, hostId, 'vfio', VF, true);
+    const kept = await waitForState(fleet, keep, TERMINAL);
+    expect(kept.state, JSON.stringify(kept.result)).toBe('succeeded');
+    expect(kept.persist).toBe(true);
+    expect(await steps(fleet, keep, 'forward')).toEqual([]);
+    expect(kept.result).toMatchObject({
+      persistence: { kept: [{ address: VF, driver: 'mlx5_vfio_pci' }], forgotten: [], error: null },
+    });
+    expect(
+      await poll(async () => {
+        const keepers = await keptByOf(fleet, hostId, VF);
+        return keepers.length > 0 ? keepers : undefined;
+      }, 30_000),
+    ).toEqual([{ keeper: 'vfio-fleet', driver: 'mlx5_vfio_pci', source: 'bindings.json' }]);
+    // A restore always forgets: asking it to keep is refused before anything is queued.
+    await expect(newJob(fleet, hostId, 'host', VF, true)).rejects.toThrow(
+      /persist is for moves to vfio/,
+    );
 
     const back = await newJob(fleet, hostId, 'host');
     const restored = await waitForState(fleet, back, TERMINAL);
     expect(restored.state, JSON.stringify(restored.result)).toBe('succeeded');
+    expect(restored.result).toMatchObject({
+      persistence: { kept: [], forgotten: [{ address: VF, driver: 'mlx5_vfio_pci' }] },
+    });
     const onHost = await poll(
       async () => ((await driverOf(fleet, hostId, VF)) === 'mlx5_core' ? true : undefined),
       30_000,
@@ -541,6 +578,7 @@ describe.each(drivers)('job dispatcher on the database (%s)', (driver) => {
       kernelError: null,
       before: [],
       after: [],
+      persistence: null,
       startedAt: at,
       finishedAt: at,
     };

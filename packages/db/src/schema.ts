@@ -339,6 +339,8 @@ export const jobs = pgTable(
     address: text('address').notNull(),
     target: text('target', { enum: JOB_TARGETS }).notNull(),
     force: boolean('force').notNull().default(false),
+    /** A move to vfio the agent keeps across reboots (re-applied at its start). */
+    persist: boolean('persist').notNull().default(false),
     state: text('state', { enum: JOB_STATES }).notNull().default('queued'),
     /** The plan preview (steps, blast radius, warnings) the operator acknowledged. */
     preview: jsonb('preview'),

@@ -2,9 +2,12 @@
 /**
  * One IOMMU group drawn as a box holding its devices: what each device is, the driver it has, the
  * vfio driver it would get and why (the matching modules.alias candidates), its status and every
- * reason with its remedy. Operators get the group's rebind buttons; a viewer gets none at all, and
- * nobody gets them on a read-only host or for a group a VM holds a device of (say why instead).
+ * reason with its remedy, and for a device on vfio whether its binding survives a reboot.
+ * Operators get the group's rebind buttons; a viewer gets none at all, and nobody gets them on a
+ * read-only host or for a group a VM holds a device of (say why instead). Keeping a binding across
+ * reboots moves no device, so it is offered for a held group too.
  */
+import { bootFate, describeBootFate } from '@vfio-fleet/core';
 import Link from 'next/link';
 import type { HostViewDevice, HostViewGroup } from '../hosts/host-view-api';
 import { JobStateBadge, StatusBadge } from './badges';
@@ -15,6 +18,8 @@ export type RebindRequest = {
   group: number | null;
   address: string;
   target: 'vfio' | 'host';
+  /** Keep an existing vfio binding across reboots (no device moves). */
+  keep?: boolean;
 };
 
 /** A driver that is vfio-pci or one of its variants (mlx5_vfio_pci, nvgrace_gpu_vfio_pci...). */
@@ -29,11 +34,14 @@ export function isVfioDriver(driver: string | null): boolean {
 export function groupMoves(group: HostViewGroup): {
   toVfio: string | null;
   toHost: string | null;
+  /** A member on vfio that nothing binds again at boot: the group can be kept across reboots. */
+  toKeep: string | null;
 } {
   const endpoints = group.devices.filter((d) => d.kind === 'endpoint');
   return {
     toVfio: endpoints.find((d) => d.status === 'ready')?.address ?? null,
     toHost: endpoints.find((d) => isVfioDriver(d.driver))?.address ?? null,
+    toKeep: endpoints.find((d) => bootFate(d).kind === 'lost')?.address ?? null,
   };
 }
 
@@ -84,9 +92,13 @@ export function GroupBox({
           {heldGroupMessage(held)}
         </p>
       )}
-      {canRebind && !readOnly && held.length === 0 && group.group !== null && job === null ? (
+      {canRebind &&
+      !readOnly &&
+      group.group !== null &&
+      job === null &&
+      (held.length === 0 || moves.toKeep !== null) ? (
         <div className={styles.actions}>
-          {moves.toVfio === null ? null : (
+          {moves.toVfio === null || held.length > 0 ? null : (
             <button
               type="button"
               className="btn btn-small btn-primary"
@@ -97,7 +109,7 @@ export function GroupBox({
               Move group to vfio
             </button>
           )}
-          {moves.toHost === null ? null : (
+          {moves.toHost === null || held.length > 0 ? null : (
             <button
               type="button"
               className="btn btn-small"
@@ -106,6 +118,23 @@ export function GroupBox({
               }
             >
               Restore host drivers
+            </button>
+          )}
+          {moves.toKeep === null ? null : (
+            // Keeping moves no device, so a group a VM holds can be kept too.
+            <button
+              type="button"
+              className="btn btn-small"
+              onClick={() =>
+                onRebind({
+                  group: group.group,
+                  address: moves.toKeep ?? '',
+                  target: 'vfio',
+                  keep: true,
+                })
+              }
+            >
+              Keep across reboots
             </button>
           )}
         </div>
@@ -122,6 +151,24 @@ export function GroupBox({
         </p>
       ) : null}
     </section>
+  );
+}
+
+/** For a device on vfio: who binds it again at boot (with where), or that nothing does. */
+function BootFateFact({ device }: { device: HostViewDevice }) {
+  const fate = bootFate(device);
+  if (fate.kind === 'not-bound') return null;
+  const sources = device.keptBy.map((k) => `${k.keeper}: ${k.source} → ${k.driver}`).join('\n');
+  return (
+    <>
+      <dt>At reboot</dt>
+      <dd
+        className={fate.kind === 'lost' ? styles.lost : undefined}
+        title={sources === '' ? undefined : sources}
+      >
+        {describeBootFate(fate)}
+      </dd>
+    </>
   );
 }
 
@@ -157,6 +204,7 @@ function DeviceCard({ device: d }: { device: HostViewDevice }) {
         ) : null}
         <dt>Driver</dt>
         <dd className="mono">{d.driver ?? 'none'}</dd>
+        <BootFateFact device={d} />
         <dt>vfio driver</dt>
         <dd>
           <span className="mono">{d.vfio?.module ?? d.vfioDriver ?? 'none'}</span>

@@ -4,7 +4,8 @@
  * agent would do (ordered sysfs steps), every device that moves with it (blast radius), warnings
  * and the drivers before. Queuing needs the explicit acknowledgement (and "force" when the plan
  * has warnings the agent only passes with it); a refused plan, an already active job or a plan
- * with nothing to do offer no way to queue at all.
+ * with nothing to do offer no way to queue at all, except a group already on vfio that the
+ * operator asks to keep across reboots (the agent then only records it).
  */
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import Link from 'next/link';
@@ -23,6 +24,8 @@ export interface RebindDialogProps {
   group: number | null;
   address: string;
   target: 'vfio' | 'host';
+  /** Opened to keep a binding across reboots: "keep" starts checked. */
+  keep?: boolean;
   onClose: () => void;
 }
 
@@ -44,6 +47,7 @@ export function RebindDialog({
   group,
   address,
   target,
+  keep = false,
   onClose,
 }: RebindDialogProps) {
   const ref = useRef<HTMLDialogElement>(null);
@@ -52,6 +56,7 @@ export function RebindDialog({
   const queryClient = useQueryClient();
   const [acknowledged, setAcknowledged] = useState(false);
   const [force, setForce] = useState(false);
+  const [persist, setPersist] = useState(keep);
 
   useEffect(() => {
     const dialog = ref.current;
@@ -76,6 +81,7 @@ export function RebindDialog({
         acknowledge: true,
         previewHash: p.previewHash,
         force: p.needsForce.length > 0 ? force : undefined,
+        persist: target === 'vfio' ? persist : undefined,
       }),
     onSuccess: async (job) => {
       await queryClient.invalidateQueries({ queryKey: ['hostView.get'] });
@@ -93,14 +99,20 @@ export function RebindDialog({
   const title = `Rebind ${group === null ? `device ${address}` : `IOMMU group ${group}`} on ${hostname}`;
   const p = preview.data;
   const plan = p?.plan ?? null;
+  // A group already on vfio can still be kept across reboots: that job writes only the record.
+  const keepOnly = target === 'vfio' && plan !== null && plan.alreadyDone;
   const canQueue =
     p?.ok === true &&
     plan !== null &&
-    !plan.alreadyDone &&
-    plan.steps.length > 0 &&
+    (keepOnly || (!plan.alreadyDone && plan.steps.length > 0)) &&
     p.activeJobId === null;
   const needsForce = p !== undefined && p.needsForce.length > 0;
-  const ready = canQueue && acknowledged && (!needsForce || force) && !create.isPending;
+  const ready =
+    canQueue &&
+    acknowledged &&
+    (!needsForce || force) &&
+    (!keepOnly || persist) &&
+    !create.isPending;
 
   return (
     <dialog
@@ -123,7 +135,7 @@ export function RebindDialog({
         ) : preview.isError ? (
           <ErrorState error={preview.error} retry={again} />
         ) : p === undefined ? null : (
-          <PreviewBody preview={p} />
+          <PreviewBody preview={p} keepOnly={keepOnly} />
         )}
         {create.isError ? (
           <div className="state state-error" role="alert">
@@ -146,8 +158,30 @@ export function RebindDialog({
                 checked={acknowledged}
                 onChange={(e) => setAcknowledged(e.target.checked)}
               />{' '}
-              I understand: every device listed above moves together
+              {keepOnly
+                ? 'I understand: the agent binds this whole group to vfio again at every start'
+                : 'I understand: every device listed above moves together'}
             </label>
+            {target === 'vfio' ? (
+              <label>
+                <input
+                  type="checkbox"
+                  checked={persist}
+                  onChange={(e) => setPersist(e.target.checked)}
+                />{' '}
+                Keep across reboots (the agent binds the group again when it starts)
+              </label>
+            ) : null}
+            {target === 'vfio' && !persist && !keepOnly ? (
+              <p className="muted small">
+                Not kept: the group returns to its host drivers at the next reboot.
+              </p>
+            ) : null}
+            {target === 'host' ? (
+              <p className="muted small">
+                vfio-fleet forgets any record that keeps this group on vfio across reboots.
+              </p>
+            ) : null}
             {needsForce ? (
               <label>
                 <input
@@ -178,7 +212,7 @@ export function RebindDialog({
               if (p !== undefined) create.mutate(p);
             }}
           >
-            {create.isPending ? 'Queuing…' : 'Queue rebind'}
+            {create.isPending ? 'Queuing…' : keepOnly ? 'Keep across reboots' : 'Queue rebind'}
           </button>
         ) : null}
       </div>
@@ -186,7 +220,7 @@ export function RebindDialog({
   );
 }
 
-function PreviewBody({ preview: p }: { preview: Preview }) {
+function PreviewBody({ preview: p, keepOnly }: { preview: Preview; keepOnly: boolean }) {
   const plan = p.plan;
   return (
     <>
@@ -225,7 +259,12 @@ function PreviewBody({ preview: p }: { preview: Preview }) {
           <p className="small">Nothing can be queued for this plan.</p>
         </div>
       )}
-      {plan === null ? null : plan.alreadyDone ? (
+      {plan === null ? null : keepOnly ? (
+        <p className="state state-empty">
+          The group is already on vfio: no device moves. Keeping it records the binding, so the
+          agent binds the group again at every start.
+        </p>
+      ) : plan.alreadyDone ? (
         <p className="state state-empty">
           The group is already where it should be: there is nothing to do.
         </p>

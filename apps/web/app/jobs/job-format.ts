@@ -45,6 +45,15 @@ const driverStateSchema = z.object({
 });
 export type DriverState = z.infer<typeof driverStateSchema>;
 
+const keptBindingSchema = z.object({ address: z.string(), driver: z.string() });
+/** What the job changed in the agent's bindings.json; absent from older agents. */
+const persistenceSchema = z.object({
+  kept: z.array(keptBindingSchema).catch([]),
+  forgotten: z.array(keptBindingSchema).catch([]),
+  error: z.string().nullable().catch(null),
+});
+export type PersistenceView = z.infer<typeof persistenceSchema>;
+
 const resultSchema = z.object({
   status: z.string(),
   reason: z.object({ code: z.string(), message: z.string() }).nullable().catch(null),
@@ -55,6 +64,7 @@ const resultSchema = z.object({
   kernelError: kernelErrorSchema.nullable().catch(null),
   before: z.array(driverStateSchema).catch([]),
   after: z.array(driverStateSchema).catch([]),
+  persistence: persistenceSchema.nullable().catch(null),
 });
 export type ResultView = z.infer<typeof resultSchema>;
 

@@ -2,11 +2,17 @@
  * hostView.get: hosts.get plus, per device, what the host page explains and hosts.get leaves out:
  * the vfio driver selection (module, driver_override name, whether an alias matched or the
  * fallback applied, every candidate alias with its wildcard count, the explanation), the current
- * driver_override and the network interfaces the device would take away. Read from the stored
+ * driver_override, the network interfaces the device would take away and who keeps its binding
+ * across reboots (`keptBy`, empty from agents that predate it). Read from the stored
  * core Device (`devices.facts`) of the devices hosts.get returns only (at most
  * MAX_GROUP_DEVICES_SHOWN per group).
  */
-import { type VfioSelection, vfioSelectionSchema } from '@vfio-fleet/core';
+import {
+  type KeptBy,
+  keptBySchema,
+  type VfioSelection,
+  vfioSelectionSchema,
+} from '@vfio-fleet/core';
 import { type Database, textArrayLiteral } from '@vfio-fleet/db';
 import { sql } from 'drizzle-orm';
 import { z } from 'zod';
@@ -19,6 +25,7 @@ export interface DeviceExplained extends DeviceView {
   vfio: VfioSelection | null;
   driverOverride: string | null;
   netInterfaces: string[];
+  keptBy: KeptBy[];
 }
 
 export interface HostGroupExplained extends Omit<HostGroup, 'devices'> {
@@ -34,9 +41,10 @@ const extrasSchema = z.object({
   vfio: vfioSelectionSchema.nullable().catch(null),
   driverOverride: z.string().nullable().catch(null),
   netInterfaces: z.array(z.string()).catch([]),
+  keptBy: z.array(keptBySchema).catch([]),
 });
 type Extras = z.infer<typeof extrasSchema>;
-const NO_EXTRAS: Extras = { vfio: null, driverOverride: null, netInterfaces: [] };
+const NO_EXTRAS: Extras = { vfio: null, driverOverride: null, netInterfaces: [], keptBy: [] };
 
 function parseJson(value: unknown): unknown {
   if (typeof value !== 'string') return value;
@@ -56,7 +64,8 @@ export async function getHostView(db: Database, hostId: string): Promise<HostVie
              jsonb_build_object(
                'vfio', d.facts->'vfio',
                'driverOverride', d.facts->'driverOverride',
-               'netInterfaces', coalesce(d.facts->'netInterfaces', '[]'::jsonb)
+               'netInterfaces', coalesce(d.facts->'netInterfaces', '[]'::jsonb),
+               'keptBy', coalesce(d.facts->'keptBy', '[]'::jsonb)
              ) AS extras
       FROM devices d
       WHERE d.host_id = ${hostId}::uuid AND d.address = ANY(${textArrayLiteral(shown)}::text[])`),

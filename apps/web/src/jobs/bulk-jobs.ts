@@ -36,6 +36,7 @@ import {
   previewProblem,
   readOnlyProblem,
   requireAcknowledged,
+  requirePersistTarget,
 } from './job-rules';
 import { type JobView, selectJobsWithNames, toJobView } from './job-views';
 
@@ -211,6 +212,8 @@ export async function previewBulk(db: Database, input: BulkInput): Promise<BulkP
 export interface CreateBulkInput extends BulkInput {
   canary: boolean;
   force?: boolean;
+  /** Keep each move to vfio across reboots. */
+  persist?: boolean;
   acknowledge: true;
   previewHash: string;
   deadlineSeconds?: number;
@@ -233,6 +236,8 @@ export async function createBulk(
   requireAcknowledged(input.acknowledge);
   const deadline = deadlineFrom(input.deadlineSeconds);
   const force = input.force === true;
+  const persist = input.persist === true;
+  requirePersistTarget(requireTarget(input.target), persist);
   const bulkId = randomUUID();
   let created: { rows: NewJobRow[]; skipped: BulkSkip[]; canaryJobId: string | null };
   try {
@@ -244,7 +249,7 @@ export async function createBulk(
       const skipped = [...preview.skipped];
       const creating: BulkEntry[] = [];
       for (const entry of preview.entries) {
-        const problem = previewProblem(entry, force);
+        const problem = previewProblem(entry, force, persist);
         if (problem === null) {
           creating.push(entry);
           continue;
@@ -273,6 +278,7 @@ export async function createBulk(
         address: entry.address,
         target: entry.target,
         force,
+        persist,
         state: 'queued',
         preview: entry,
         previewHash: entry.previewHash,
@@ -295,7 +301,7 @@ export async function createBulk(
               row.canaryOf === null || row.canaryOf === undefined
                 ? `created by ${actor.username} (bulk ${bulkId}${canaryJobId === row.id ? ', canary' : ''})`
                 : `created by ${actor.username} (bulk ${bulkId}); waits for canary ${row.canaryOf}`,
-            data: { bulkId, previewHash: row.previewHash, force },
+            data: { bulkId, previewHash: row.previewHash, force, persist },
           })),
         );
       }
@@ -314,6 +320,7 @@ export async function createBulk(
             canary: input.canary,
             canaryJobId,
             force,
+            persist,
             deadline: deadline.toISOString(),
             jobIds: rows.map((r) => r.id),
             skipped: skipped.map(({ hostId, iommuGroup, code }) => ({ hostId, iommuGroup, code })),
@@ -332,6 +339,7 @@ export async function createBulk(
             canaryOf: rows[i]?.canaryOf ?? null,
             target: entry.target,
             force,
+            persist,
             deadline: deadline.toISOString(),
             previewHash: entry.previewHash,
             driversBefore: entry.plan?.preconditions ?? [],

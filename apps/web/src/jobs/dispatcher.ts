@@ -737,6 +737,7 @@ function jobMessage(job: JobRow): JobMessage {
     address: job.address,
     target: job.target,
     force: job.force,
+    persist: job.persist,
     deadline: job.deadline.toISOString(),
   };
 }

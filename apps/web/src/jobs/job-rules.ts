@@ -59,16 +59,31 @@ export function readOnlyProblem(hostname: string, allowRebind: boolean | null): 
   return `read-only: ${hostname} is read-only (${why}), so no job is queued for it: ${ALLOW_REBIND_HINT}`;
 }
 
+/** `persist` keeps a move to vfio; a restore always forgets, so asking it to keep is a mistake. */
+export function requirePersistTarget(target: 'vfio' | 'host', persist: boolean): void {
+  if (persist && target === 'host') {
+    throw new ServerError(
+      'bad-request',
+      'persist is for moves to vfio: a restore always forgets the binding it gives back',
+    );
+  }
+}
+
 /**
  * Why a preview cannot become a job, as the conflict the API returns; null when it can.
- * `force` lets warnings through (the agent's rule), never a refusal.
+ * `force` lets warnings through (the agent's rule), never a refusal. A group already on vfio
+ * takes a job only to keep it across reboots (`persist`): the agent then writes only its record.
  */
-export function previewProblem(preview: JobPreview, force: boolean): string | null {
+export function previewProblem(
+  preview: JobPreview,
+  force: boolean,
+  persist = false,
+): string | null {
   const readOnly = readOnlyProblem(preview.hostname, preview.hostAllowsRebind);
   if (readOnly !== null) return readOnly;
   if (preview.refusal !== null) return `${preview.refusal.code}: ${preview.refusal.message}`;
   if (preview.plan === null) return 'no plan';
-  if (preview.plan.alreadyDone) {
+  if (preview.plan.alreadyDone && !(persist && preview.target === 'vfio')) {
     return `nothing-to-do: IOMMU group ${preview.iommuGroup ?? '-'} of ${preview.address} is already on its vfio drivers`;
   }
   if (preview.iommuGroup === null) {

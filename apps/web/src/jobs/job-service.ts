@@ -38,6 +38,7 @@ import {
   MAX_JOB_PAGE,
   previewProblem,
   requireAcknowledged,
+  requirePersistTarget,
 } from './job-rules';
 import {
   type JobEventView,
@@ -89,6 +90,8 @@ export async function previewJob(db: Database, input: PreviewInput): Promise<Job
 
 export interface CreateJobInput extends PreviewInput {
   force?: boolean;
+  /** Keep the move to vfio across reboots (the agent re-applies it at start). */
+  persist?: boolean;
   acknowledge: true;
   previewHash: string;
   deadlineSeconds?: number;
@@ -108,13 +111,15 @@ export async function createJob(
   requireAcknowledged(input.acknowledge);
   const deadline = deadlineFrom(input.deadlineSeconds);
   const force = input.force === true;
+  const persist = input.persist === true;
+  requirePersistTarget(requireTarget(input.target), persist);
   // Set inside the transaction once the group is known: the conflict message needs it.
   const seen: { group?: { hostname: string; iommuGroup: number } } = {};
   let job: JobRow;
   try {
     job = await db.transaction(async (tx) => {
       const preview = await previewJob(tx, input);
-      const problem = previewProblem(preview, force);
+      const problem = previewProblem(preview, force, persist);
       if (problem !== null) throw new ServerError('conflict', problem);
       if (preview.previewHash !== input.previewHash) {
         throw new ServerError('conflict', 'the plan changed since the preview; preview again');
@@ -134,6 +139,7 @@ export async function createJob(
           address: preview.address,
           target: preview.target,
           force,
+          persist,
           state: 'queued',
           preview,
           previewHash: preview.previewHash,
@@ -147,7 +153,7 @@ export async function createJob(
         fromState: null,
         toState: 'queued',
         message: `created by ${actor.username}`,
-        data: { previewHash: preview.previewHash, force },
+        data: { previewHash: preview.previewHash, force, persist },
       });
       await recordAudit(tx, {
         userId: actor.userId,
@@ -160,6 +166,7 @@ export async function createJob(
           jobId: row.id,
           target: row.target,
           force,
+          persist,
           deadline: deadline.toISOString(),
           previewHash: preview.previewHash,
           driversBefore: preview.plan?.preconditions ?? [],

@@ -22,6 +22,8 @@ export interface JobView {
   address: string;
   target: JobTarget;
   force: boolean;
+  /** A move to vfio the agent keeps across reboots. */
+  persist: boolean;
   state: JobState;
   createdAt: string;
   /** The user's id; null when the user was deleted since (or the job came from no user). */
@@ -83,6 +85,7 @@ export function toJobView({ job, hostname, createdByName }: JobWithNames): JobVi
     address: job.address,
     target: job.target,
     force: job.force,
+    persist: job.persist,
     state: job.state,
     createdAt: job.createdAt.toISOString(),
     createdBy: job.createdBy,

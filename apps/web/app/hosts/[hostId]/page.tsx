@@ -86,6 +86,7 @@ export default function HostPage() {
           group={rebind.group}
           address={rebind.address}
           target={rebind.target}
+          keep={rebind.keep === true}
           onClose={() => setRebind(null)}
         />
       ) : null}

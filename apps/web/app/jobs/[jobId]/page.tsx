@@ -16,6 +16,7 @@ import { api, errorText, LIVE_MS, type RouterOutputs } from '../../lib/api';
 import {
   type DriverState,
   isActiveState,
+  type PersistenceView,
   parseResult,
   parseStepEvent,
   type ResultView,
@@ -106,6 +107,12 @@ function JobDetail({ job: j }: { job: Job }) {
           <dd>{j.attempt}</dd>
           <dt>Force</dt>
           <dd>{j.force ? 'yes' : 'no'}</dd>
+          {j.target === 'vfio' ? (
+            <>
+              <dt>Across reboots</dt>
+              <dd>{j.persist ? 'kept (the agent binds the group again at start)' : 'not kept'}</dd>
+            </>
+          ) : null}
           {j.bulkId === null ? null : (
             <>
               <dt>Bulk</dt>
@@ -213,7 +220,12 @@ function JobDetail({ job: j }: { job: Job }) {
 function Outcome({ job: j, result }: { job: Job; result: ResultView | null }) {
   const failed = j.state === 'failed' || j.state === 'rolled_back';
   if (j.state === 'succeeded') {
-    return <p className={styles.success}>Succeeded: every step ran and was verified.</p>;
+    return (
+      <>
+        <p className={styles.success}>Succeeded: every step ran and was verified.</p>
+        <PersistenceNote persistence={result?.persistence ?? null} />
+      </>
+    );
   }
   if (!failed && j.reasonCode === null) return null;
   const step = result?.failedStep ?? null;
@@ -256,6 +268,31 @@ function Outcome({ job: j, result }: { job: Job; result: ResultView | null }) {
         </p>
       )}
     </div>
+  );
+}
+
+/** What a succeeded job changed in the agent's record of bindings kept across reboots. */
+function PersistenceNote({ persistence }: { persistence: PersistenceView | null }) {
+  if (persistence === null) return null;
+  if (persistence.error !== null) {
+    return (
+      <p className="callout-warn" role="alert">
+        The binding changed, but the agent's record of what it keeps across reboots was not updated:{' '}
+        {persistence.error}
+      </p>
+    );
+  }
+  const list = (bindings: PersistenceView['kept']) =>
+    bindings.map((b) => `${b.address} (${b.driver})`).join(', ');
+  return (
+    <>
+      {persistence.kept.length === 0 ? null : (
+        <p>Kept across reboots by vfio-fleet: {list(persistence.kept)}.</p>
+      )}
+      {persistence.forgotten.length === 0 ? null : (
+        <p>No longer kept on vfio at boot: {list(persistence.forgotten)}.</p>
+      )}
+    </>
   );
 }
 

@@ -48,6 +48,7 @@ function BulkRebind() {
   const [canary, setCanary] = useState(true);
   const [acknowledged, setAcknowledged] = useState(false);
   const [force, setForce] = useState(false);
+  const [persist, setPersist] = useState(false);
   const [asked, setAsked] = useState<BulkInput | null>(null);
 
   const capacity = useQuery({
@@ -73,6 +74,7 @@ function BulkRebind() {
         acknowledge: true,
         previewHash: p.previewHash,
         force: p.entries.some((e) => e.needsForce.length > 0) ? force : undefined,
+        persist: asked.target === 'vfio' ? persist : undefined,
       });
     },
   });
@@ -200,6 +202,16 @@ function BulkRebind() {
                   onChange={(e) => setForce(e.target.checked)}
                 />{' '}
                 Force despite warnings
+              </label>
+            ) : null}
+            {asked?.target === 'vfio' ? (
+              <label>
+                <input
+                  type="checkbox"
+                  checked={persist}
+                  onChange={(e) => setPersist(e.target.checked)}
+                />{' '}
+                Keep across reboots (each agent binds its groups again when it starts)
               </label>
             ) : null}
           </div>

@@ -33,6 +33,8 @@ const previewInput = z.object({
 
 const commitInput = {
   force: z.boolean().optional(),
+  /** Keep a move to vfio across reboots; refused with a restore (which always forgets). */
+  persist: z.boolean().optional(),
   /** The caller saw the preview (steps, blast radius, warnings) and accepts it. */
   acknowledge: z.literal(true),
   previewHash: z.string().min(1).max(200),

@@ -1,0 +1,1 @@
+ALTER TABLE "jobs" ADD COLUMN "persist" boolean DEFAULT false NOT NULL;
