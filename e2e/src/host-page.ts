@@ -20,9 +20,16 @@ export function driverOf(page: Page, address: string): Locator {
   return deviceCard(page, address).locator('dt:text-is("Driver") + dd');
 }
 
-/** The buttons that would queue a rebind anywhere on the page (or in one part of it). */
+/** Whether the device's binding survives a reboot (its "At reboot" fact; absent off vfio). */
+export function bootFateOf(page: Page, address: string): Locator {
+  return deviceCard(page, address).locator('dt:text-is("At reboot") + dd');
+}
+
+/** The buttons that would queue a job anywhere on the page (or in one part of it). */
 export function rebindButtons(scope: Page | Locator): Locator {
-  return scope.getByRole('button', { name: /move .*to vfio|restore host drivers|rebind/i });
+  return scope.getByRole('button', {
+    name: /move .*to vfio|restore host drivers|rebind|keep across reboots/i,
+  });
 }
 
 /** The job page's state badge: the element right after the "Job …" heading. */

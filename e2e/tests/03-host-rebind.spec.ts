@@ -2,7 +2,14 @@
 // ConnectX-6 Dx VF's group to vfio through the confirmation (plan, blast radius, acknowledgement),
 // watches the job succeed on the live job page, sees the VF on mlx5_vfio_pci, and restores it.
 import { MLX5_VF } from '../src/fleet-info';
-import { deviceCard, driverOf, groupBox, jobState } from '../src/host-page';
+import {
+  bootFateOf,
+  deviceCard,
+  driverOf,
+  groupBox,
+  jobState,
+  rebindButtons,
+} from '../src/host-page';
 import { expect, type Page, test } from '../src/test';
 
 /** Opens the confirmation for `button` in the VF's group, checks what it shows, queues it. */
@@ -107,7 +114,8 @@ test('an operator rebinds the Mellanox VF to mlx5_vfio_pci and restores it', asy
 });
 
 // The demo's complaint: "Restore host drivers" left the GPU on no driver and called it a success.
-// A restore now ends each device on the driver it had before it went to vfio, or fails.
+// A restore now ends each device on the driver it had before it went to vfio, or fails. On the way
+// the operator sees the binding would be lost at reboot, keeps it, and the restore forgets it.
 test('a GPU and its audio function go to vfio and come back, each on the driver it had', async ({
   page,
   fleet,
@@ -131,8 +139,32 @@ test('a GPU and its audio function go to vfio and come back, each on the driver 
     moving: { address: GPU, count: 2 },
   });
   await jobSucceeds(page);
+  await expect(page.getByRole('term').filter({ hasText: 'Across reboots' })).toBeVisible();
+  await expect(page.getByText('not kept', { exact: true })).toBeVisible();
   await page.goto(`${fleet.url}/hosts/${host.hostId}`);
   await expect(driverOf(page, GPU)).toHaveText('vfio-pci', { timeout: 60_000 });
+  // Nothing binds it again at boot, and the page says so; keeping it moves no device.
+  await expect(bootFateOf(page, GPU)).toHaveText('nobody keeps it (lost at reboot)');
+  await groupBox(page, gpu.iommuGroup).getByRole('button', { name: 'Keep across reboots' }).click();
+  const dialog = page.getByRole('dialog', {
+    name: `Rebind IOMMU group ${gpu.iommuGroup} on ${host.hostname}`,
+  });
+  await expect(dialog).toContainText('The group is already on vfio: no device moves.');
+  await expect(dialog.getByRole('table', { name: 'Steps' })).toHaveCount(0);
+  await expect(dialog.getByRole('checkbox', { name: /Keep across reboots/ })).toBeChecked();
+  const keep = dialog.getByRole('button', { name: 'Keep across reboots' });
+  await expect(keep).toBeDisabled();
+  await dialog.getByRole('checkbox', { name: /I understand/ }).check();
+  await keep.click();
+  await expect(page).toHaveURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await expect(jobState(page)).toHaveText('succeeded', { timeout: 120_000 });
+  await expect(
+    page.getByText(`Kept across reboots by vfio-fleet: ${GPU} (vfio-pci), ${AUDIO} (vfio-pci).`),
+  ).toBeVisible();
+  await page.goto(`${fleet.url}/hosts/${host.hostId}`);
+  await expect(bootFateOf(page, GPU)).toHaveText('kept by vfio-fleet', { timeout: 60_000 });
+  await expect(bootFateOf(page, AUDIO)).toHaveText('kept by vfio-fleet');
+  await expect(rebindButtons(groupBox(page, gpu.iommuGroup))).toHaveText(['Restore host drivers']);
 
   await confirmRebind(page, {
     group: gpu.iommuGroup,
@@ -149,7 +181,12 @@ test('a GPU and its audio function go to vfio and come back, each on the driver 
   await expect(drivers.getByRole('row').filter({ hasText: AUDIO })).toContainText(
     /vfio-pci\s*snd_hda_intel/,
   );
+  // A restore forgets the record, so the next boot leaves the GPU to its host driver.
+  await expect(
+    page.getByText(`No longer kept on vfio at boot: ${GPU} (vfio-pci), ${AUDIO} (vfio-pci).`),
+  ).toBeVisible();
   await page.goto(`${fleet.url}/hosts/${host.hostId}`);
   await expect(driverOf(page, GPU)).toHaveText('nvidia', { timeout: 60_000 });
   await expect(driverOf(page, AUDIO)).toHaveText('snd_hda_intel');
+  await expect(bootFateOf(page, GPU)).toHaveCount(0);
 });

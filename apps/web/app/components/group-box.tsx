@@ -34,14 +34,20 @@ export function isVfioDriver(driver: string | null): boolean {
 export function groupMoves(group: HostViewGroup): {
   toVfio: string | null;
   toHost: string | null;
-  /** A member on vfio that nothing binds again at boot: the group can be kept across reboots. */
+  /**
+   * A member nothing binds to vfio again at boot, in a group wholly on vfio: keeping it then moves
+   * no device (a group partly on vfio is moved, not kept).
+   */
   toKeep: string | null;
 } {
   const endpoints = group.devices.filter((d) => d.kind === 'endpoint');
+  const allOnVfio = endpoints.every((d) => isVfioDriver(d.driver));
   return {
     toVfio: endpoints.find((d) => d.status === 'ready')?.address ?? null,
     toHost: endpoints.find((d) => isVfioDriver(d.driver))?.address ?? null,
-    toKeep: endpoints.find((d) => bootFate(d).kind === 'lost')?.address ?? null,
+    toKeep: allOnVfio
+      ? (endpoints.find((d) => bootFate(d).kind === 'lost')?.address ?? null)
+      : null,
   };
 }
 
