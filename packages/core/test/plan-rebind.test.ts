@@ -768,6 +768,34 @@ describe('planRebind to host', () => {
     expect(quiet.map((w) => w.code)).not.toContain('vf-autoprobe-off');
   });
 
+  it('says when another keeper binds a device to vfio again at boot, but not for our own record', () => {
+    const kept = device('0000:3b:00.0', {
+      ...onVfio,
+      keptBy: [
+        { keeper: 'vfio-fleet', driver: 'vfio-pci', source: 'bindings.json' },
+        { keeper: 'driverctl', driver: 'vfio-pci', source: '/etc/driverctl.d/pci-0000:3b:00.0' },
+        { keeper: 'modprobe.d', driver: 'vfio-pci', source: '/etc/modprobe.d/vfio.conf' },
+      ],
+    });
+    const p = plan(snapshot(kept), kept.address, 'host');
+    expect(p.warnings).toEqual([
+      {
+        code: 'kept-on-vfio-at-boot',
+        severity: 'info',
+        message:
+          '0000:3b:00.0 goes back to vfio at the next reboot: bound there at boot by driverctl (/etc/driverctl.d/pci-0000:3b:00.0), modprobe.d (/etc/modprobe.d/vfio.conf).',
+        remedy: expect.stringContaining('Remove it from driverctl'),
+        related: [],
+      },
+    ]);
+    expect(warningsNeedingForce(p)).toEqual([]);
+    const ours = device('0000:3b:00.0', {
+      ...onVfio,
+      keptBy: [kept.keptBy[0]].flatMap((k) => (k === undefined ? [] : [k])),
+    });
+    expect(plan(snapshot(ours), ours.address, 'host').warnings).toEqual([]);
+  });
+
   it('refuses nothing-to-do when nothing in the group is on vfio', () => {
     const r = refusal(planRebind(snapshot(NIC), '0000:3b:00.0', 'host'));
     expect(r).toMatchObject({ code: 'nothing-to-do', reasons: [] });

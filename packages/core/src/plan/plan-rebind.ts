@@ -7,11 +7,13 @@
  * Binding uses driver_override + drivers_probe, never `new_id`: a dynamic id would make the vfio
  * driver grab every device with that vendor:device, including a hot-plugged twin the host needs.
  */
+
 import { ParseError } from '../errors';
 import type { Device, HostSnapshot, ReadinessReason } from '../inventory/schema';
 import { comparePciAddresses, normalizePciAddress } from '../pci/address';
 import { describeHeld } from '../readiness/holder';
 import { isVfioDriverName } from '../vfio/select-variant';
+import { keptOnVfioAtBootWarnings } from './boot-keepers';
 import {
   expectedHostDriver,
   type HostDriverExpectation,
@@ -289,7 +291,11 @@ function planToHost(
       steps,
       rollback: [...leaving].reverse().flatMap(rollbackFor),
       blastRadius,
-      warnings: [...reasonsOf(leaving, (r) => r.severity !== 'error'), ...autoprobeOff],
+      warnings: [
+        ...reasonsOf(leaving, (r) => r.severity !== 'error'),
+        ...autoprobeOff,
+        ...keptOnVfioAtBootWarnings(leaving),
+      ],
       alreadyDone: false,
     },
   };
