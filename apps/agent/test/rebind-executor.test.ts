@@ -433,7 +433,9 @@ describe('RebindExecutor: idempotency, refusals and locking', () => {
   it('a job that cannot get its group within lockWaitMs is refused group-busy, having written nothing', async () => {
     const h = await host('dual-gpu', { delayMs: 50, deps: { lockWaitMs: 30 } });
     const slow = h.executor.execute(job('slow'));
-    await new Promise((r) => setTimeout(r, 10));
+    // Holding the group (its lock file is there), not merely started: a loaded machine is slow.
+    const lock = path.join(h.stateDir, 'locks/group-21.lock');
+    while (!existsSync(lock)) await new Promise((r) => setTimeout(r, 5));
     const busy = await h.executor.execute(job('busy', AUDIO, 'vfio'));
     expect(busy.status).toBe('refused');
     expect(busy.reason?.code).toBe('group-busy');
