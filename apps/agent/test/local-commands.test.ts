@@ -181,6 +181,14 @@ describe('bind / restore (child processes, --simulate)', () => {
     const again = runAgent(['restore', GPU, ...sim(root, state)]);
     expect(again.status).toBe(0);
     expect(again.stdout).toContain('nothing to do');
+
+    // Without --persist the bind says that a reboot undoes it.
+    expect(bind.stdout).not.toContain('Not kept across reboots');
+    const plain = runAgent(['bind', GPU, ...sim(root, state)]);
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(plain.stdout).toContain(
+      'Not kept across reboots: the group returns to its host drivers',
+    );
   });
 
   it('refuses a host-critical device even with --force (exit 3), writing nothing', async () => {

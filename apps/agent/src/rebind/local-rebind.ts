@@ -190,6 +190,11 @@ export async function runLocalRebind(
       );
     }
     if (forgotten.length > 0) ctx.stdout.write(forgottenLine(forgotten, stateDir));
+    if (target === 'vfio' && outcome.status === 'succeeded' && values.persist !== true) {
+      ctx.stdout.write(
+        'Not kept across reboots: the group returns to its host drivers at the next boot (bind --persist keeps it).\n',
+      );
+    }
   }
   if (outcome.status !== 'succeeded') {
     const reason = outcome.reason;
