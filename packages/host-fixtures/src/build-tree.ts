@@ -287,9 +287,36 @@ async function writeSriov(
   const vfs = layout.devices
     .filter((d) => d.spec.physfn === spec.address)
     .sort((a, b) => a.spec.address.localeCompare(b.spec.address));
-  const first = vfs[0];
-  if (first !== undefined) await out.attr(`${device.path}/sriov_vf_device`, first.spec.deviceId);
+  const [first, second] = vfs;
+  const pfRid = routingId(spec.address);
+  const offset =
+    spec.sriov.offset ?? (first === undefined ? 1 : routingId(first.spec.address) - pfRid);
+  const stride =
+    spec.sriov.stride ??
+    (first === undefined || second === undefined
+      ? 1
+      : routingId(second.spec.address) - routingId(first.spec.address));
+  await out.attr(`${device.path}/sriov_offset`, offset);
+  await out.attr(`${device.path}/sriov_stride`, stride);
+  // iov.c prints vf_device with %x, as read from the capability whether VFs are enabled or not.
+  await out.attr(
+    `${device.path}/sriov_vf_device`,
+    spec.sriov.vfDeviceId ?? first?.spec.deviceId ?? spec.deviceId,
+  );
   for (const [index, vf] of vfs.entries()) await out.link(`${device.path}/virtfn${index}`, vf.path);
+}
+
+/** PCI routing id (bus << 8 | device << 3 | function) of a canonical address. */
+export function routingId(address: string): number {
+  const [, bus = '0', slot = '0.0'] = address.split(':');
+  const [device = '0', fn = '0'] = slot.split('.');
+  return (Number.parseInt(bus, 16) << 8) | (Number.parseInt(device, 16) << 3) | Number(fn);
+}
+
+/** The canonical address of a routing id in `domain`. */
+export function addressOfRoutingId(domain: string, rid: number): string {
+  const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
+  return `${domain}:${hex(rid >> 8, 2)}:${hex((rid >> 3) & 0x1f, 2)}.${rid & 7}`;
 }
 
 /** `sys/bus/pci/drivers/<drv>/`: control files, links to bound devices, and `module`. */
