@@ -197,8 +197,8 @@ export class DriverCore {
       delete state.netdevs[vf.address];
       await unplugDevice(this.tree, vf);
     }
+    // sriov_vf_device stays: the PF's SR-IOV capability says it, enabled or not.
     await this.tree.out.attr(`${pf.path}/sriov_numvfs`, 0);
-    await this.tree.remove(`${pf.path}/sriov_vf_device`);
   }
 
   private async groupHasVfioDevice(group: number): Promise<boolean> {
@@ -242,10 +242,12 @@ export class DriverCore {
       await this.driverSysfsRemove(device, device.driver);
       const released = this.kernel.holds.whenReleased(device.address);
       this.kernel.probing.set(device.address, released);
+      const unlock = await this.kernel.locked.lock(device.path);
       try {
         await held.wait(released);
       } finally {
         this.kernel.probing.delete(device.address);
+        await unlock();
       }
       // The rest of the unbind (uevent, the group's char device) completes once it is free.
       const state = await this.tree.loadState();

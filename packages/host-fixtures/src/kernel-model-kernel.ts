@@ -5,6 +5,7 @@
  */
 import path from 'node:path';
 import { type KernelErrno, KernelIoError } from '@vfio-fleet/core';
+import { LockedFiles } from './kernel-model-device-lock';
 import { DeviceHolds } from './kernel-model-holders';
 
 export type KernelFault =
@@ -29,6 +30,7 @@ export const STRERROR: Record<KernelErrno, string> = {
   EEXIST: 'File exists',
   ENOMEM: 'Cannot allocate memory',
   EROFS: 'Read-only file system',
+  ERANGE: 'Numerical result out of range',
   EUNKNOWN: 'Unknown error',
 };
 
@@ -104,6 +106,8 @@ export interface KernelState {
   probing: Map<string, Promise<void>>;
   /** Device fds users hold (kernel-model-holders). */
   holds: DeviceHolds;
+  /** Attributes that hang for readers while a blocked write holds their device's lock. */
+  locked: LockedFiles;
   /** Whether a captured tree has been given its write-only files. */
   completed: boolean;
 }
@@ -118,7 +122,13 @@ export function kernelFor(root: string): KernelState {
   const key = path.resolve(root);
   let kernel = KERNELS.get(key);
   if (kernel === undefined) {
-    kernel = { mutex: new Mutex(), probing: new Map(), holds: new DeviceHolds(), completed: false };
+    kernel = {
+      mutex: new Mutex(),
+      probing: new Map(),
+      holds: new DeviceHolds(),
+      locked: new LockedFiles(key),
+      completed: false,
+    };
     KERNELS.set(key, kernel);
   }
   return kernel;

@@ -16,14 +16,17 @@
  * so only `\n` clears driver_override; `bind` checks the match before EBUSY (bind_store), so a
  * bound device that does not match answers ENODEV; a failed probe lets the next matching driver
  * try (__device_attach_driver); a PF's driver leaving disables SR-IOV; sysfs shows the `driver`
- * link while probe() runs.
+ * link while probe() runs; sriov_numvfs writes create and remove VFs (kernel-model-sriov); an
+ * unbind, remove or sriov_numvfs 0 that waits for a holder (kernel-model-holders) keeps the
+ * device lock, so driver_override and sriov_numvfs reads hang meanwhile
+ * (kernel-model-device-lock).
  *
- * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), sriov_numvfs writes and
- * VF creation, EPROBE_DEFER, sriov_numvfs 0 blocking on a held VF (holders: kernel-model-holders), rmmod,
- * /proc/interrupts and other driver-owned state (block devices under nvme, framebuffers, fbcon),
- * modules.dep and aliases given to modprobe, and no-IOMMU mode. Returning netdevs get fresh
- * ifindexes; a predictable name (what udev gives) comes back as it was, a kernel `eth%d` name is
- * allocated again (the lowest free number).
+ * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), EPROBE_DEFER, rmmod,
+ * module parameters (vfio-pci's enable_sriov: a PF on vfio-pci cannot configure VFs), the netdevs
+ * of VFs that sriov_numvfs creates, a held VF when the PF's driver leaves (its VFs go without
+ * waiting), /proc/interrupts and other driver-owned state (block devices under nvme,
+ * framebuffers, fbcon), modules.dep and aliases given to modprobe, and no-IOMMU mode. Netdevs:
+ * kernel-model-netdevs.
  */
 
 import { type KernelErrno, type KernelIo, KernelIoError } from '@vfio-fleet/core';
@@ -43,6 +46,7 @@ import {
   sysfsValue,
 } from './kernel-model-kernel';
 import { loadModule, MODULE_NAME } from './kernel-model-modules';
+import { writeNumVfs } from './kernel-model-sriov';
 import { type DeviceState, PCI_BUS_DEVICES_DIR, SysTree } from './kernel-model-tree';
 
 export type { KernelFault } from './kernel-model-kernel';
@@ -63,8 +67,8 @@ export class KernelModel implements KernelIo {
   private readonly core: DriverCore;
 
   constructor(root: string, options: KernelModelOptions = {}) {
-    this.tree = new SysTree(root);
     this.kernel = kernelFor(root);
+    this.tree = new SysTree(root, this.kernel.locked);
     this.faults = [...(options.faults ?? [])];
     this.core = new DriverCore(this.tree, this.kernel, () => this.faults, options.probeHangMs);
   }
@@ -227,6 +231,8 @@ export class KernelModel implements KernelIo {
         await this.tree.out.attr(`${device.path}/sriov_drivers_autoprobe`, flag ? 1 : 0);
         return;
       }
+      case 'sriov_numvfs':
+        return writeNumVfs(this.core, held, hostPath, device, value);
       case 'reset':
         // reset_store accepts only 1; the reset itself leaves nothing in sysfs to change.
         if (sysfsValue(value).trim() !== '1') throw fail('EINVAL', hostPath);

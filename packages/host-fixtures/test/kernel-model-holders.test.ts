@@ -7,9 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildScenario, KernelModel, type ScenarioName } from '../src/index';
+import { catFile, isFifo, killReaders, until } from './blocked-reads';
 
 const tempDirs: string[] = [];
 afterEach(async () => {
+  killReaders();
   for (const dir of tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
@@ -101,6 +103,24 @@ describe('KernelModel: holders of vfio devices', () => {
     expect(await enable(root, GPU)).toBe('0\n');
     // The group's last vfio device left: its char device goes.
     expect(existsSync(path.join(root, 'dev/vfio/21'))).toBe(false);
+  });
+
+  it("while it is blocked, other processes' reads of its driver_override hang until it returns", async () => {
+    const root = await tree('vfio-bound');
+    const model = new KernelModel(root);
+    const release = await model.holdDevice(GPU, QEMU);
+    const unbind = model.write('/sys/bus/pci/drivers/vfio-pci/unbind', GPU);
+    await until(() => isFifo(root, `${dev(GPU)}/driver_override`));
+    const blocked = catFile(root, `${dev(GPU)}/driver_override`);
+    expect(await settledSoon(blocked)).toBe(false);
+    // Attributes whose show() takes no lock read as ever, and so do other devices'.
+    expect(await catFile(root, `${dev(GPU)}/vendor`)).toBe('0x10de\n');
+    expect(await catFile(root, `${dev(AUDIO)}/driver_override`)).toBe('vfio-pci\n');
+    await release();
+    await unbind;
+    expect(await blocked).toBe('vfio-pci\n');
+    expect(await isFifo(root, `${dev(GPU)}/driver_override`)).toBe(false);
+    expect(await catFile(root, `${dev(GPU)}/driver_override`)).toBe('vfio-pci\n');
   });
 
   it('removing a held device blocks too, then the device is gone', async () => {
