@@ -124,6 +124,7 @@ export class DriverCore {
     }
     const refused = this.faults().find((f) => f.kind === 'bind-refuses' && f.driver === driver);
     if (refused?.kind === 'bind-refuses') return refused.errno ?? 'EIO';
+    if (await this.groupClaimedAgainst(device, driver)) return 'EBUSY';
     if (isVfioDriver(driver)) {
       // vfio_pci_core_register_device: normal headers only, no PF with VFs enabled, and a group.
       if (isBridge(device.classCode)) return 'EINVAL';
@@ -131,6 +132,18 @@ export class DriverCore {
       if (device.iommuGroup === null) return 'EINVAL';
     }
     return null;
+  }
+
+  /**
+   * iommu_device_use_default_domain: while a user holds a device of the group (vfio claimed its
+   * DMA ownership), a driver that does DMA on its own cannot bind any member (EBUSY, measured on
+   * 6.1 with two NICs in one group). Drivers with driver_managed_dma may.
+   */
+  private async groupClaimedAgainst(device: DeviceState, driver: string): Promise<boolean> {
+    if (device.iommuGroup === null || isVfioDriver(driver)) return false;
+    if (driver === 'pci-stub' || driver === 'pcieport') return false;
+    const members = await this.tree.list(`sys/kernel/iommu_groups/${device.iommuGroup}/devices`);
+    return members.some((address) => this.kernel.holds.isHeld(address));
   }
 
   /** driver_sysfs_add: the device's `driver` link and the driver's link to the device. */

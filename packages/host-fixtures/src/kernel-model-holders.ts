@@ -10,7 +10,8 @@
  * registered no device-request eventfd; the write completes right after. The model waits the
  * same way, and anything else the model is asked to do to that device waits behind it, as on the
  * device lock, and reads of its lock-taking attributes hang (kernel-model-device-lock); an
- * `echo 0 > sriov_numvfs` waits the same way for a held VF (kernel-model-sriov). Not imitated:
+ * `echo 0 > sriov_numvfs` waits the same way for a held VF (kernel-model-sriov). While a device
+ * is held, no driver that does its own DMA binds another member of its group (EBUSY). Not imitated:
  * QEMU's device-request eventfd (the guest being asked to unplug).
  */
 import type { DeviceState, SysTree } from './kernel-model-tree';
