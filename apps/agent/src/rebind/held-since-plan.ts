@@ -14,17 +14,36 @@ const PCI_DEVICES = '/sys/bus/pci/devices';
 /** Why the job must stop, naming each held device and its holder; null when none is held. */
 export async function heldSincePlan(fs: HostFs, plan: RebindPlan): Promise<string | null> {
   const addresses = [...new Set([...plan.devices, ...plan.preconditions.map((p) => p.address)])];
+  const held = await heldOf(fs, addresses, plan.iommuGroup);
+  if (held.length === 0) return null;
+  return `${held.join('; ')}: it was taken after the host was read (a VM may have started), so nothing was written. ${IN_USE_REMEDY}`;
+}
+
+/**
+ * The same look right before an unbind in the middle of a job: a VM can open a device on a vfio
+ * driver whenever its group is viable, between two of the job's writes as well. Null when free.
+ */
+export async function heldBeforeUnbind(fs: HostFs, address: string): Promise<string | null> {
+  const group = linkBasename(await fs.readLink(`${PCI_DEVICES}/${address}/iommu_group`));
+  const held = await heldOf(fs, [address], group === null ? null : Number(group));
+  if (held.length === 0) return null;
+  return `${held.join('; ')}: it was taken during the job (a VM may have started), so it was not unbound (that write would block until the VM lets go). ${IN_USE_REMEDY}`;
+}
+
+async function heldOf(
+  fs: HostFs,
+  addresses: readonly string[],
+  iommuGroup: number | null,
+): Promise<string[]> {
   const candidates = [];
   for (const address of addresses) {
     // Read now, not from the plan: only a device on a vfio driver can be held by a user.
     const driver = linkBasename(await fs.readLink(`${PCI_DEVICES}/${address}/driver`));
-    candidates.push({ address, driver, iommuGroup: plan.iommuGroup });
+    candidates.push({ address, driver, iommuGroup });
   }
   const { uses } = await readHolders(fs, candidates);
-  const held = addresses.flatMap((address) => {
+  return addresses.flatMap((address) => {
     const use = uses.get(address);
     return use?.inUse === true ? [`${address} is in use by ${describeHolder(use.holder)}`] : [];
   });
-  if (held.length === 0) return null;
-  return `${held.join('; ')}: it was taken after the host was read (a VM may have started), so nothing was written. ${IN_USE_REMEDY}`;
 }
