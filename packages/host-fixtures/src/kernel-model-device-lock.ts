@@ -29,6 +29,7 @@ interface Swapped {
 /** The files of one kernel (one root) swapped for FIFOs, by absolute path. */
 export class LockedFiles {
   private readonly swapped = new Map<string, Swapped>();
+  private scratch = 0;
 
   constructor(private readonly root: string) {}
 
@@ -57,10 +58,14 @@ export class LockedFiles {
       } catch {
         continue;
       }
-      await rm(abs, { force: true });
-      await run('mkfifo', ['-m', '644', abs]);
+      // Made aside and renamed over the file: a reader never finds the attribute missing.
+      const staging = this.staging();
+      await mkdir(path.dirname(staging), { recursive: true });
+      await rm(staging, { force: true });
+      await run('mkfifo', ['-m', '644', staging]);
       // O_RDWR on a FIFO never blocks, and keeps a writer present so readers block in read().
-      const fifo = await open(abs, 'r+');
+      const fifo = await open(staging, 'r+');
+      await rename(staging, abs);
       this.swapped.set(abs, { value, fifo, count: 1 });
       taken.push(abs);
     }
@@ -72,6 +77,12 @@ export class LockedFiles {
     };
   }
 
+  /** A scratch name beside the model's state (same filesystem, so rename is atomic). */
+  private staging(): string {
+    this.scratch += 1;
+    return path.join(this.root, '.kernel-model', `swap-${process.pid}-${this.scratch}`);
+  }
+
   private async unlockFile(abs: string): Promise<void> {
     const swapped = this.swapped.get(abs);
     if (swapped === undefined) return;
@@ -80,7 +91,7 @@ export class LockedFiles {
     this.swapped.delete(abs);
     try {
       // The file comes back first: a reader that opens after this reads the file.
-      const staging = path.join(this.root, '.kernel-model', `unlock-${process.pid}`);
+      const staging = this.staging();
       await mkdir(path.dirname(staging), { recursive: true });
       await writeFile(staging, swapped.value);
       await rename(staging, abs).catch(async (error: unknown) => {
