@@ -10,6 +10,7 @@
  */
 import { deviceEnabled, writeProcesses } from './build-processes';
 import type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
+import { routingId } from './pci-routing';
 import {
   cpuinfoText,
   interruptsText,
@@ -304,19 +305,6 @@ async function writeSriov(
     spec.sriov.vfDeviceId ?? first?.spec.deviceId ?? spec.deviceId,
   );
   for (const [index, vf] of vfs.entries()) await out.link(`${device.path}/virtfn${index}`, vf.path);
-}
-
-/** PCI routing id (bus << 8 | device << 3 | function) of a canonical address. */
-export function routingId(address: string): number {
-  const [, bus = '0', slot = '0.0'] = address.split(':');
-  const [device = '0', fn = '0'] = slot.split('.');
-  return (Number.parseInt(bus, 16) << 8) | (Number.parseInt(device, 16) << 3) | Number(fn);
-}
-
-/** The canonical address of a routing id in `domain`. */
-export function addressOfRoutingId(domain: string, rid: number): string {
-  const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
-  return `${domain}:${hex(rid >> 8, 2)}:${hex((rid >> 3) & 0x1f, 2)}.${rid & 7}`;
 }
 
 /** `sys/bus/pci/drivers/<drv>/`: control files, links to bound devices, and `module`. */

@@ -10,12 +10,13 @@
  * readers (kernel-model-device-lock).
  */
 import path from 'node:path';
-import { addressOfRoutingId, IOMMU_GROUPS_DIR, routingId } from './build-tree';
+import { IOMMU_GROUPS_DIR } from './build-tree';
 import type { DeviceSpec } from './host-spec';
 import type { DriverCore } from './kernel-model-driver-core';
 import { plugDevice, unplugDevice } from './kernel-model-hotplug';
 import { fail, type Held } from './kernel-model-kernel';
 import type { DeviceState } from './kernel-model-tree';
+import { addressOfRoutingId, routingId } from './pci-routing';
 
 /** PF drivers with a sriov_configure callback (the ones sysfs can configure). */
 const SRIOV_CONFIGURE = new Set([
