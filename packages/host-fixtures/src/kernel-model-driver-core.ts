@@ -3,6 +3,7 @@
  * __device_attach), binding and unbinding with the sysfs links they make, device removal, and
  * the waits a hung probe or a held device impose on everything else touching that device.
  */
+import path from 'node:path';
 import { type AliasEntry, fnmatch, type KernelErrno, parseModulesAlias } from '@vfio-fleet/core';
 import { isVfioDriver } from './build-tree';
 import { heldUnder } from './kernel-model-holders';
@@ -268,6 +269,34 @@ export class DriverCore {
       await this.tree.saveState(state);
     }
     return waited;
+  }
+
+  /**
+   * A PF driver's remove() disables SR-IOV (disableSriov): a VF a user holds blocks it as in
+   * `echo 0 > sriov_numvfs`, with the PF's `driver` link already gone and its lock held.
+   */
+  async blockOnHeldVfs(held: Held, pf: DeviceState): Promise<void> {
+    if (pf.numVfs === 0 || pf.driver === null) return;
+    const vfs = (await heldUnder(this.tree, this.kernel.holds, pf)).filter(
+      (d) => d.physfn === pf.address,
+    );
+    if (vfs.length === 0) return;
+    await this.driverSysfsRemove(pf, pf.driver);
+    let finish: () => void = () => undefined;
+    const busy = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    this.kernel.probing.set(pf.address, busy);
+    const unlock = await this.kernel.locked.lock(pf.path);
+    try {
+      await this.blockWhileHeld(held, vfs);
+      // What a blocked reader gets: the count once remove() is done (the caller finishes it).
+      this.kernel.locked.update(path.resolve(this.tree.abs(`${pf.path}/sriov_numvfs`)), '0\n');
+    } finally {
+      await unlock();
+      if (this.kernel.probing.get(pf.address) === busy) this.kernel.probing.delete(pf.address);
+      finish();
+    }
   }
 
   async waitForProbe(held: Held, address: string): Promise<void> {

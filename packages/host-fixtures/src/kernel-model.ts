@@ -23,8 +23,9 @@
  *
  * Not imitated: dynamic ids (new_id/remove_id are refused with EINVAL), EPROBE_DEFER, rmmod,
  * module parameters (vfio-pci's enable_sriov: a PF on vfio-pci cannot configure VFs), the netdevs
- * of VFs that sriov_numvfs creates, a held VF when the PF's driver leaves (its VFs go without
- * waiting), /proc/interrupts and other driver-owned state (block devices under nvme,
+ * of VFs that sriov_numvfs creates, PF drivers that leave SR-IOV enabled on remove (nvme does;
+ * the model disables it for every driver, waiting for held VFs as sriov_numvfs 0 does),
+ * /proc/interrupts and other driver-owned state (block devices under nvme,
  * framebuffers, fbcon), modules.dep and aliases given to modprobe, and no-IOMMU mode. Netdevs:
  * kernel-model-netdevs.
  */
@@ -186,6 +187,7 @@ export class KernelModel implements KernelIo {
       const device = await this.tree.device(address);
       if (device === null || device.driver !== driver) throw fail('ENODEV', hostPath);
       if (await this.core.blockWhileHeld(held, [device])) return;
+      await this.core.blockOnHeldVfs(held, device);
       const state = await this.tree.loadState();
       await this.core.unbindDevice(state, device);
       await this.tree.saveState(state);

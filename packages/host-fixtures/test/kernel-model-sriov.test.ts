@@ -211,4 +211,23 @@ describe('KernelModel: sriov_numvfs', () => {
     expect(await read(root, `${dev(PF)}/sriov_numvfs`)).toBe('0\n');
     expect(await read(root, `${dev(PF)}/driver_override`)).toBe('mlx5_core\n');
   });
+
+  it("the PF's driver leaving with a held VF blocks the same way, its driver link gone at once", async () => {
+    const root = await tree();
+    const model = new KernelModel(root);
+    const [vf0 = '', vf1 = ''] = VFS;
+    const release = await heldVf(model, vf0);
+    const unbind = model.write('/sys/bus/pci/drivers/mlx5_core/unbind', PF);
+    await until(() => isFifo(root, `${dev(PF)}/sriov_numvfs`));
+    expect(await settledSoon(unbind)).toBe(false);
+    expect(await driverOf(root, PF)).toBeNull();
+    const count = catFile(root, `${dev(PF)}/sriov_numvfs`);
+    expect(await settledSoon(count)).toBe(false);
+    await release();
+    await unbind;
+    expect(await count).toBe('0\n');
+    for (const vf of [vf0, vf1]) expect(exists(root, dev(vf))).toBe(false);
+    expect(await read(root, `${dev(PF)}/sriov_numvfs`)).toBe('0\n');
+    expect(exists(root, 'sys/class/net/enp65s0f0np0')).toBe(false);
+  });
 });
