@@ -97,8 +97,9 @@ export class StepRunner {
         // Writing to a `driver/unbind` that does not exist fails; nothing is bound, nothing to do.
         status = 'skipped';
       } else {
-        // A user may have opened the device since the job's last look: unbinding it would block.
-        if (driver !== null && isVfioDriverName(driver) && 'address' in step) {
+        // A user may have opened the device (or a VF of it) since the job's last look: unbinding
+        // it would block.
+        if (driver !== null && 'address' in step) {
           const held = await heldBeforeUnbind(this.deps.fs, step.address);
           if (held !== null) throw new InUseError(held);
         }
