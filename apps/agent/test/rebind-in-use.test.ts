@@ -151,4 +151,45 @@ describe('RebindExecutor: a device taken by a VM after the host was read', () =>
     expect(h.io.calls).toEqual([]);
     for (const release of h.releases) await release();
   });
+
+  it('a VM takes a VF mid-job: its PF is not unbound (SR-IOV off would block), the job rolls back', async () => {
+    const root = await tempDir('inuse-vf-');
+    const stateDir = await tempDir('inuse-vf-state-');
+    await buildScenario(root, 'mlx5-vf');
+    const model = new KernelModel(root);
+    const [pf, vf] = ['0000:41:00.0', '0000:41:00.2'];
+    await model.modprobe('vfio_pci');
+    await model.write(`/sys/bus/pci/devices/${vf}/driver_override`, 'vfio-pci');
+    await model.write('/sys/bus/pci/drivers/mlx5_core/unbind', vf);
+    await model.write('/sys/bus/pci/drivers_probe', vf);
+    const releases: Array<() => Promise<void>> = [];
+    /** The VM starts right after the job's first write, once its last look has passed. */
+    class VmStartsIo extends RecordingIo {
+      override async write(p: string, value: string): Promise<void> {
+        await super.write(p, value);
+        if (releases.length === 0) releases.push(await model.holdDevice(vf, VM));
+      }
+    }
+    const io = new VmStartsIo(model);
+    const executor = new RebindExecutor({
+      fs: new HostFs(root),
+      io,
+      stateDir,
+      allowRebind: true,
+      logger: createLogger('silent'),
+    });
+    const outcome = await executor.execute({
+      jobId: 'pf',
+      address: pf,
+      target: 'vfio',
+      force: true,
+    });
+    for (const release of releases) await release();
+    expect(releases).toHaveLength(1);
+    expect(outcome.status).toBe('rolled_back');
+    expect(outcome.reason?.code).toBe('in-use');
+    expect(outcome.reason?.message).toContain(`${vf} is in use by`);
+    expect(io.calls.filter((c) => c.includes('unbind'))).toEqual([]);
+    expect(outcome.after).toEqual(outcome.before);
+  });
 });

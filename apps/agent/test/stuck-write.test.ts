@@ -3,7 +3,7 @@
 // on a real kernel. The rest of the host is the kernel model. The job must end stuck-in-kernel,
 // scans and other groups' jobs must go on meanwhile, and the device comes back once it returns.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { jobResultMessageSchema } from '@vfio-fleet/core';
@@ -285,6 +285,54 @@ describe('a sysfs write stuck in the kernel', () => {
     },
     15_000,
   );
+
+  it('an unbind blocked behind a VM in the kernel model: its driver link is gone, yet the scan marks it stuck, not frozen', async () => {
+    // The model makes the held GPU's driver_override hang for readers while the unbind waits,
+    // through the filesystem, as the kernel does; the `driver` link is already gone (measured).
+    const root = await tempDir('stuck-model-');
+    await buildScenario(root, 'vfio-bound');
+    const model = new KernelModel(root);
+    const release = await model.holdDevice(GPU, { pid: 4242, comm: 'qemu', cmdline: ['qemu'] });
+    const unbind = model.write('/sys/bus/pci/drivers/vfio-pci/unbind', GPU);
+    const fifo = path.join(root, 'sys/bus/pci/devices', GPU, 'driver_override');
+    const isFifo = () => lstat(fifo).then((s) => s.isFIFO());
+    for (let i = 0; i < 500 && !(await isFifo()); i += 1) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await isFifo()).toBe(true);
+    const sysfs = new SysfsKernelIo(root, { writer: bundleWriter, abandonSignal: null });
+    cleanups.push(async () => {
+      sysfs.close();
+      await release();
+      await unbind;
+    });
+    const scan = () => collectHost(new HostFs(root), { lockedRead: lockedReaderFor(sysfs, 300) });
+
+    const during = await scan();
+    expect(during.devices.map((d) => d.address)).not.toContain(GPU);
+    expect(during.devices.map((d) => d.address)).toContain(AUDIO);
+    const problem = during.problems.find((p) => p.device?.address === GPU);
+    expect(problem?.message).toContain(
+      `stuck in the kernel: a read of /sys/bus/pci/devices/${GPU}/driver_override`,
+    );
+    const gone = new Promise<void>((resolve) => {
+      const stop = stuckWrites.subscribe((write, event) => {
+        if (event === 'cleared' && write.root === root && write.address === GPU) {
+          stop();
+          resolve();
+        }
+      });
+    });
+    await release();
+    await unbind;
+    await gone;
+    const after = await scan();
+    expect(after.devices.find((d) => d.address === GPU)).toMatchObject({
+      driver: null,
+      driverOverride: 'vfio-pci',
+      inUse: false,
+    });
+  }, 15_000);
 
   it("a process that exits with a write stuck leaves its caller's pipes free", async () => {
     // `out=$(vfio-fleet-agent bind ...)` returns when the agent exits, not when the kernel lets

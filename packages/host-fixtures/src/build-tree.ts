@@ -10,6 +10,7 @@
  */
 import { deviceEnabled, writeProcesses } from './build-processes';
 import type { CpuVendor, DeviceSpec, HostSpec } from './host-spec';
+import { routingId } from './pci-routing';
 import {
   cpuinfoText,
   interruptsText,
@@ -287,8 +288,22 @@ async function writeSriov(
   const vfs = layout.devices
     .filter((d) => d.spec.physfn === spec.address)
     .sort((a, b) => a.spec.address.localeCompare(b.spec.address));
-  const first = vfs[0];
-  if (first !== undefined) await out.attr(`${device.path}/sriov_vf_device`, first.spec.deviceId);
+  const [first, second] = vfs;
+  const pfRid = routingId(spec.address);
+  const offset =
+    spec.sriov.offset ?? (first === undefined ? 1 : routingId(first.spec.address) - pfRid);
+  const stride =
+    spec.sriov.stride ??
+    (first === undefined || second === undefined
+      ? 1
+      : routingId(second.spec.address) - routingId(first.spec.address));
+  await out.attr(`${device.path}/sriov_offset`, offset);
+  await out.attr(`${device.path}/sriov_stride`, stride);
+  // iov.c prints vf_device with %x, as read from the capability whether VFs are enabled or not.
+  await out.attr(
+    `${device.path}/sriov_vf_device`,
+    spec.sriov.vfDeviceId ?? first?.spec.deviceId ?? spec.deviceId,
+  );
   for (const [index, vf] of vfs.entries()) await out.link(`${device.path}/virtfn${index}`, vf.path);
 }
 

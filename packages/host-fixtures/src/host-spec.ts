@@ -119,7 +119,19 @@ export interface DeviceSpec {
    * bus); anything else sits on the root bus `pci<domain>:<bus>` of its own address.
    */
   parent?: string;
-  sriov?: { totalVfs: number; numVfs: number; driversAutoprobe?: boolean };
+  sriov?: {
+    totalVfs: number;
+    numVfs: number;
+    driversAutoprobe?: boolean;
+    /**
+     * `sriov_offset` / `sriov_stride`: VF n's routing id is the PF's + offset + n * stride.
+     * Default: what the spec's VFs show (the first VF's distance, the step to the second), else 1.
+     */
+    offset?: number;
+    stride?: number;
+    /** `sriov_vf_device`, the id every VF gets; default the first VF's deviceId, else the PF's. */
+    vfDeviceId?: string;
+  };
   /** PF address: makes this device a VF. */
   physfn?: string;
   /** Default: `flr bus` for endpoints, `flr` for VFs (no bus of their own), none for bridges. */

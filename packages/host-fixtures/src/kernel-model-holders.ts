@@ -9,9 +9,10 @@
  * vfio_unregister_group_dev waits until the last fd is closed, without limit when the holder
  * registered no device-request eventfd; the write completes right after. The model waits the
  * same way, and anything else the model is asked to do to that device waits behind it, as on the
- * device lock. Not imitated: plain file reads of that device's attributes, which on a real kernel
- * hang too (a HostFs read of the tree cannot be made to hang), QEMU's device-request eventfd
- * (the guest being asked to unplug), and `sriov_numvfs` 0 with a held VF.
+ * device lock, and reads of its lock-taking attributes hang (kernel-model-device-lock); an
+ * `echo 0 > sriov_numvfs` waits the same way for a held VF (kernel-model-sriov). While a device
+ * is held, no driver that does its own DMA binds another member of its group (EBUSY). Not imitated:
+ * QEMU's device-request eventfd (the guest being asked to unplug).
  */
 import type { DeviceState, SysTree } from './kernel-model-tree';
 

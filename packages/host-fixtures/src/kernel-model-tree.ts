@@ -62,7 +62,11 @@ export interface DeviceState {
 export class SysTree {
   readonly out: TreeWriter;
 
-  constructor(readonly root: string) {
+  /** `locked` answers for attributes swapped for FIFOs while a write holds their device's lock. */
+  constructor(
+    readonly root: string,
+    private readonly locked?: { valueOf(abs: string): string | undefined },
+  ) {
     this.out = new TreeWriter(root);
   }
 
@@ -87,6 +91,8 @@ export class SysTree {
   }
 
   async text(rel: string): Promise<string | null> {
+    const locked = this.locked?.valueOf(path.resolve(this.abs(rel)));
+    if (locked !== undefined) return locked;
     try {
       return await readFile(this.abs(rel), 'utf8');
     } catch {

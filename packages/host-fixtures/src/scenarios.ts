@@ -295,7 +295,8 @@ function mlx5Vf(): ScenarioSpec {
     parent: '0000:40:01.1',
     iommuGroup: group,
     numaNode: 0,
-    sriov: { totalVfs: 8, numVfs },
+    // ARI: PF0's 8 VFs follow the two PFs (offset 2), PF1's follow those (1 + 8).
+    sriov: { totalVfs: 8, numVfs, offset: fn === 0 ? 2 : 9, stride: 1, vfDeviceId: '101e' },
     netInterfaces: [`enp65s0f${fn}np${fn}`],
   });
   const vf = (fn: number, index: number, group: number): DeviceSpec => ({

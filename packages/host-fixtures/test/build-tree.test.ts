@@ -328,6 +328,12 @@ describe('mlx5-vf', () => {
     expect(await readlink(path.join(root, pf, 'virtfn1'))).toBe('../0000:41:00.3');
     expect(exists(root, `${pf}/virtfn2`)).toBe(false);
     expect(await read(root, 'sys/bus/pci/devices/0000:41:00.1/sriov_numvfs')).toBe('0\n');
+    // Where VF n goes and what it is, shown whether VFs are enabled or not.
+    expect(await read(root, `${pf}/sriov_offset`)).toBe('2\n');
+    expect(await read(root, `${pf}/sriov_stride`)).toBe('1\n');
+    expect(await read(root, `${pf}/sriov_vf_device`)).toBe('101e\n');
+    expect(await read(root, 'sys/bus/pci/devices/0000:41:00.1/sriov_offset')).toBe('9\n');
+    expect(await read(root, 'sys/bus/pci/devices/0000:41:00.1/sriov_vf_device')).toBe('101e\n');
     const vf = 'sys/bus/pci/devices/0000:41:00.2';
     expect(await resolve(root, vf)).toBe(
       path.join(root, 'sys/devices/pci0000:40/0000:40:01.1/0000:41:00.2'),
@@ -529,6 +535,10 @@ describe('custom specs', () => {
     expect(await read(root, 'sys/bus/pci/devices/0000:01:00.1/sriov_drivers_autoprobe')).toBe(
       '0\n',
     );
+    // Without offset, stride or vfDeviceId in the spec, the VFs the spec has say them.
+    expect(await read(root, 'sys/bus/pci/devices/0000:01:00.1/sriov_offset')).toBe('1\n');
+    expect(await read(root, 'sys/bus/pci/devices/0000:01:00.1/sriov_stride')).toBe('1\n');
+    expect(await read(root, 'sys/bus/pci/devices/0000:01:00.1/sriov_vf_device')).toBe('101e\n');
     expect((await readdir(path.join(root, 'dev/vfio'))).sort()).toEqual(['9', 'vfio']);
     expect(exists(root, 'sys/bus/pci/devices/0000:01:00.1/driver')).toBe(false);
   });

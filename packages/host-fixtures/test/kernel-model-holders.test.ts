@@ -5,11 +5,14 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readlink, realpath, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { KernelIoError } from '@vfio-fleet/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { buildScenario, KernelModel, type ScenarioName } from '../src/index';
+import { catFile, isFifo, killReaders, until } from './blocked-reads';
 
 const tempDirs: string[] = [];
 afterEach(async () => {
+  killReaders();
   for (const dir of tempDirs.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
@@ -37,6 +40,16 @@ async function driverOf(root: string, address: string): Promise<string | null> {
   } catch {
     return null;
   }
+}
+
+async function errnoOfWrite(promise: Promise<void>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof KernelIoError) return error.errno;
+    throw error;
+  }
+  throw new Error('expected a KernelIoError');
 }
 
 /** Whether `promise` has settled after the event loop has had a fair chance to settle it. */
@@ -101,6 +114,49 @@ describe('KernelModel: holders of vfio devices', () => {
     expect(await enable(root, GPU)).toBe('0\n');
     // The group's last vfio device left: its char device goes.
     expect(existsSync(path.join(root, 'dev/vfio/21'))).toBe(false);
+  });
+
+  it("while it is blocked, other processes' reads of its driver_override hang until it returns", async () => {
+    const root = await tree('vfio-bound');
+    const model = new KernelModel(root);
+    const release = await model.holdDevice(GPU, QEMU);
+    const unbind = model.write('/sys/bus/pci/drivers/vfio-pci/unbind', GPU);
+    await until(() => isFifo(root, `${dev(GPU)}/driver_override`));
+    const blocked = catFile(root, `${dev(GPU)}/driver_override`);
+    expect(await settledSoon(blocked)).toBe(false);
+    // Attributes whose show() takes no lock read as ever, and so do other devices'.
+    expect(await catFile(root, `${dev(GPU)}/vendor`)).toBe('0x10de\n');
+    expect(await catFile(root, `${dev(AUDIO)}/driver_override`)).toBe('vfio-pci\n');
+    await release();
+    await unbind;
+    expect(await blocked).toBe('vfio-pci\n');
+    expect(await isFifo(root, `${dev(GPU)}/driver_override`)).toBe(false);
+    expect(await catFile(root, `${dev(GPU)}/driver_override`)).toBe('vfio-pci\n');
+  });
+
+  it('a host driver cannot bind another member of a held group (EBUSY) until the holder lets go', async () => {
+    const root = await tree('dual-gpu');
+    const model = new KernelModel(root);
+    await model.modprobe('vfio_pci');
+    for (const [address, driver] of [
+      [GPU, 'nvidia'],
+      [AUDIO, 'snd_hda_intel'],
+    ] as const) {
+      await model.write(`/${dev(address)}/driver_override`, 'vfio-pci');
+      await model.write(`/sys/bus/pci/drivers/${driver}/unbind`, address);
+      await model.write('/sys/bus/pci/drivers_probe', address);
+    }
+    const release = await model.holdDevice(GPU, QEMU);
+    await model.write(`/${dev(AUDIO)}/driver_override`, '\n');
+    await model.write('/sys/bus/pci/drivers/vfio-pci/unbind', AUDIO);
+    await model.write('/sys/bus/pci/drivers_probe', AUDIO);
+    expect(await driverOf(root, AUDIO)).toBeNull();
+    expect(await errnoOfWrite(model.write('/sys/bus/pci/drivers/snd_hda_intel/bind', AUDIO))).toBe(
+      'EBUSY',
+    );
+    await release();
+    await model.write('/sys/bus/pci/drivers_probe', AUDIO);
+    expect(await driverOf(root, AUDIO)).toBe('snd_hda_intel');
   });
 
   it('removing a held device blocks too, then the device is gone', async () => {

@@ -358,7 +358,9 @@ export class RebindExecutor {
             ? STUCK_IN_KERNEL
             : event.error.errno === 'ETIMEDOUT'
               ? 'step-timeout'
-              : 'step-failed',
+              : event.error.errno === 'EINUSE'
+                ? 'in-use'
+                : 'step-failed',
         };
         break;
       }

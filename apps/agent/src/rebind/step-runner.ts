@@ -16,6 +16,7 @@ import { linkBasename } from '../inventory/sysfs-values';
 import { type StuckWrite, stuckWrites } from '../kernel/stuck-writes';
 import { hasWriteDeadline } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
+import { heldBeforeUnbind } from './held-since-plan';
 import type { DeviceBinding, JobOutcome, JobPhase, KernelErrorInfo } from './job-store';
 
 /** How long a verify waits for a driver that probes asynchronously before it calls it wrong. */
@@ -67,6 +68,11 @@ class StepTimeoutError extends Error {
   readonly errno = 'ETIMEDOUT';
 }
 
+/** A device a user took since the job began; `EINUSE` keeps the errno field's shape. */
+export class InUseError extends Error {
+  readonly errno = 'EINUSE';
+}
+
 export class StepRunner {
   constructor(private readonly deps: StepRunnerDeps) {}
 
@@ -83,10 +89,20 @@ export class StepRunner {
     let error: KernelErrorInfo | null = null;
     let pending: Promise<void> | null = null;
     try {
-      if (step.action === 'unbind-current' && (await this.currentDriver(step.address)) === null) {
+      const driver =
+        step.action === 'unbind-current' || step.action === 'unbind'
+          ? await this.currentDriver(step.address)
+          : null;
+      if (step.action === 'unbind-current' && driver === null) {
         // Writing to a `driver/unbind` that does not exist fails; nothing is bound, nothing to do.
         status = 'skipped';
       } else {
+        // A user may have opened the device (or a VF of it) since the job's last look: unbinding
+        // it would block.
+        if (driver !== null && 'address' in step) {
+          const held = await heldBeforeUnbind(this.deps.fs, step.address);
+          if (held !== null) throw new InUseError(held);
+        }
         const work = this.perform(step);
         pending = work;
         const bound =
@@ -307,7 +323,11 @@ export function describeFailure(failure: Failure): string {
 
 function toKernelError(error: unknown): KernelErrorInfo {
   if (error instanceof KernelIoError) return { errno: error.errno, message: error.message };
-  if (error instanceof VerifyError || error instanceof StepTimeoutError) {
+  if (
+    error instanceof VerifyError ||
+    error instanceof StepTimeoutError ||
+    error instanceof InUseError
+  ) {
     return { errno: error.errno, message: error.message };
   }
   const code =

@@ -20,6 +20,8 @@ export const KERNEL_ERRNOS = [
   // Not the driver core's: sysfs mounted read-only for the agent (a systemd sandbox without the
   // unit's ReadWritePaths=, a container's read-only /sys).
   'EROFS',
+  // sriov_numvfs above sriov_totalvfs (iov.c sriov_numvfs_store).
+  'ERANGE',
   'EUNKNOWN',
 ] as const;
 
