@@ -347,7 +347,7 @@ describe('a sysfs write stuck in the kernel', () => {
     expect(snapshot.devices.find((d) => d.address === GPU)).toMatchObject({ driver: 'vfio-pci' });
   });
 
-  it('scan --json reads guarded as the daemon does: a device behind a stuck write is reported, not waited on', async () => {
+  it('scan and status read guarded as the daemon does: a device behind a stuck write is reported, not waited on', async () => {
     const root = await tempDir('stuck-cli-');
     await buildScenario(root, 'vfio-bound');
     const dir = path.join(root, 'sys/bus/pci/devices', GPU);
@@ -357,15 +357,21 @@ describe('a sysfs write stuck in the kernel', () => {
     await rm(fifo);
     execFileSync('mkfifo', [fifo]);
     // Async: an in-process read of the FIFO would block the agent, and the test's limit fails it.
-    const run = await new Promise<{ status: number | null; stdout: string }>((resolve) => {
-      execFile(
-        process.execPath,
-        [agentBin, 'scan', '--json', '--root', root],
-        { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } },
-        (error, stdout) => resolve({ status: error === null ? 0 : Number(error.code), stdout }),
-      );
-    });
+    const agent = (...args: string[]) =>
+      new Promise<{ status: number | null; stdout: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [agentBin, ...args, '--root', root],
+          { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } },
+          (error, stdout) => resolve({ status: error === null ? 0 : Number(error.code), stdout }),
+        );
+      });
+    const run = await agent('scan', '--json');
     expect(run.status).toBe(0);
+    // `status` reads the host the same way.
+    expect((await agent('status', '--json', '--state-dir', path.join(root, 'state'))).status).toBe(
+      0,
+    );
     const snapshot = hostSnapshotSchema.parse(JSON.parse(run.stdout));
     expect(snapshot.devices.map((d) => d.address)).not.toContain(GPU);
     expect(snapshot.devices.map((d) => d.address)).toContain(AUDIO);

@@ -11,6 +11,7 @@ import { comparePciAddresses, pciAddressSchema } from '@vfio-fleet/core';
 import { z } from 'zod';
 import { collectHost } from '../inventory/collect';
 import { linkBasename } from '../inventory/sysfs-values';
+import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import { type ExecutorDeps, type JobOutcome, RebindExecutor } from './executor';
 import { readOptional, writeFileAtomic } from './state-files';
 
@@ -121,6 +122,7 @@ export async function reapplyPersistedBindings(deps: ExecutorDeps): Promise<Reap
   const snapshot = await collectHost(deps.fs, {
     pciIdsPath: deps.pciIdsPath ?? null,
     logger: deps.logger,
+    lockedRead: lockedReaderFor(deps.io),
   });
   const results: ReapplyResult[] = [];
   for (const binding of bindings) {
