@@ -219,8 +219,11 @@ try {
       10_000,
     );
     const pendingBeforeScan = written === null;
+    // A restore of the device meanwhile, beside the scan: refused, nothing written, no hang.
     const run = agentAsync(['scan', '--json'], 60_000);
+    const restoring = agentAsync(['restore', address, '--state-dir', STATE_DIR], 60_000);
     const scan = await run.limited;
+    const restore = await restoring.limited;
     const pendingAfterScan = written === null;
     const releasedAt = Date.now();
     await holder.release();
@@ -245,6 +248,7 @@ try {
       pendingBeforeScan,
       pendingAfterScan,
       scanHung: scan === null,
+      restore: restore ?? { ...(await restoring.exited), hung: true },
       scanMs: finished.ms,
       unbindCode: done?.code ?? null,
       unbindMsAfterRelease: done === null ? null : done.at - releasedAt,

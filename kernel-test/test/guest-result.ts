@@ -88,6 +88,14 @@ export const guestResultSchema = z.object({
       /** The scan had not ended within the scenario's limit, so the holder was let go under it. */
       scanHung: z.boolean(),
       scanMs: z.number(),
+      /** A restore of the device run beside that scan; `hung` when it outlived the limit. */
+      restore: z.object({
+        code: z.number().nullable(),
+        stdout: z.string(),
+        stderr: z.string(),
+        ms: z.number(),
+        hung: z.boolean().default(false),
+      }),
       unbindCode: z.number().nullable(),
       unbindMsAfterRelease: z.number().nullable(),
     })

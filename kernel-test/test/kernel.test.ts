@@ -486,6 +486,15 @@ describe('a write stuck behind the holder, on the real kernel', () => {
     expect(problem?.device?.iommuGroup).toBe(Number(group));
   });
 
+  it('a restore of it meanwhile is refused at once, with nothing written', () => {
+    const { restore } = stuck();
+    const output = `${restore.stdout}${restore.stderr}`;
+    expect(restore.hung, output).toBe(false);
+    expect(restore.code, output).toBe(3);
+    expect(output).toMatch(/nothing written: \S+ is stuck in the kernel/);
+    // Its override is still vfio-pci after the unbind completed (checked below): nothing cleared it.
+  });
+
   it('once the holder exits the unbind completes, and a scan converges: no driver, not in use', () => {
     const s = stuck();
     expect(s.unbindCode).toBe(0);
