@@ -9,8 +9,7 @@
  * kernel-model.ts, except that a `write-fails` path may be `{ "regex": "..." }`. Two more keys
  * exist for tests of a write stuck in the kernel: `sysfsWrites`, `{ path, value? }` writes that go
  * to the tree's own file through the real writer child (a FIFO there blocks like a write stuck in
- * the kernel), and
- * `stepTimeoutMs`, so such a job gives up within a test's patience.
+ * the kernel), and `stepTimeoutMs`, so such a job gives up within a test's patience.
  */
 import { readFile } from 'node:fs/promises';
 import { KERNEL_ERRNOS, type KernelIo } from '@vfio-fleet/core';
@@ -90,9 +89,9 @@ export async function simulatedKernel(
     probeHangMs === undefined ? { faults } : { faults, probeHangMs },
   );
   const writes = options.sysfsWrites ?? [];
+  if (writes.length === 0) return model;
   // Not signalled when abandoned: a FIFO's open is interruptible, a write in D state is not.
-  const sysfs = new SysfsKernelIo(root, { abandonSignal: null });
-  return writes.length === 0 ? model : new SplitKernelIo(model, sysfs, writes);
+  return new SplitKernelIo(model, new SysfsKernelIo(root, { abandonSignal: null }), writes);
 }
 
 /** The model, except some writes: those go to the tree's files through the real writer. */
