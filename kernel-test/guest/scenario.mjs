@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readlinkSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { read, view } from './view.mjs';
+import { linkBase, read, view } from './view.mjs';
 
 const AGENT = '/kt/vfio-fleet-agent.mjs';
 const STATE_DIR = '/tmp/state';
@@ -25,6 +25,53 @@ function agent(args) {
     stderr: r.stderr,
     ms: Date.now() - t,
   };
+}
+
+/**
+ * The agent without waiting on it: a command blocked in the kernel must not take the scenario
+ * with it. `limited` resolves with the run, or null if it is still running after `limitMs`.
+ */
+function agentAsync(args, limitMs) {
+  const t = Date.now();
+  const child = spawn('/usr/bin/node', [AGENT, ...args], {
+    env: { ...process.env, NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (c) => {
+    stdout += c;
+  });
+  child.stderr.setEncoding('utf8').on('data', (c) => {
+    stderr += c;
+  });
+  const exited = new Promise((resolve) =>
+    child.once('close', (code, signal) =>
+      resolve({ args, code, signal, stdout, stderr, ms: Date.now() - t }),
+    ),
+  );
+  return { exited, limited: within(exited, limitMs) };
+}
+
+/** `promise`'s value, or null once `ms` have passed; its timer never outlives it. */
+function within(promise, ms) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((resolve) => {
+      timer = setTimeout(() => resolve(null), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it holds (true) or `ms` have passed (false). */
+async function until(check, ms) {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) return false;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return true;
 }
 
 function sh(command) {
@@ -148,6 +195,65 @@ try {
     });
     return run;
   };
+  /**
+   * `echo ADDRESS > vfio-pci/unbind` in the background while `holder` has the device open: it
+   * blocks in vfio-pci's remove() (D state) once the driver link is gone. A `scan --json` runs
+   * meanwhile; then the holder exits and the unbind completes. Recorded as a step the model
+   * replays (held, with the stuck write), its `after` taken once everything returned.
+   */
+  const stuckUnbind = async (name, address, holder) => {
+    const unbind = { path: '/sys/bus/pci/drivers/vfio-pci/unbind', value: `${address}\n` };
+    const before = view();
+    const writer = spawn('/bin/sh', ['-c', `echo ${address} > ${unbind.path}`], {
+      stdio: 'ignore',
+    });
+    let written = null;
+    const writeDone = new Promise((resolve) =>
+      writer.once('exit', (code) => {
+        written = { code, at: Date.now() };
+        resolve(written);
+      }),
+    );
+    const unlinked = await until(
+      () => linkBase(`/sys/bus/pci/devices/${address}/driver`) === null,
+      10_000,
+    );
+    const pendingBeforeScan = written === null;
+    // A restore of the device meanwhile, beside the scan: refused, nothing written, no hang.
+    const run = agentAsync(['scan', '--json'], 60_000);
+    const restoring = agentAsync(['restore', address, '--state-dir', STATE_DIR], 60_000);
+    const scan = await run.limited;
+    const restore = await restoring.limited;
+    const pendingAfterScan = written === null;
+    const releasedAt = Date.now();
+    await holder.release();
+    const done = await within(writeDone, 30_000);
+    const finished = scan ?? (await run.exited);
+    const after = view();
+    result.steps.push({
+      name,
+      ...finished,
+      setup: [],
+      teardown: [],
+      fault: null,
+      held: { address, pid: holder.pid, anon: false },
+      stuckWrite: unbind,
+      before,
+      after,
+      view: after,
+    });
+    result.stuck = {
+      address,
+      unlinked,
+      pendingBeforeScan,
+      pendingAfterScan,
+      scanHung: scan === null,
+      restore: restore ?? { ...(await restoring.exited), hung: true },
+      scanMs: finished.ms,
+      unbindCode: done?.code ?? null,
+      unbindMsAfterRelease: done === null ? null : done.at - releasedAt,
+    };
+  };
   const vfioPciKo = result.modulesDep
     ?.split('\n')
     .find((l) => /(^|\/)vfio-pci\.ko:/.test(l))
@@ -195,6 +301,11 @@ try {
     await holder.release();
     result.enableReleased = enableOf(address);
     step('scan-released', ['scan', '--json']);
+    // 3b. Someone else's unbind stuck behind the holder (not the agent's write): the device's
+    //     lock-taking reads block until the holder exits. The agent's scan must neither hang
+    //     nor guess; once the holder goes, the unbind completes and a scan sees it unbound.
+    await stuckUnbind('scan-stuck', address, await hold(address));
+    step('scan-unstuck', ['scan', '--json']);
     step('restore-e1000e', ['restore', address, ...stateArgs]);
   }
   // 4. virtio-net behind its own root port: the PCI driver is virtio-pci. Held only through an

@@ -12,7 +12,7 @@ export function read(file) {
   }
 }
 
-function linkBase(file) {
+export function linkBase(file) {
   try {
     return path.basename(readlinkSync(file));
   } catch {

@@ -47,6 +47,8 @@ const stepSchema = z.object({
     .object({ address: z.string(), pid: z.number().int(), anon: z.boolean() })
     .nullable()
     .default(null),
+  /** A write the guest itself started during the step that blocked behind the holder. */
+  stuckWrite: writeSchema.nullable().default(null),
   before: viewSchema,
   after: viewSchema,
   view: viewSchema,
@@ -74,6 +76,31 @@ export const guestResultSchema = z.object({
   enableIdle: z.string().nullable(),
   held: z.object({ address: z.string(), pid: z.number().int(), enable: z.string().nullable() }),
   enableReleased: z.string().nullable(),
+  /** scan-stuck: an unbind blocked behind vfio-hold while the agent scanned (scenario.mjs). */
+  stuck: z
+    .object({
+      address: z.string(),
+      /** The driver link went while the unbind was blocked in remove(). */
+      unlinked: z.boolean(),
+      pendingBeforeScan: z.boolean(),
+      /** The unbind had still not returned when the scan ended. */
+      pendingAfterScan: z.boolean(),
+      /** The scan had not ended within the scenario's limit, so the holder was let go under it. */
+      scanHung: z.boolean(),
+      scanMs: z.number(),
+      /** A restore of the device run beside that scan; `hung` when it outlived the limit. */
+      restore: z.object({
+        code: z.number().nullable(),
+        stdout: z.string(),
+        stderr: z.string(),
+        ms: z.number(),
+        hung: z.boolean().default(false),
+      }),
+      unbindCode: z.number().nullable(),
+      unbindMsAfterRelease: z.number().nullable(),
+    })
+    .nullable()
+    .default(null),
   final: viewSchema,
   ms: z.number(),
 });

@@ -434,6 +434,111 @@ describe('a device a VM holds, on the real kernel (guest/vfio-hold.c)', () => {
   });
 });
 
+/**
+ * Someone else's `echo ADDRESS > vfio-pci/unbind` blocked behind vfio-hold (guest/scenario.mjs,
+ * scan-stuck): while it is pending the device's lock-taking reads block, and the agent's scan must
+ * report the device rather than block with them.
+ */
+describe('a write stuck behind the holder, on the real kernel', () => {
+  function stuck(): NonNullable<Boot['result']['stuck']> {
+    const s = boot.result.stuck;
+    if (s === null) throw new Error('the guest ran no scan-stuck');
+    return s;
+  }
+  function scanOf(name: string): HostSnapshot {
+    const s = step(name);
+    expect(s.code, outputOf(s)).toBe(0);
+    return hostSnapshotSchema.parse(JSON.parse(s.stdout));
+  }
+
+  it('the unbind blocked in remove(): the driver link went at once, the write did not return', () => {
+    const s = stuck();
+    expect(s.unlinked).toBe(true);
+    expect(s.pendingBeforeScan).toBe(true);
+    expect(s.pendingAfterScan).toBe(true);
+  });
+
+  it('scan ends on its own meanwhile and reports every other device', () => {
+    const s = stuck();
+    const scan = step('scan-stuck');
+    console.log(
+      `[kernel-test] scan with the unbind stuck: ${s.scanMs} ms (scan-released: ` +
+        `${step('scan-released').ms} ms); the unbind returned ${s.unbindMsAfterRelease} ms ` +
+        'after the holder was let go',
+    );
+    expect(s.scanHung, outputOf(scan)).toBe(false);
+    const others = Object.keys(scan.before.devices).filter((a) => a !== s.address);
+    expect(
+      scanOf('scan-stuck')
+        .devices.map((d) => d.address)
+        .sort(),
+    ).toEqual(others.sort());
+  });
+
+  it('the device is reported stuck in the kernel, in its group, not guessed at', () => {
+    const s = stuck();
+    const scan = scanOf('scan-stuck');
+    const problem = scan.problems.find((p) => p.device?.address === s.address);
+    expect(problem?.message).toMatch(
+      /stuck in the kernel: a read of \/sys\/bus\/pci\/devices\/\S+\/driver_override/,
+    );
+    const group = step('scan-stuck').before.devices[s.address]?.iommuGroup;
+    expect(problem?.device?.iommuGroup).toBe(Number(group));
+  });
+
+  it('a restore of it meanwhile is refused at once, with nothing written', () => {
+    const { restore } = stuck();
+    const output = `${restore.stdout}${restore.stderr}`;
+    expect(restore.hung, output).toBe(false);
+    expect(restore.code, output).toBe(3);
+    expect(output).toMatch(/nothing written: \S+ is stuck in the kernel/);
+    // Its override is still vfio-pci after the unbind completed (checked below): nothing cleared it.
+  });
+
+  it('once the holder exits the unbind completes, and a scan converges: no driver, not in use', () => {
+    const s = stuck();
+    expect(s.unbindCode).toBe(0);
+    expect(step('scan-stuck').after.devices[s.address]?.driver).toBeNull();
+    const device = scanOf('scan-unstuck').devices.find((d) => d.address === s.address);
+    expect(device).toMatchObject({
+      driver: null,
+      driverOverride: 'vfio-pci',
+      inUse: false,
+      holder: null,
+    });
+  });
+});
+
+/**
+ * Starts the step's stuck write in the model and waits until it blocks as the kernel's did (the
+ * driver link gone, the write pending). `whilePending` lists what differs from the guest.
+ */
+async function startStuckWrite(model: KernelModel, root: string, s: GuestStep) {
+  const write = s.stuckWrite;
+  const address = s.held?.address;
+  if (write === null || address === undefined) throw new Error(`${s.name}: no holder`);
+  let settled = false;
+  const done = model.write(write.path, write.value).finally(() => {
+    settled = true;
+  });
+  const driver = path.join(root, 'sys/bus/pci/devices', address, 'driver');
+  for (let i = 0; i < 200 && linkBase(driver) !== null && !settled; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const unlinked = linkBase(driver) === null;
+  return {
+    done,
+    whilePending(step: GuestStep): string[] {
+      const found: string[] = [];
+      if (settled) found.push(`${step.name}: the model's unbind returned while the holder held`);
+      if (unlinked !== boot.result.stuck?.unlinked) {
+        found.push(`${step.name}: driver link gone while blocked: model ${unlinked}`);
+      }
+      return found;
+    },
+  };
+}
+
 describe('the kernel model on the guest’s capture', () => {
   it('gives the same observable results as the real kernel, step by step', async () => {
     const root = mkdtempSync(path.join(os.tmpdir(), 'vfio-fleet-kernel-model-'));
@@ -460,6 +565,9 @@ describe('the kernel model on the guest’s capture', () => {
               cmdline: ['qemu-system-x86_64', '-name', 'guest=kt-vm,debug-threads=on'],
               deviceFdOnly: s.held.anon,
             });
+      // The guest's own unbind blocked behind the holder: the same write into the model, left
+      // pending while the agent scans.
+      const stuck = s.stuckWrite === null ? null : await startStuckWrite(model, root, s);
       let status: number | null = s.code;
       let output = '';
       if (s.held !== null || s.args[0] === 'scan') {
@@ -473,9 +581,16 @@ describe('the kernel model on the guest’s capture', () => {
         status = run.status;
         output = `${run.stdout.split('\n').slice(-12).join('\n')}\n${run.stderr}`;
         if (s.args[0] === 'scan' && run.status === 0 && s.code === 0) {
-          const a = JSON.stringify(inUseView(run.stdout));
-          const b = JSON.stringify(inUseView(s.stdout));
-          if (a !== b) differences.push(`${s.name}: in use\n  model:  ${a}\n  kernel: ${b}`);
+          const a = inUseView(run.stdout);
+          const b = inUseView(s.stdout);
+          if (stuck !== null && s.held !== null) {
+            // The model's reads of a device behind a blocked write do not block, so its scan
+            // reads the device the kernel's scan reports stuck: the rest must still agree.
+            delete a[s.held.address];
+            delete b[s.held.address];
+          }
+          const [ja, jb] = [JSON.stringify(a), JSON.stringify(b)];
+          if (ja !== jb) differences.push(`${s.name}: in use\n  model:  ${ja}\n  kernel: ${jb}`);
         }
         replayed += 1;
       } else if (fault === null) {
@@ -497,6 +612,12 @@ describe('the kernel model on the guest’s capture', () => {
         status = run.status;
         output = `${run.stdout.split('\n').slice(-12).join('\n')}\n${run.stderr}`;
         replayed += 1;
+      }
+      if (stuck !== null) {
+        differences.push(...stuck.whilePending(s));
+        // The guest let the holder go before its `after`: the unbind then completes.
+        await release?.();
+        await stuck.done;
       }
       const got = observedOfModel(root);
       await release?.();

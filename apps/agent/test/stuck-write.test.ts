@@ -2,15 +2,16 @@
 // open(2) blocks until the test opens it for reading, as a write blocked behind a VM's open does
 // on a real kernel. The rest of the host is the kernel model. The job must end stuck-in-kernel,
 // scans and other groups' jobs must go on meanwhile, and the device comes back once it returns.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, open, realpath, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { jobResultMessageSchema } from '@vfio-fleet/core';
+import { hostSnapshotSchema, jobResultMessageSchema } from '@vfio-fleet/core';
 import { buildScenario, KernelModel } from '@vfio-fleet/host-fixtures';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HostFs } from '../src/host-fs';
 import { collectHost } from '../src/inventory/collect';
+import { readPciDevices } from '../src/inventory/read-pci-devices';
 import { stuckWrites } from '../src/kernel/stuck-writes';
 import {
   type DeadlineKernelIo,
@@ -19,6 +20,7 @@ import {
 } from '../src/kernel/sysfs-kernel-io';
 import { createLogger } from '../src/logger';
 import { RebindExecutor } from '../src/rebind/executor';
+import { agentDir } from './helpers/run-agent';
 import { bundleWriter } from './helpers/writer-command';
 
 const GPU = '0000:17:00.0';
@@ -26,6 +28,7 @@ const AUDIO = '0000:17:00.1';
 const OTHER_GPU = '0000:31:00.0';
 const STUCK_PATH = '/sys/bus/pci/drivers/nvidia/unbind';
 const STEP_TIMEOUT_MS = 1500;
+const agentBin = path.join(agentDir, 'bin/vfio-fleet-agent.mjs');
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -221,6 +224,18 @@ describe('a sysfs write stuck in the kernel', () => {
       readAgain: { driver: 'vfio-pci', inUse: true },
     },
     {
+      // The same unbind as the kernel shows it: the driver link is gone before remove() blocks,
+      // while the device is still enabled (kernel-test's scan-stuck).
+      what: 'an enabled device whose driver link is already gone',
+      scenario: 'vfio-bound' as const,
+      address: GPU,
+      attribute: 'driver_override',
+      content: 'vfio-pci',
+      enable: true,
+      unlink: true,
+      readAgain: { driver: null, driverOverride: 'vfio-pci', inUse: false },
+    },
+    {
       // `echo 0 > sriov_numvfs` blocked behind a VM holding one of its VFs.
       what: 'an SR-IOV PF',
       scenario: 'mlx5-vf' as const,
@@ -232,13 +247,14 @@ describe('a sysfs write stuck in the kernel', () => {
     },
   ])(
     '$what whose lock another process holds: the scan marks it stuck, not frozen',
-    async ({ scenario, address, attribute, content, enable, readAgain }) => {
+    async ({ scenario, address, attribute, content, enable, unlink, readAgain }) => {
       // The attribute is a FIFO: its read blocks until a writer opens it, like a read that waits
       // for the device lock a blocked write holds.
       const root = await tempDir('stuck-read-');
       await buildScenario(root, scenario);
       const dir = path.join(root, 'sys/bus/pci/devices', address);
       if (enable) await writeFile(path.join(dir, 'enable'), '1\n');
+      if (unlink === true) await rm(path.join(dir, 'driver'));
       const fifo = path.join(dir, attribute);
       await rm(fifo);
       execFileSync('mkfifo', [fifo]);
@@ -377,5 +393,58 @@ describe('a sysfs write stuck in the kernel', () => {
       lockedRead: lockedReaderFor(sysfs, 300),
     });
     expect(snapshot.devices.find((d) => d.address === GPU)).toMatchObject({ driver: 'vfio-pci' });
+  });
+
+  it('scan and status read guarded as the daemon does: a device behind a stuck write is reported, not waited on', async () => {
+    const root = await tempDir('stuck-cli-');
+    await buildScenario(root, 'vfio-bound');
+    const dir = path.join(root, 'sys/bus/pci/devices', GPU);
+    await writeFile(path.join(dir, 'enable'), '1\n');
+    await rm(path.join(dir, 'driver'));
+    const fifo = path.join(dir, 'driver_override');
+    await rm(fifo);
+    execFileSync('mkfifo', [fifo]);
+    // Async: an in-process read of the FIFO would block the agent, and the test's limit fails it.
+    const agent = (...args: string[]) =>
+      new Promise<{ status: number | null; stdout: string }>((resolve) => {
+        execFile(
+          process.execPath,
+          [agentBin, ...args, '--root', root],
+          { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } },
+          (error, stdout) => resolve({ status: error === null ? 0 : Number(error.code), stdout }),
+        );
+      });
+    const run = await agent('scan', '--json');
+    expect(run.status).toBe(0);
+    // `status` reads the host the same way.
+    expect((await agent('status', '--json', '--state-dir', path.join(root, 'state'))).status).toBe(
+      0,
+    );
+    const snapshot = hostSnapshotSchema.parse(JSON.parse(run.stdout));
+    expect(snapshot.devices.map((d) => d.address)).not.toContain(GPU);
+    expect(snapshot.devices.map((d) => d.address)).toContain(AUDIO);
+    expect(snapshot.problems.find((p) => p.device?.address === GPU)?.message).toContain(
+      'stuck in the kernel',
+    );
+  }, 20_000);
+
+  it('guards enabled driverless endpoints and vfio devices; not idle ones, nor bridges', async () => {
+    const root = await tempDir('guard-which-');
+    await buildScenario(root, 'vfio-bound');
+    const devices = path.join(root, 'sys/bus/pci/devices');
+    const BRIDGE = '0000:01:00.0';
+    for (const address of [GPU, BRIDGE]) {
+      await writeFile(path.join(devices, address, 'enable'), '1\n');
+    }
+    await rm(path.join(devices, GPU, 'driver'));
+    const fs = new HostFs(root);
+    const asked: string[] = [];
+    const spy = async (hostPath: string) => {
+      asked.push(hostPath);
+      return fs.readAttr(hostPath);
+    };
+    await readPciDevices(fs, null, spy);
+    // The audio function is on vfio-pci but idle: nothing holds it, nothing can block its lock.
+    expect(asked).toEqual([`/sys/bus/pci/devices/${GPU}/driver_override`]);
   });
 });

@@ -9,6 +9,7 @@ import { loadConfig } from '../config';
 import { AgentError, type ExitCode } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { lockedReaderFor, SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import type { Logger } from '../logger';
 import { type PersistedBinding, readPersistedBindings } from '../rebind/bindings-file';
 import { resolveStateDir } from '../rebind/state-dir';
@@ -67,11 +68,18 @@ export async function scanFromFlags(
   ctx: CommandContext,
 ): Promise<HostSnapshot> {
   const config = await loadConfig({ root: flags.root, pciIds: flags['pci-ids'] }, ctx.env, ctx.cwd);
-  return collectHost(new HostFs(config.root), {
-    pciIdsPath: config.pciIdsPath,
-    logger: ctx.logger,
-    persisted: await persistedForScan(flags, config.root, ctx),
-  });
+  // As the daemon reads: a device whose lock a stuck write holds is reported, not waited on.
+  const io = new SysfsKernelIo(config.root);
+  try {
+    return await collectHost(new HostFs(config.root), {
+      pciIdsPath: config.pciIdsPath,
+      logger: ctx.logger,
+      lockedRead: lockedReaderFor(io),
+      persisted: await persistedForScan(flags, config.root, ctx),
+    });
+  } finally {
+    io.close();
+  }
 }
 
 /**

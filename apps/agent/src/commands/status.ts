@@ -4,6 +4,7 @@ import { loadConfig } from '../config';
 import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { lockedReaderFor, SysfsKernelIo } from '../kernel/sysfs-kernel-io';
 import { readPersistedBindings } from '../rebind/bindings-file';
 import { analyzeOwnership, type OwnershipClaim } from '../rebind/ownership';
 import { DEFAULT_STATE_DIR, resolveStateDir } from '../rebind/state-dir';
@@ -54,7 +55,13 @@ Exit status: 0 (also with contradictions: they are in the output), 2 bad argumen
       ctx.cwd,
     );
     const fs = new HostFs(config.root);
-    const snapshot = await collectHost(fs, { pciIdsPath: config.pciIdsPath, logger: ctx.logger });
+    // Read as `scan` does: a device behind a stuck write must not hang the command.
+    const io = new SysfsKernelIo(config.root);
+    const snapshot = await collectHost(fs, {
+      pciIdsPath: config.pciIdsPath,
+      logger: ctx.logger,
+      lockedRead: lockedReaderFor(io),
+    }).finally(() => io.close());
     const stateDir = resolveStateDir(values['state-dir'], ctx.env, ctx.cwd);
     const persisted = await readPersistedBindings(stateDir).catch((error: unknown) => {
       throw new AgentError('file-unreadable', `status: ${errorText(error)}`, { cause: error });

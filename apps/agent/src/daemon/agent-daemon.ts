@@ -42,7 +42,7 @@ import { CredentialStore, type StoredCredential } from './credential-store';
 import { IN_USE_POLL_MS, InUseWatch, type WatchedDevice } from './in-use-watch';
 import { InventoryStream } from './inventory-stream';
 import { JobRunner } from './job-runner';
-import { type SimulatedKernelOptions, simulatedKernel } from './simulate';
+import { type SimulatedKernelOptions, SplitKernelIo, simulatedKernel } from './simulate';
 import { lockStateDir } from './state-lock';
 
 export const AGENT_VERSION: string = packageJson.version;
@@ -156,6 +156,9 @@ export class AgentDaemon {
       allowRebind: options.allowRebind,
       pciIdsPath: options.pciIdsPath ?? undefined,
       logger,
+      ...(options.simulate?.stepTimeoutMs === undefined
+        ? {}
+        : { stepTimeoutMs: options.simulate.stepTimeoutMs }),
     };
     await this.reapply(executorDeps);
 
@@ -223,6 +226,7 @@ export class AgentDaemon {
     await this.inventory?.stop();
     this.unsubscribeStuck();
     if (this.io instanceof SysfsKernelIo) this.io.close();
+    if (this.io instanceof SplitKernelIo) this.io.sysfs.close();
     await this.connection?.stop();
     await this.credentials.stop();
     await this.stateLock?.release();

@@ -151,12 +151,13 @@ async function readPciDevice(
 
   // driver_override and sriov_numvfs take the device lock (drivers/pci/pci-sysfs.c, iov.c), which
   // a blocked write holds: someone's unbind of a held vfio device (vfio-pci's remove waits for the
-  // VM), or `echo 0 > sriov_numvfs` on a PF whose VF is held. Those devices are read guarded.
-  // vfio's remove() takes the `driver` link down before it waits for the VM, so a held device
-  // whose unbind is blocked reads no driver, and still `enable` 1.
+  // VM), or `echo 0 > sriov_numvfs` on a PF whose VF is held. Those devices are read guarded. The
+  // kernel takes the `driver` link down before remove() blocks, so an endpoint on no driver that
+  // is still enabled may be one whose unbind is stuck (bridges are enabled for their children).
   const guarded =
     lockedRead !== undefined &&
-    (((driver === null || isVfioDriverName(driver)) && (await attr('enable')) === '1') ||
+    (((driver === null ? !isBridgeClass(classCode) : isVfioDriverName(driver)) &&
+      (await attr('enable')) === '1') ||
       (await fs.exists(`${dir}/sriov_totalvfs`)));
   const lockedAttr = async (name: string): Promise<string | null> => {
     if (!guarded || lockedRead === undefined) return attr(name);

@@ -17,6 +17,8 @@ import { loadConfig } from '../config';
 import { AgentError, EXIT_CODES, type ExitCode } from '../errors';
 import { HostFs } from '../host-fs';
 import { collectHost } from '../inventory/collect';
+import { describeStuckWrite, stuckWrites } from '../kernel/stuck-writes';
+import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import { refusalDetails, renderPlan, stepCommand } from '../render/plan-report';
 import { colorEnabled, createStyle, type Style } from '../render/style';
 import { forgetBindings } from './bindings-file';
@@ -102,7 +104,20 @@ export async function runLocalRebind(
   }
 
   const fs = new HostFs(config.root);
-  const snapshot = await collectHost(fs, { pciIdsPath: config.pciIdsPath, logger: ctx.logger });
+  const io = await kernelIoFor(config.root, simulate, ctx.logger, faults);
+  // Read as `scan` does: a device behind a stuck write must not hang the command.
+  const snapshot = await collectHost(fs, {
+    pciIdsPath: config.pciIdsPath,
+    logger: ctx.logger,
+    lockedRead: lockedReaderFor(io),
+  });
+  const stuck = stuckWrites.forDevice(config.root, address);
+  if (stuck !== null) {
+    throw new AgentError(
+      'plan-refused',
+      `${command.name}: nothing written: ${address} is stuck in the kernel, ${describeStuckWrite(stuck)} has not returned`,
+    );
+  }
   if (!snapshot.devices.some((d) => d.address === address)) {
     throw new AgentError(
       'device-not-found',
@@ -162,7 +177,7 @@ export async function runLocalRebind(
 
   const executor = new RebindExecutor({
     fs,
-    io: await kernelIoFor(config.root, simulate, ctx.logger, faults),
+    io,
     stateDir,
     // A local root operator asked for this rebind explicitly: --allow-rebind gates server jobs.
     allowRebind: true,

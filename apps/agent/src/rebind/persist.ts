@@ -4,6 +4,7 @@
  */
 import { collectHost } from '../inventory/collect';
 import { linkBasename } from '../inventory/sysfs-values';
+import { lockedReaderFor } from '../kernel/sysfs-kernel-io';
 import { type PersistedBinding, readPersistedBindings } from './bindings-file';
 import { type ExecutorDeps, type JobOutcome, RebindExecutor } from './executor';
 
@@ -40,6 +41,7 @@ export async function reapplyPersistedBindings(deps: ExecutorDeps): Promise<Reap
   const snapshot = await collectHost(deps.fs, {
     pciIdsPath: deps.pciIdsPath ?? null,
     logger: deps.logger,
+    lockedRead: lockedReaderFor(deps.io),
   });
   const results: ReapplyResult[] = [];
   for (const binding of bindings) {
