@@ -412,6 +412,7 @@ export class SimAgent {
       kernelError: null,
       before,
       after,
+      persistence: null,
       startedAt,
       finishedAt: new Date().toISOString(),
     });
