@@ -51,7 +51,12 @@ export default defineConfig({
         // PGlite, the embedded default a new user meets first, keeps the fleet's numbers, a job end
         // to end and the demo. The rest is the same browser on the same API, whose parity between
         // the two drivers apps/web's suite checks call by call; running it twice cost CI minutes.
-        { name: 'pglite', testMatch: PGLITE_SPECS_BESIDE_POSTGRES },
+        // One job end to end (the VF) is enough there: the GPU journey runs on PostgreSQL.
+        {
+          name: 'pglite',
+          testMatch: PGLITE_SPECS_BESIDE_POSTGRES,
+          grepInvert: /a GPU and its audio function/,
+        },
         { name: 'postgres' },
       ]
     : [{ name: 'pglite' }],
