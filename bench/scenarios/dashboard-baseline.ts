@@ -44,10 +44,13 @@ function page<T>(
   };
 }
 
-/** The columns DeviceView reads, from `devices d`. */
-const DEVICE_COLUMNS = sql`d.host_id, d.address, d.vendor_id, d.device_id, d.vendor_name,
-  d.device_name, d.class_name, d.class_code, d.kind, d.driver, d.vfio_driver, d.iommu_group,
-  d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status, d.first_reason, d.reasons,
+/** As devices.search answers a list: only each row's first (most severe) reason. */
+const DEVICE_COLUMNS_FIRST_REASON = sql`d.host_id, d.address, d.vendor_id, d.device_id,
+  d.vendor_name, d.device_name, d.class_name, d.class_code, d.kind, d.driver, d.vfio_driver,
+  d.iommu_group, d.numa_node, d.physfn, d.sriov_total_vfs, d.sriov_num_vfs, d.status,
+  d.first_reason,
+  CASE WHEN jsonb_array_length(d.reasons) > 0 THEN jsonb_build_array(d.reasons->0)
+       ELSE '[]'::jsonb END AS reasons,
   d.updated_at, (d.facts->>'inUse') = 'true' AS in_use, d.facts->'holder' AS holder`;
 
 function parseJson(value: unknown): unknown {
@@ -368,7 +371,7 @@ export async function baselineSearch(
   ]);
   const rows = rowsOf<Record<string, unknown>>(
     await db.execute(sql`
-      SELECT ${DEVICE_COLUMNS}, h.hostname, h.state AS host_state
+      SELECT ${DEVICE_COLUMNS_FIRST_REASON}, h.hostname, h.state AS host_state
       FROM devices d JOIN hosts h ON h.id = d.host_id
       WHERE ${where}
       ORDER BY h.hostname, d.host_id, d.address
