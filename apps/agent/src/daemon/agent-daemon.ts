@@ -234,8 +234,9 @@ export class AgentDaemon {
   }
 
   /**
-   * Re-applies `bind --persist` records. They are a local root operator's explicit decision, so
-   * they apply whether or not --allow-rebind (which gates jobs from a server) is given; devices
+   * Re-applies the bindings kept across reboots (`bind --persist`, or a job that asked to keep
+   * one while rebinding was allowed): decisions already made, so they apply whether or not
+   * --allow-rebind (which gates new jobs from a server) is given; devices
    * already on their recorded driver, and every device without a record, are left alone, so a
    * restart of the agent changes no binding. A failure here is logged, never fatal: the host must
    * still be reported.

@@ -31,8 +31,9 @@ export interface ReapplyResult {
  * whole IOMMU group moves, as with `bind`). Devices without a record are never touched, and
  * neither is a record whose address now holds a different vendor:device.
  *
- * Persisted bindings are a local root operator's explicit decision (`bind --persist`), so they are
- * applied whatever `deps.allowRebind` says: that flag gates jobs from a server.
+ * A record is a decision already made: a local root operator's `bind --persist`, or a server job
+ * that asked to keep a binding while this agent allowed rebinding. It restores that state, so it
+ * is applied whatever `deps.allowRebind` says now: that flag gates new jobs from a server.
  */
 export async function reapplyPersistedBindings(deps: ExecutorDeps): Promise<ReapplyResult[]> {
   const bindings = await readPersistedBindings(deps.stateDir);
