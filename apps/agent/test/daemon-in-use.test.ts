@@ -49,7 +49,8 @@ describe('vfio-fleet-agent run: devices a VM takes and lets go', () => {
       srv.state.issueToken(),
     ]);
     agents.push(agent);
-    const snapshot = await srv.waitFor('snapshot');
+    // A loaded CI machine starts an agent (node, the bundle, the first read) slowly.
+    const snapshot = await srv.waitFor('snapshot', { timeoutMs: 30_000 });
     expect(snapshot.snapshot.devices.find((d) => d.address === GPU)).toMatchObject({
       inUse: false,
       readiness: { status: 'bound' },

@@ -378,7 +378,8 @@ describe('vfio-fleet-agent run: jobs', () => {
     await dualGpu(root);
     from = server.received.length;
     launch(server, root, stateDir, ['--allow-rebind']);
-    const snapshot = await server.waitFor('snapshot', { from });
+    // The agent re-applies the binding (a whole job) before its first read.
+    const snapshot = await server.waitFor('snapshot', { from, timeoutMs: 30_000 });
     const gpu = snapshot.snapshot.devices.find((d) => d.address === GPU);
     expect(gpu?.driver).toBe('vfio-pci');
     expect(gpu?.keptBy.map((k) => k.keeper)).toEqual(['vfio-fleet']);
